@@ -1,0 +1,3 @@
+"""Kernel family 'conv'. KERNELS names the functions every backend module defines."""
+
+KERNELS = ()

@@ -1,0 +1,3 @@
+"""Kernel family 'pool'. KERNELS names the functions every backend module defines."""
+
+KERNELS = ()

@@ -1,0 +1,3 @@
+"""Kernel family 'softmax_ce'. KERNELS names the functions every backend module defines."""
+
+KERNELS = ()

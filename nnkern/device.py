@@ -1,0 +1,197 @@
+"""Which backend runs the ops: "numpy" (the reference), "cpu" (Numba) or "cuda" (Numba CUDA).
+
+The choice is global to the process, made once and changed explicitly:
+
+    >>> import nnkern
+    >>> nnkern.set_device("cpu")
+    'cpu'
+    >>> with nnkern.device("numpy"):
+    ...     nnkern.get_device()
+    'numpy'
+
+``NNKERN_DEVICE`` sets the initial choice (default ``auto``). ``auto`` takes
+CUDA when a usable GPU and CuPy are present, else the CPU. Asking for
+``cuda`` where there is none raises and says why; nothing falls back.
+
+Arrays: the host backends hold ``numpy.ndarray``; the CUDA backend holds
+``cupy.ndarray``, except under Numba's CUDA simulator
+(``NUMBA_ENABLE_CUDASIM=1``), where it holds NumPy arrays so the same CUDA
+kernels run without a GPU.
+"""
+
+import contextlib
+import os
+
+import numpy as np
+
+BACKENDS = ("numpy", "cpu", "cuda")
+CHOICES = ("auto",) + BACKENDS
+
+_current = None
+_auto_reason = ""
+_cuda_cache = None
+
+
+def cuda_simulated():
+    """True when Numba's CUDA simulator is on (``NUMBA_ENABLE_CUDASIM=1``)."""
+    return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
+
+
+def cuda_status():
+    """Return ``(usable, reason)`` for the CUDA backend.
+
+    Usable means numba-cuda finds a GPU and CuPy imports and sees it, or the
+    CUDA simulator is on. The reason says what was found or what is missing.
+    """
+    global _cuda_cache
+    if _cuda_cache is not None:
+        return _cuda_cache
+    if cuda_simulated():
+        try:
+            from numba import cuda  # noqa: F401
+        except ImportError as exc:
+            _cuda_cache = (False, f"NUMBA_ENABLE_CUDASIM=1 but numba-cuda is missing ({exc})")
+        else:
+            _cuda_cache = (True, "Numba CUDA simulator (NUMBA_ENABLE_CUDASIM=1), NumPy arrays")
+        return _cuda_cache
+    try:
+        from numba import cuda
+    except ImportError as exc:
+        _cuda_cache = (False, f"numba-cuda is not installed ({exc})")
+        return _cuda_cache
+    try:
+        available = cuda.is_available()
+    except Exception as exc:  # a broken driver raises instead of returning False
+        available, why = False, f"CUDA driver error: {exc}"
+    else:
+        why = "numba-cuda finds no CUDA GPU or driver"
+    if not available:
+        _cuda_cache = (False, why)
+        return _cuda_cache
+    try:
+        import cupy
+        count = cupy.cuda.runtime.getDeviceCount()
+    except ImportError as exc:
+        _cuda_cache = (False, f"a GPU is present but CuPy is not installed ({exc})")
+        return _cuda_cache
+    except Exception as exc:
+        _cuda_cache = (False, f"a GPU is present but CuPy cannot use it ({exc})")
+        return _cuda_cache
+    if count < 1:
+        _cuda_cache = (False, "CuPy sees no GPU")
+    else:
+        _cuda_cache = (True, f"GPU found: {gpu_name()}")
+    return _cuda_cache
+
+
+def gpu_name():
+    """Name and memory of GPU 0 through CuPy, or None."""
+    try:
+        import cupy
+        props = cupy.cuda.runtime.getDeviceProperties(0)
+        name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+        return f"{name}, {props['totalGlobalMem'] / 2**30:.1f} GiB"
+    except Exception:
+        return None
+
+
+def _resolve(name):
+    global _auto_reason
+    if not isinstance(name, str) or name.lower() not in CHOICES:
+        raise ValueError(f"device must be one of {CHOICES}, got {name!r}")
+    name = name.lower()
+    if name == "auto":
+        usable, reason = cuda_status()
+        if usable and not cuda_simulated():
+            _auto_reason = f"auto chose cuda: {reason}"
+            return "cuda"
+        if usable:
+            reason = "the CUDA simulator is not a GPU"
+        _auto_reason = f"auto chose cpu: no usable GPU ({reason})"
+        return "cpu"
+    if name == "cuda":
+        usable, reason = cuda_status()
+        if not usable:
+            raise RuntimeError(f"device 'cuda' was asked for but is not usable: {reason}")
+    _auto_reason = f"{name} chosen explicitly"
+    return name
+
+
+def set_device(name):
+    """Choose the backend for all following ops; returns the resolved name.
+
+    >>> set_device("numpy")
+    'numpy'
+    """
+    global _current
+    _current = _resolve(name)
+    return _current
+
+
+def get_device():
+    """The current backend name: "numpy", "cpu" or "cuda" (never "auto")."""
+    if _current is None:
+        set_device(os.environ.get("NNKERN_DEVICE", "auto"))
+    return _current
+
+
+def device_reason():
+    """One line saying how the current device was chosen."""
+    get_device()
+    return _auto_reason
+
+
+@contextlib.contextmanager
+def device(name):
+    """Run a block on another backend, restoring the previous one after.
+
+    >>> with device("numpy"):
+    ...     pass
+    """
+    global _current, _auto_reason
+    previous, previous_reason = get_device(), _auto_reason
+    set_device(name)
+    try:
+        yield _current
+    finally:
+        _current, _auto_reason = previous, previous_reason
+
+
+def is_gpu_array(x):
+    """True for CuPy arrays (anything exposing ``__cuda_array_interface__``)."""
+    return hasattr(x, "__cuda_array_interface__") and not isinstance(x, np.ndarray)
+
+
+def array_module(backend=None):
+    """The array library of a backend: ``numpy`` or ``cupy``."""
+    backend = backend or get_device()
+    if backend == "cuda" and not cuda_simulated():
+        import cupy
+        return cupy
+    return np
+
+
+def to_device(x, backend=None, dtype=None):
+    """Move ``x`` to a backend's array type (a copy only where one is needed).
+
+    >>> to_device([1.0, 2.0], "cpu").dtype
+    dtype('float64')
+    """
+    backend = backend or get_device()
+    xp = array_module(backend)
+    if xp is np:
+        x = to_numpy(x)
+        return np.asarray(x, dtype=dtype)
+    return xp.asarray(x, dtype=dtype)
+
+
+def to_numpy(x):
+    """Return ``x`` as a NumPy array, copying from the GPU when it lives there."""
+    if is_gpu_array(x):
+        return x.get()
+    return np.asarray(x)
+
+
+def where(x):
+    """'cuda' for a GPU array, 'host' for anything else (used in error messages)."""
+    return "cuda" if is_gpu_array(x) else "host"

@@ -1,0 +1,3 @@
+"""Op surface of the 'conv' kernel family (validation and dispatch)."""
+
+__all__ = []

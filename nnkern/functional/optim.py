@@ -1,0 +1,3 @@
+"""Op surface of the 'optim' kernel family (validation and dispatch)."""
+
+__all__ = []

@@ -1,0 +1,3 @@
+"""Op surface of the 'softmax_ce' kernel family (validation and dispatch)."""
+
+__all__ = []

@@ -1,0 +1,167 @@
+"""The one test helper: an op on a backend against the NumPy reference in float64.
+
+Conventions it relies on (those of ``nnkern.functional``):
+
+* ``F.<op>(*inputs, **kwargs)`` returns an array, or a tuple whose first
+  item is the differentiable output (e.g. ``max_pool2d(..., return_indices=True)``);
+* ``F.<op>_backward(grad_out, *inputs, **kwargs)`` returns the gradient of
+  the first input, or a tuple of gradients of the leading inputs in order
+  (``None`` where an input is absent, e.g. a conv without bias).
+
+Tolerance rule (one rule for every op): element-wise
+``|actual - expected| <= rtol * (|expected| + rms(expected))``, with
+``rtol = 1e-4`` for float32 and ``1e-9`` for float64. The ``|expected|`` term
+lets large values carry proportionally large rounding error; the ``rms`` term
+(the tensor's typical magnitude) keeps elements that cancel to near zero
+from demanding more digits than their inputs had. Ops that sum many terms
+may pass a larger ``rtol`` with a comment saying why.
+"""
+
+import numpy as np
+
+import nnkern
+import nnkern.functional as F
+from nnkern.device import to_device, to_numpy
+
+BACKENDS = ["numpy", "cpu", "cuda"]
+DTYPES = [np.float32, np.float64]
+RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-9}
+
+
+def assert_close(actual, expected, dtype, what="value", rtol=None):
+    """Assert ``actual`` matches the float64 ``expected`` under the tolerance rule."""
+    if expected is None or actual is None:
+        assert actual is None and expected is None, f"{what}: one of actual/expected is None"
+        return
+    actual = to_numpy(actual)
+    expected = np.asarray(expected)
+    assert actual.shape == expected.shape, (
+        f"{what}: shape {actual.shape} != reference {expected.shape}"
+    )
+    if expected.dtype.kind in "iub":
+        np.testing.assert_array_equal(actual, expected, err_msg=what)
+        return
+    assert np.isfinite(actual).all() == np.isfinite(expected).all(), f"{what}: NaN/inf mismatch"
+    rtol = RTOL[np.dtype(dtype)] if rtol is None else rtol
+    a = actual.astype(np.float64)
+    e = expected.astype(np.float64)
+    rms = float(np.sqrt(np.mean(e * e))) if e.size else 0.0
+    tol = rtol * (np.abs(e) + rms)
+    err = np.abs(a - e)
+    bad = ~(err <= tol)
+    if bad.any():
+        i = np.unravel_index(np.argmax(np.where(bad, err - tol, -np.inf)), e.shape)
+        raise AssertionError(
+            f"{what}: {int(bad.sum())}/{e.size} elements off; worst at {i}: "
+            f"got {a[i]!r}, reference {e[i]!r}, tolerance {tol[i]:.3g} (rtol {rtol:g})"
+        )
+
+
+def _as_tuple(value):
+    return value if isinstance(value, tuple) else (value,)
+
+
+def _cast(x, dtype):
+    if isinstance(x, np.ndarray) and x.dtype.kind == "f":
+        return x.astype(dtype)
+    return x
+
+
+def _copy(x):
+    return x.copy() if isinstance(x, np.ndarray) else x
+
+
+def run_op(op, inputs, backend, dtype, kwargs=None, grad_out=None):
+    """Run ``F.<op>`` (and its backward when ``grad_out`` is given) on a backend.
+
+    Inputs are NumPy arrays; float ones are cast to ``dtype`` and moved to the
+    backend's device, and fresh copies are made so in-place ops (running
+    statistics, optimizer updates) do not leak between runs. Returns
+    ``(outputs tuple, grads tuple or None, device inputs)``; arrays stay on
+    the device.
+    """
+    kwargs = kwargs or {}
+    with nnkern.device(backend):
+        dev_inputs = [
+            to_device(_copy(_cast(x, dtype)), backend) if isinstance(x, np.ndarray) else x
+            for x in inputs
+        ]
+        outs = _as_tuple(getattr(F, op)(*dev_inputs, **kwargs))
+        grads = None
+        if grad_out is not None:
+            dout = to_device(grad_out.astype(dtype), backend)
+            fresh = [
+                to_device(_copy(_cast(x, dtype)), backend) if isinstance(x, np.ndarray) else x
+                for x in inputs
+            ]
+            grads = _as_tuple(getattr(F, op + "_backward")(dout, *fresh, **kwargs))
+    return outs, grads, dev_inputs
+
+
+def check_op(op, inputs, backend, dtype, kwargs=None, backward=True, rtol=None, seed=0):
+    """Check forward (and backward) of ``F.<op>`` on ``backend`` in ``dtype`` against
+    the numpy backend in float64. Returns the backend's ``(outputs, grads)``.
+
+    Example (a test body)::
+
+        x = rng.standard_normal((2, 3, 5, 5))
+        check_op("avg_pool2d", [x], "cpu", np.float32, {"kernel_size": 2})
+    """
+    rng = np.random.default_rng(seed)
+    ref_outs, _, _ = run_op(op, inputs, "numpy", np.float64, kwargs)
+    grad_out = rng.standard_normal(np.shape(ref_outs[0])) if backward else None
+    if grad_out is not None:
+        _, ref_grads, _ = run_op(op, inputs, "numpy", np.float64, kwargs, grad_out)
+    outs, grads, _ = run_op(op, inputs, backend, dtype, kwargs, grad_out)
+    assert len(outs) == len(ref_outs)
+    for i, (o, r) in enumerate(zip(outs, ref_outs)):
+        if hasattr(o, "dtype") and o.dtype.kind == "f":
+            assert o.dtype == np.dtype(dtype), f"{op} output {i}: dtype {o.dtype} != {dtype}"
+        assert_close(o, r, dtype, f"{op}[{backend},{np.dtype(dtype)}] output {i}", rtol)
+    if backward:
+        assert len(grads) == len(ref_grads)
+        for i, (g, r) in enumerate(zip(grads, ref_grads)):
+            assert_close(g, r, dtype, f"{op}_backward[{backend},{np.dtype(dtype)}] grad {i}", rtol)
+    return outs, grads
+
+
+def numerical_gradient(f, x, eps=1e-6):
+    """Central differences of the scalar function ``f()`` with respect to ``x`` (changed in place
+    and restored)."""
+    grad = np.zeros_like(x, dtype=np.float64)
+    flat, gflat = x.reshape(-1), grad.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + eps
+        up = f()
+        flat[i] = old - eps
+        down = f()
+        flat[i] = old
+        gflat[i] = (up - down) / (2 * eps)
+    return grad
+
+
+def check_gradients(op, inputs, kwargs=None, wrt=None, eps=1e-6, rtol=1e-6, seed=0):
+    """Check ``F.<op>_backward`` on the numpy backend in float64 against central
+    differences of ``sum(F.<op>(...) * grad_out)``.
+
+    ``wrt`` lists the input positions to check (default: every float input that
+    has a gradient). Inputs must keep away from kinks (max ties, relu at 0).
+    """
+    kwargs = kwargs or {}
+    rng = np.random.default_rng(seed)
+    inputs = [_cast(x, np.float64) for x in inputs]
+    out0 = _as_tuple(run_op(op, inputs, "numpy", np.float64, kwargs)[0])[0]
+    grad_out = rng.standard_normal(np.shape(out0))
+    _, grads, _ = run_op(op, inputs, "numpy", np.float64, kwargs, grad_out)
+    if wrt is None:
+        wrt = [i for i, g in enumerate(grads) if g is not None]
+    assert wrt, f"{op}: nothing to check"
+
+    def loss():
+        outs, _, _ = run_op(op, inputs, "numpy", np.float64, kwargs)
+        return float(np.sum(np.asarray(outs[0]) * grad_out))
+
+    for i in wrt:
+        numeric = numerical_gradient(loss, inputs[i], eps)
+        assert_close(grads[i], numeric, np.float64, f"{op} d/d(input {i})", rtol)
