@@ -8,6 +8,7 @@
 
 __version__ = "0.1.0"
 
+from . import functional  # noqa: F401
 from .device import (  # noqa: F401
     device,
     get_device,
@@ -15,4 +16,17 @@ from .device import (  # noqa: F401
     to_device,
     to_numpy,
 )
-from . import functional  # noqa: F401
+
+_LAZY = {"Sequential": "models", "Model": "models"}
+_SUBMODULES = ("layers", "losses", "optimizers", "metrics", "callbacks", "models", "data")
+
+
+def __getattr__(name):
+    """Import the model API on first use, so ``import nnkern`` stays light."""
+    import importlib
+
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'nnkern' has no attribute {name!r}")

@@ -1,3 +1,182 @@
-"""Op surface of the 'gemm' kernel family (validation and dispatch)."""
+"""Op surface of the 'gemm' kernel family: matrix multiply and the dense (linear) layer.
 
-__all__ = []
+    matmul(a, b, trans_a=False, trans_b=False)      -> op(a) @ op(b), (M, N)
+    linear(x, w, b=None, activation=None)           -> act(x @ w.T + b), (N, OUT)
+
+Each has a ``_backward`` twin taking the upstream gradient followed by the same
+arguments. Inputs that are not C-contiguous are copied to contiguous ones
+(the kernels read raw rows); transposes are free, pass ``trans_a``/``trans_b``
+instead of ``a.T``.
+"""
+
+import numpy as np
+
+from ..device import array_module
+from ._checks import backend_kernels, empty, float_array, same_dtype, shape_is, zeros
+
+__all__ = ["linear", "linear_backward", "matmul", "matmul_backward"]
+
+ACTIVATIONS = (None, "relu")
+
+
+def _flag(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return bool(value)
+
+
+def _contiguous(x):
+    return array_module().ascontiguousarray(x)
+
+
+def _run_gemm(K, a, b, c, trans_a, trans_b):
+    """c = op(a) @ op(b) through the backend kernel; empty sizes handled here."""
+    inner = a.shape[0] if trans_a else a.shape[1]
+    if c.size == 0:
+        return c
+    if inner == 0:
+        c[...] = 0
+        return c
+    K.gemm(a, b, c, trans_a, trans_b, False)
+    return c
+
+
+def _matmul_checks(a, b, trans_a, trans_b):
+    K = backend_kernels("gemm", ("a", a), ("b", b))
+    float_array(a, "a", 2)
+    float_array(b, "b", 2)
+    same_dtype(("a", a), ("b", b))
+    trans_a = _flag(trans_a, "trans_a")
+    trans_b = _flag(trans_b, "trans_b")
+    M, ka = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    kb, N = (b.shape[1], b.shape[0]) if trans_b else b.shape
+    if ka != kb:
+        raise ValueError(
+            f"matmul: op(a) is {(M, ka)} and op(b) is {(kb, N)} "
+            f"(a {tuple(a.shape)}, trans_a={trans_a}; b {tuple(b.shape)}, trans_b={trans_b}); "
+            f"the inner dimensions must be equal, got {ka} and {kb}"
+        )
+    return K, _contiguous(a), _contiguous(b), trans_a, trans_b, M, N
+
+
+def matmul(a, b, trans_a=False, trans_b=False):
+    """Matrix product ``op(a) @ op(b)`` with ``op(x) = x.T`` when ``trans_x``.
+
+    a is (M, K) (or (K, M) with trans_a), b is (K, N) (or (N, K) with trans_b);
+    returns (M, N) in their dtype.
+
+    >>> import numpy as np, nnkern
+    >>> with nnkern.device("numpy"):
+    ...     matmul(np.ones((2, 3)), np.ones((4, 3)), trans_b=True).shape
+    (2, 4)
+    """
+    K, a, b, trans_a, trans_b, M, N = _matmul_checks(a, b, trans_a, trans_b)
+    c = empty((M, N), a.dtype)
+    return _run_gemm(K, a, b, c, trans_a, trans_b)
+
+
+def matmul_backward(g, a, b, trans_a=False, trans_b=False):
+    """Gradients ``(da, db)`` of ``matmul(a, b, trans_a, trans_b)`` for the upstream ``g`` (M, N).
+
+    With C = op(A) op(B): d op(A) = G op(B)^T and d op(B) = op(A)^T G; each is
+    one GEMM with the transposes chosen so no transposed copy is made.
+    """
+    K, a, b, trans_a, trans_b, M, N = _matmul_checks(a, b, trans_a, trans_b)
+    backend_kernels("gemm", ("g", g), ("a", a))
+    float_array(g, "g", 2)
+    same_dtype(("a", a), ("g", g))
+    shape_is(g, "g (the gradient of matmul's output)", (M, N))
+    g = _contiguous(g)
+    da = empty(a.shape, a.dtype)
+    db = empty(b.shape, b.dtype)
+    if trans_a:  # da = (G op(B)^T)^T = op(B) G^T
+        _run_gemm(K, b, g, da, trans_b, True)
+    else:  # da = G op(B)^T
+        _run_gemm(K, g, b, da, False, not trans_b)
+    if trans_b:  # db = (op(A)^T G)^T = G^T op(A)
+        _run_gemm(K, g, a, db, True, trans_a)
+    else:  # db = op(A)^T G
+        _run_gemm(K, a, g, db, not trans_a, False)
+    return da, db
+
+
+def _linear_checks(x, w, b, activation):
+    K = backend_kernels("gemm", ("x", x), ("w", w), ("b", b))
+    float_array(x, "x", 2, "(N, in_features)")
+    float_array(w, "w", 2, "(out_features, in_features)")
+    same_dtype(("x", x), ("w", w), ("b", b))
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(
+            f"linear: x is (N, in_features) = {tuple(x.shape)} and w is "
+            f"(out_features, in_features) = {tuple(w.shape)}; in_features must match, "
+            f"got {x.shape[1]} and {w.shape[1]}"
+        )
+    if b is not None:
+        float_array(b, "b", 1, "(out_features,)")
+        shape_is(b, "b", (w.shape[0],))
+        b = _contiguous(b)
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    return K, _contiguous(x), _contiguous(w), b
+
+
+def linear(x, w, b=None, activation=None):
+    """Dense layer ``act(x @ w.T + b)``; bias and relu are fused into the GEMM's epilogue.
+
+    x is (N, in_features), w is (out_features, in_features) (torch layout), b is
+    (out_features,) or None, activation None or "relu". Returns (N, out_features).
+
+    >>> import numpy as np, nnkern
+    >>> with nnkern.device("numpy"):
+    ...     linear(np.ones((2, 3)), np.ones((4, 3)), np.zeros(4), activation="relu")[0]
+    array([3., 3., 3., 3.])
+    """
+    K, x, w, b = _linear_checks(x, w, b, activation)
+    N, OUT = x.shape[0], w.shape[0]
+    y = empty((N, OUT), x.dtype)
+    if y.size == 0:
+        return y
+    if x.shape[1] == 0:  # no inputs: the output is the bias alone
+        y[...] = 0
+        if b is not None:
+            y += b
+        if activation == "relu":
+            y[...] = array_module().maximum(y, 0)
+        return y
+    K.linear(x, w, b, y, activation == "relu")
+    return y
+
+
+def linear_backward(g, x, w, b=None, activation=None, *, out=None):
+    """Gradients ``(dx, dw, db)`` of ``linear(x, w, b, activation)`` for the upstream ``g``.
+
+    ``g`` is (N, out_features); ``db`` is None when ``b`` is None. With relu the
+    gradient passes where the forward output is positive: pass that output as
+    ``out=`` to skip recomputing it.
+    """
+    K, x, w, b = _linear_checks(x, w, b, activation)
+    backend_kernels("gemm", ("g", g), ("out", out))
+    N, OUT = x.shape[0], w.shape[0]
+    float_array(g, "g", 2)
+    same_dtype(("x", x), ("g", g))
+    shape_is(g, "g (the gradient of linear's output)", (N, OUT))
+    g = _contiguous(g)
+    relu = activation == "relu"
+    if relu:
+        if out is None:
+            out = linear(x, w, b, activation)
+        else:
+            float_array(out, "out", 2)
+            same_dtype(("x", x), ("out", out))
+            shape_is(out, "out (the forward output of linear)", (N, OUT))
+            out = _contiguous(out)
+    db = None
+    dy = g
+    if relu or b is not None:
+        db = zeros((OUT,), x.dtype)
+        if g.size:
+            dy = empty((N, OUT), x.dtype)
+            K.linear_grad_out(g, out if relu else g, dy, db, relu)
+    dx = _run_gemm(K, dy, w, empty(x.shape, x.dtype), False, False)  # (N,OUT) @ (OUT,IN)
+    dw = _run_gemm(K, dy, x, empty(w.shape, w.dtype), True, False)  # (N,OUT)^T @ (N,IN)
+    return dx, dw, (db if b is not None else None)

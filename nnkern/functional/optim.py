@@ -1,3 +1,155 @@
-"""Op surface of the 'optim' kernel family (validation and dispatch)."""
+"""Op surface of the 'optim' kernel family: in-place SGD and Adam updates.
 
-__all__ = []
+Each op takes one array or equal-length lists of arrays (any shapes, each
+C-contiguous), updates parameters and optimizer state IN PLACE with
+torch.optim semantics, and returns the updated arrays as a tuple so callers
+and tests can use them directly. The backend kernel runs once per array; the
+model layer passes one flat buffer per dtype, so a training step is one call.
+
+    >>> import numpy as np, nnkern
+    >>> import nnkern.functional as F
+    >>> p, g, buf = np.ones(3), np.full(3, 0.5), np.zeros(3)
+    >>> with nnkern.device("numpy"):
+    ...     p, buf = F.sgd_step(p, g, buf, lr=0.1, momentum=0.9)
+    >>> p
+    array([0.95, 0.95, 0.95])
+"""
+
+import numbers
+
+import numpy as np
+
+from ._checks import backend_kernels, float_array, same_dtype, shape_is
+
+__all__ = ["adam_step", "sgd_step"]
+
+
+def _is_array(x):
+    return hasattr(x, "dtype") and hasattr(x, "shape")
+
+
+def _as_list(value, name, count=None):
+    """(list of arrays, was it one array) for one array or a list/tuple of arrays."""
+    if _is_array(value):
+        items, single = [value], True
+    elif isinstance(value, (list, tuple)):
+        items, single = list(value), False
+    else:
+        raise TypeError(f"{name} must be an array or a list of arrays, got {type(value).__name__}")
+    if count is not None and len(items) != count:
+        raise ValueError(
+            f"{name} must hold as many arrays as params ({count}), got {len(items)}"
+        )
+    return items, single
+
+
+def _groups(params, **state):
+    """Validate params and same-length state lists; return (lists dict, single flag, count)."""
+    ps, single = _as_list(params, "params")
+    lists = {"params": ps}
+    for name, value in state.items():
+        items, s = _as_list(value, name, len(ps))
+        if s != single:
+            raise TypeError(
+                f"params and {name} must both be arrays or both be lists, "
+                f"got {type(params).__name__} and {type(value).__name__}"
+            )
+        lists[name] = items
+    for i in range(len(ps)):
+        where = "" if single else f"[{i}]"
+        first = ps[i]
+        float_array(first, f"params{where}")
+        for name, items in lists.items():
+            x = items[i]
+            float_array(x, f"{name}{where}")
+            shape_is(x, f"{name}{where}", first.shape)
+            if name != "grads" and not x.flags.c_contiguous:
+                raise ValueError(
+                    f"{name}{where} must be C-contiguous (it is updated in place), got a "
+                    f"non-contiguous array of shape {tuple(x.shape)}"
+                )
+        same_dtype(*[(f"{name}{where}", items[i]) for name, items in lists.items()])
+    return lists, single, len(ps)
+
+
+def _number(value, name, lo, hi=None, hi_open=False, lo_open=False):
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if ok:
+        ok = (value > lo if lo_open else value >= lo)
+        if hi is not None:
+            ok = ok and (value < hi if hi_open else value <= hi)
+    if not ok:
+        lo_s = "(" if lo_open else "["
+        hi_s = "inf)" if hi is None else (f"{hi})" if hi_open else f"{hi}]")
+        raise ValueError(f"{name} must be a number in {lo_s}{lo}, {hi_s}, got {value!r}")
+    return float(value)
+
+
+def _flat(x):
+    """A 1-D view of a C-contiguous array (a copy only for a non-contiguous read-only grad)."""
+    return x.reshape(-1) if x.flags.c_contiguous else x.ravel()
+
+
+def _result(lists, names, single):
+    if single:
+        return tuple(lists[n][0] if lists[n] is not None else None for n in names)
+    return tuple(lists[n] for n in names)
+
+
+def sgd_step(params, grads, velocities, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
+    """One SGD step in place (torch.optim.SGD, dampening 0); returns ``(params, velocities)``.
+
+    ``d = grad + weight_decay * p; buf = momentum * buf + d;
+    d = d + momentum * buf if nesterov else buf; p -= lr * d``.
+    ``velocities`` start at zero (torch's first-step ``buf = d`` is the same
+    update). With ``momentum == 0`` no buffer is used: ``velocities`` may be
+    None and is left untouched.
+    """
+    lr = _number(lr, "lr", 0.0)
+    momentum = _number(momentum, "momentum", 0.0)
+    weight_decay = _number(weight_decay, "weight_decay", 0.0)
+    if not isinstance(nesterov, (bool, np.bool_, numbers.Integral)):
+        raise TypeError(f"nesterov must be a bool, got {nesterov!r}")
+    nesterov = bool(nesterov)
+    if nesterov and momentum == 0:
+        raise ValueError("nesterov=True requires momentum > 0, got momentum=0")
+    if velocities is None:
+        if momentum != 0:
+            raise ValueError(
+                f"velocities must be arrays like params when momentum > 0, got None "
+                f"(momentum={momentum})"
+            )
+        lists, single, count = _groups(params, grads=grads)
+        lists["velocities"] = None
+    else:
+        lists, single, count = _groups(params, grads=grads, velocities=velocities)
+    for i in range(count):
+        p, g = lists["params"][i], lists["grads"][i]
+        buf = lists["velocities"][i] if velocities is not None else p
+        K = backend_kernels("optim", ("params", p), ("grads", g), ("velocities", buf))
+        K.sgd_step(_flat(p), _flat(g), _flat(buf), lr, momentum, weight_decay, nesterov)
+    return _result(lists, ("params", "velocities"), single)
+
+
+def adam_step(params, grads, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8,
+              weight_decay=0.0):
+    """One Adam step in place (torch.optim.Adam, amsgrad off); returns ``(params, m, v)``.
+
+    ``step`` is the 1-based count of this step (torch increments before
+    updating). ``d = grad + weight_decay * p``; ``m``, ``v`` are the first and
+    second moments (start at zero); the bias corrections use ``step``.
+    """
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 1:
+        raise ValueError(f"step must be an int >= 1 (the 1-based step count), got {step!r}")
+    lr = _number(lr, "lr", 0.0)
+    beta1 = _number(beta1, "beta1", 0.0, 1.0, hi_open=True)
+    beta2 = _number(beta2, "beta2", 0.0, 1.0, hi_open=True)
+    eps = _number(eps, "eps", 0.0)
+    weight_decay = _number(weight_decay, "weight_decay", 0.0)
+    lists, single, count = _groups(params, grads=grads, m=m, v=v)
+    for i in range(count):
+        arrays = [(name, lists[name][i]) for name in ("params", "grads", "m", "v")]
+        K = backend_kernels("optim", *arrays)
+        p, g, m_i, v_i = (_flat(a) for _, a in arrays)
+        K.adam_step(p, g, m_i, v_i, int(step), lr, beta1, beta2, eps, weight_decay)
+    return _result(lists, ("params", "m", "v"), single)

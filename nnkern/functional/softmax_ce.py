@@ -1,3 +1,197 @@
-"""Op surface of the 'softmax_ce' kernel family (validation and dispatch)."""
+"""Op surface of the 'softmax_ce' kernel family: the losses (validation and dispatch).
 
-__all__ = []
+    >>> import numpy as np, nnkern
+    >>> import nnkern.functional as F
+    >>> logits = np.zeros((2, 4), np.float32); labels = np.array([1, 3])
+    >>> with nnkern.device("numpy"):
+    ...     float(F.softmax_cross_entropy(logits, labels))    # log(4)
+    1.3862943649291992
+
+Semantics follow ``torch.nn.functional.cross_entropy`` (integer targets,
+``label_smoothing``), ``binary_cross_entropy_with_logits`` and ``mse_loss``.
+Reductions: ``"mean"`` and ``"sum"`` return a 0-d array, ``"none"`` the
+per-row (softmax CE) or per-element losses.
+"""
+
+import numpy as np
+
+from ..device import array_module
+from ._checks import backend_kernels, empty, float_array, labels_array, same_dtype, shape_is
+
+__all__ = [
+    "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_with_logits_backward",
+    "mse_loss",
+    "mse_loss_backward",
+    "softmax_cross_entropy",
+    "softmax_cross_entropy_backward",
+    "softmax_cross_entropy_with_grad",
+]
+
+REDUCTIONS = ("mean", "sum", "none")
+FAMILY = "softmax_ce"
+
+
+def _check_reduction(reduction):
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+
+
+def _check_smoothing(label_smoothing):
+    if isinstance(label_smoothing, bool) or not isinstance(
+        label_smoothing, (int, float, np.integer, np.floating)
+    ):
+        raise TypeError(f"label_smoothing must be a float in [0, 1], got {label_smoothing!r}")
+    if not 0.0 <= float(label_smoothing) <= 1.0:
+        raise ValueError(f"label_smoothing must lie in [0, 1], got {label_smoothing!r}")
+    return float(label_smoothing)
+
+
+def _reduce(losses, reduction):
+    # losses (n,) -> 0-d array (mean/sum) or losses itself (none)
+    if reduction == "none":
+        return losses
+    xp = array_module()
+    total = losses.mean() if reduction == "mean" else losses.sum()
+    return xp.asarray(total, dtype=losses.dtype)
+
+
+def _grad_and_scale(grad_out, reduction, n, dtype, expected_shape):
+    """Upstream gradient as a 1-D array (n,) or (1,) for the kernels, and its scale."""
+    if isinstance(grad_out, (int, float, np.integer, np.floating)) and reduction != "none":
+        grad_out = array_module().full((1,), grad_out, dtype=dtype)
+    if not hasattr(grad_out, "dtype") or not hasattr(grad_out, "shape"):
+        raise TypeError(f"grad_out must be an array, got {type(grad_out).__name__}")
+    if grad_out.dtype != dtype:
+        raise TypeError(f"grad_out has dtype {grad_out.dtype} but the input has {dtype}")
+    if reduction == "none":
+        shape_is(grad_out, "grad_out", expected_shape)
+        return grad_out.reshape(-1), 1.0
+    if grad_out.size != 1:
+        raise ValueError(
+            f"grad_out of a reduction={reduction!r} loss must hold one value (a 0-d array), "
+            f"got shape {tuple(grad_out.shape)}"
+        )
+    scale = 1.0 / n if (reduction == "mean" and n) else 1.0
+    return grad_out.reshape(1), scale
+
+
+def _flat(x):
+    return array_module().ascontiguousarray(x).reshape(-1)
+
+
+# --- softmax cross-entropy ------------------------------------------------------------------
+
+
+def _check_softmax_ce(logits, labels, reduction, label_smoothing, grad_out=None):
+    grad = grad_out if hasattr(grad_out, "shape") else None
+    K = backend_kernels(FAMILY, ("logits", logits), ("labels", labels), ("grad_out", grad))
+    float_array(logits, "logits", ndim=2, layout="(N, C)")
+    N, C = logits.shape
+    if C < 1:
+        raise ValueError(f"logits must have at least one class, got shape {tuple(logits.shape)}")
+    labels_array(labels, "labels", N, C)
+    _check_reduction(reduction)
+    eps = _check_smoothing(label_smoothing)
+    xp = array_module()
+    logits = xp.ascontiguousarray(logits)
+    labels = xp.ascontiguousarray(labels.astype(np.int64, copy=False))
+    return K, logits, labels, eps
+
+
+def softmax_cross_entropy(logits, labels, reduction="mean", label_smoothing=0.0):
+    """Cross-entropy of softmax(logits) against integer class labels.
+
+    logits (N, C) float32/float64, labels (N,) integers in [0, C).
+    ``label_smoothing`` eps in [0, 1] mixes the one-hot target with the uniform
+    distribution: q = (1 - eps) onehot + eps / C (torch semantics).
+    Returns a 0-d array for ``"mean"``/``"sum"``, (N,) for ``"none"``.
+    """
+    K, logits, labels, eps = _check_softmax_ce(logits, labels, reduction, label_smoothing)
+    losses = empty((logits.shape[0],), logits.dtype)
+    K.softmax_ce_forward(logits, labels, losses, eps)
+    return _reduce(losses, reduction)
+
+
+def softmax_cross_entropy_backward(grad_out, logits, labels, reduction="mean",
+                                   label_smoothing=0.0):
+    """Gradient of ``softmax_cross_entropy`` w.r.t. logits: g * (softmax(logits) - q) [/ N].
+
+    grad_out: a 0-d (or one-element) array for "mean"/"sum", (N,) for "none".
+    Returns dlogits (N, C). The kernel is fused: one pass over each row.
+    """
+    K, logits, labels, eps = _check_softmax_ce(logits, labels, reduction, label_smoothing,
+                                               grad_out)
+    N = logits.shape[0]
+    g, scale = _grad_and_scale(grad_out, reduction, N, logits.dtype, (N,))
+    losses = empty((N,), logits.dtype)
+    dlogits = empty(logits.shape, logits.dtype)
+    K.softmax_ce_forward_backward(logits, labels, _flat(g), scale, eps, losses, dlogits)
+    return dlogits
+
+
+def softmax_cross_entropy_with_grad(logits, labels, reduction="mean", label_smoothing=0.0):
+    """Loss and its gradient for an upstream gradient of 1, in ONE fused kernel pass.
+
+    Returns ``(loss, dlogits)``: the same values as ``softmax_cross_entropy(...)``
+    and ``softmax_cross_entropy_backward(ones, ...)``, for a training loop that
+    needs both (the loss is the last node, so its upstream gradient is 1).
+    """
+    K, logits, labels, eps = _check_softmax_ce(logits, labels, reduction, label_smoothing)
+    N = logits.shape[0]
+    xp = array_module()
+    g = xp.ones((1,), dtype=logits.dtype)
+    scale = 1.0 / N if (reduction == "mean" and N) else 1.0
+    losses = empty((N,), logits.dtype)
+    dlogits = empty(logits.shape, logits.dtype)
+    K.softmax_ce_forward_backward(logits, labels, g, scale, eps, losses, dlogits)
+    return _reduce(losses, reduction), dlogits
+
+
+# --- element-wise losses ------------------------------------------------------------------
+
+
+def _check_pair(first, second, names, reduction, grad_out=None):
+    grad = grad_out if hasattr(grad_out, "shape") else None
+    K = backend_kernels(FAMILY, (names[0], first), (names[1], second), ("grad_out", grad))
+    float_array(first, names[0])
+    float_array(second, names[1])
+    same_dtype((names[0], first), (names[1], second))
+    shape_is(second, names[1], first.shape)
+    _check_reduction(reduction)
+    return K
+
+
+def binary_cross_entropy_with_logits(logits, targets, reduction="mean"):
+    """Binary cross-entropy of sigmoid(logits) against float targets (same shape), in the
+    stable form max(x, 0) - x t + log(1 + exp(-|x|))."""
+    K = _check_pair(logits, targets, ("logits", "targets"), reduction)
+    losses = empty((logits.size,), logits.dtype)
+    K.bce_with_logits_forward(_flat(logits), _flat(targets), losses)
+    return _reduce(losses.reshape(logits.shape), reduction)
+
+
+def binary_cross_entropy_with_logits_backward(grad_out, logits, targets, reduction="mean"):
+    """Gradient w.r.t. logits: g * (sigmoid(logits) - targets) [/ n]."""
+    K = _check_pair(logits, targets, ("logits", "targets"), reduction, grad_out)
+    g, scale = _grad_and_scale(grad_out, reduction, logits.size, logits.dtype, logits.shape)
+    dx = empty((logits.size,), logits.dtype)
+    K.bce_with_logits_backward(_flat(g), scale, _flat(logits), _flat(targets), dx)
+    return dx.reshape(logits.shape)
+
+
+def mse_loss(pred, target, reduction="mean"):
+    """Mean squared error (pred - target)^2, pred and target of the same shape."""
+    K = _check_pair(pred, target, ("pred", "target"), reduction)
+    losses = empty((pred.size,), pred.dtype)
+    K.mse_forward(_flat(pred), _flat(target), losses)
+    return _reduce(losses.reshape(pred.shape), reduction)
+
+
+def mse_loss_backward(grad_out, pred, target, reduction="mean"):
+    """Gradient w.r.t. pred: g * 2 (pred - target) [/ n]."""
+    K = _check_pair(pred, target, ("pred", "target"), reduction, grad_out)
+    g, scale = _grad_and_scale(grad_out, reduction, pred.size, pred.dtype, pred.shape)
+    dx = empty((pred.size,), pred.dtype)
+    K.mse_backward(_flat(g), scale, _flat(pred), _flat(target), dx)
+    return dx.reshape(pred.shape)

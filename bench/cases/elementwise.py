@@ -1,0 +1,107 @@
+"""Elementwise: relu forward + backward on an activation tensor, and the cost of
+one small call through nnkern's dispatch.
+
+relu: ``y = F.relu(x)``, ``dx = F.relu_backward(g, x)``; peers numpy
+(``np.maximum``, ``np.where``) and PyTorch (autograd). Memory-bound: bytes =
+x, y, g, dx once each.
+
+dispatch: ``F.relu`` on 1024 floats, forward only: the time is the fixed cost
+of validation, allocation, dispatch and (on the GPU) one kernel launch with
+CuPy arrays, reported in microseconds per call (issue 4's launch-cost
+figure); the peers pay their own fixed cost on the same call.
+"""
+
+from functools import partial
+
+import numpy as np
+
+from bench.cases._common import cupy_impl, nbytes, nnkern_impl, numpy_impl, torch_impl, uniform
+from bench.core import Case
+
+
+def _inputs(rng, shape, backward):
+    d = {"x": uniform(rng, shape)}
+    if backward:
+        d["g"] = uniform(rng, shape)
+    return d
+
+
+def _nnkern(backend, backward):
+    import nnkern.functional as F
+
+    def run(s):
+        y = F.relu(s["x"])
+        if not backward:
+            return y
+        return y, F.relu_backward(s["g"], s["x"])
+
+    ops = ["relu", "relu_backward"] if backward else ["relu"]
+    return nnkern_impl(backend, "elementwise", ops, run)
+
+
+def _numpy(place, env, backward):
+    def run(s):
+        y = np.maximum(s["x"], 0)
+        if not backward:
+            return y
+        return y, np.where(s["x"] > 0, s["g"], np.float32(0))
+    return numpy_impl(place, env, run)
+
+
+def _torch(place, env, backward):
+    def prepare(inputs, T, torch):
+        d = {"x": T(inputs["x"], backward), "torch": torch}
+        if backward:
+            d["g"] = T(inputs["g"])
+        return d
+
+    def run(s):
+        torch = s["torch"]
+        y = torch.relu(s["x"])
+        if not backward:
+            return y
+        (dx,) = torch.autograd.grad(y, (s["x"],), s["g"])
+        return y, dx
+
+    return torch_impl(place, env, prepare, run)
+
+
+def _cupy(place, env, backward):
+    cp = env.cupy
+
+    def run(s):
+        y = cp.maximum(s["x"], 0)
+        if not backward:
+            return y
+        return y, cp.where(s["x"] > 0, s["g"], cp.float32(0))
+    return cupy_impl(place, env, run)
+
+
+def relu_case(shape, places=("host", "gpu")):
+    n = int(np.prod(shape))
+    return Case(
+        family="elementwise", name=f"relu fwd+bwd {'x'.join(map(str, shape))}",
+        shape=f"x {shape}", make_inputs=partial(_inputs, shape=shape, backward=True),
+        nnkern=partial(_nnkern, backward=True),
+        peers={p: partial(f, backward=True) for p, f in
+               (("numpy", _numpy), ("torch", _torch), ("cupy", _cupy))},
+        flops=2.0 * n, bytes=nbytes(shape) * 4, metric="byte", places=places,
+    )
+
+
+def dispatch_case(n=1024):
+    return Case(
+        family="elementwise", name=f"relu dispatch {n} floats", shape=f"x ({n},), forward",
+        make_inputs=partial(_inputs, shape=(n,), backward=False),
+        nnkern=partial(_nnkern, backward=False),
+        peers={p: partial(f, backward=False) for p, f in
+               (("numpy", _numpy), ("torch", _torch), ("cupy", _cupy))},
+        flops=float(n), bytes=nbytes((n,)) * 2, metric="call",
+    )
+
+
+def cases(quick):
+    if quick:
+        return [relu_case((8, 16, 28, 28)), dispatch_case()]
+    return [relu_case((128, 64, 28, 28)), relu_case((128, 128, 56, 56), places=("gpu",)),
+            dispatch_case()]

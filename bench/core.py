@@ -1,0 +1,878 @@
+"""Timing, validation, ceilings and the environment of the benchmark suite.
+
+How every case is measured (shared PERF.md, "How to measure"):
+
+1. Inputs are random float32 (never zeros), made once per case.
+2. The float64 reference is nnkern's numpy backend on the same inputs cast to
+   float64. Every implementation (nnkern backends and peers) is run once on
+   fresh copies and compared with it before anything is timed; a mismatch is
+   reported and that implementation is not timed.
+3. Warm-up: the validation call plus one more call (Numba compiles, cuDNN
+   picks algorithms) happen outside the timing.
+4. Timing: ``repeats`` samples, each the mean of ``number`` back-to-back
+   calls (``number`` chosen so a sample lasts tens of milliseconds); the
+   reported figure is the median sample (the fastest is kept too). The
+   implementations of a case are sampled in turn, round after round, so a
+   change of load on a shared machine hits them alike. Host:
+   ``time.perf_counter``. GPU: CUDA events around each sample, with the
+   inputs rotated over several copies when one set fits in L2, so no call
+   reads what the previous one left in cache.
+5. Work: GEMM 2*M*N*K flops; convolution 2*N*K*OH*OW*(C/g)*R*S per pass (x3
+   for forward+backward); memory-bound ops by the bytes each tensor needs to
+   be read or written once. Rates are compared with ceilings measured in the
+   same run (a large SGEMM and a copy), and with every peer measured in the
+   same run: ``x peer = peer ms / nnkern ms`` (above 1: nnkern is faster).
+"""
+
+import contextlib
+import datetime
+import importlib
+import importlib.metadata
+import math
+import os
+import platform
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HOST_DEVICES = ("numpy", "cpu")
+ALL_DEVICES = ("numpy", "cpu", "cuda")
+ALL_PEERS = ("numpy", "torch", "cupy")
+VALIDATE_RTOL = 2e-3
+GPU_L2_FALLBACK = 50 * 2**20
+
+
+def prepare_environment():
+    """Settings that must be in place before CuPy, PyTorch or Numba load.
+
+    TF32 off for every peer (fair fp32 comparisons) and passive OpenMP
+    waiting. (Under the CUDA simulator the cuda device is skipped by probe().)
+    """
+    os.environ.setdefault("NVIDIA_TF32_OVERRIDE", "0")
+    os.environ.setdefault("CUPY_TF32", "0")
+    # PyTorch's OpenMP pool, OpenBLAS and Numba must not spin against each other
+    # (PERF.md); nnkern.kernels sets this too, but PyTorch may load first.
+    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
+
+class Skip(Exception):
+    """An implementation, device, peer or case cannot run here; the message says why."""
+
+
+# --------------------------------------------------------------------------------------
+# implementations and cases
+
+
+@dataclass
+class Impl:
+    """One way of computing a case: an nnkern backend or a peer library.
+
+    ``prepare(inputs)`` takes a dict of fresh NumPy copies and returns the
+    state the calls need (device arrays, a model, ...); ``run(state)`` does
+    the work once and returns the outputs to validate; ``fetch(outputs)``
+    turns them into NumPy arrays. ``context`` is entered around everything
+    (nnkern's device choice). ``place`` is "host" or "gpu".
+    """
+
+    label: str
+    kind: str
+    place: str
+    prepare: Callable[[dict], Any]
+    run: Callable[[Any], Any]
+    fetch: Callable[[Any], tuple]
+    context: Callable[[], Any] = contextlib.nullcontext
+    device: str = ""
+
+
+@dataclass
+class Case:
+    """One benchmark: an op at one shape, its work, its implementations.
+
+    ``nnkern(backend)`` returns the Impl of an nnkern backend (raising Skip
+    when an op or backend is missing); ``peers`` maps a peer name to a
+    function ``(place, env) -> Impl``. ``reference(inputs64)`` gives the
+    float64 outputs every Impl is checked against (by default nnkern's numpy
+    backend). ``metric`` is "flop" (GFLOP/s), "byte" (GB/s), "img" (images/s)
+    or "call" (microseconds per call). ``places`` says where the case runs;
+    ``rotate`` allows cycling over input copies on the GPU; cases with the same
+    ``ref_key`` (same op and inputs, another algorithm) share one reference.
+    ``bars`` maps a place to the issue's bar ``(peer, least ratio)``.
+    """
+
+    family: str
+    name: str
+    shape: str
+    make_inputs: Callable[[np.random.Generator], dict]
+    nnkern: Callable[[str], Impl]
+    peers: dict
+    flops: float = 0.0
+    bytes: float = 0.0
+    metric: str = "flop"
+    items: float = 0.0
+    places: tuple = ("host", "gpu")
+    rtol: float = VALIDATE_RTOL
+    reference: Callable[[dict], tuple] | None = None
+    numpy_device: bool = True
+    rotate: bool = True
+    ref_key: str = ""
+    bars: dict = field(default_factory=dict)
+    note: str = ""
+
+    def devices(self, requested):
+        """The requested nnkern devices this case runs on."""
+        wanted = []
+        for dev in requested:
+            place = "gpu" if dev == "cuda" else "host"
+            if place in self.places:
+                wanted.append(dev)
+        return wanted
+
+
+@dataclass
+class Measurement:
+    """The timing of one Impl on one Case (or why it was not timed)."""
+
+    case: str
+    family: str
+    shape: str
+    impl: str
+    kind: str
+    place: str
+    status: str = "ok"
+    ms: float = float("nan")
+    best_ms: float = float("nan")
+    samples_ms: list = field(default_factory=list)
+    wall_ms: float = float("nan")
+    repeats: int = 0
+    number: int = 0
+    rotated: int = 1
+    rate: float = float("nan")
+    rate_unit: str = ""
+    ceiling_fraction: float = float("nan")
+    ratios: dict = field(default_factory=dict)
+    flops: float = 0.0
+    bytes: float = 0.0
+    note: str = ""
+    bar: str = ""
+
+    def ok(self):
+        return self.status == "ok"
+
+
+# --------------------------------------------------------------------------------------
+# validation
+
+
+def compare(actual, expected, rtol):
+    """None when every output matches the reference, else a message saying where not.
+
+    The tolerance rule is that of tests/harness.py, with a looser ``rtol``
+    (benchmark shapes sum many more terms than the tests' shapes):
+    ``|a - e| <= rtol * (|e| + rms(e))`` element-wise.
+    """
+    if len(actual) != len(expected):
+        return f"{len(actual)} outputs, reference has {len(expected)}"
+    for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
+        if a is None or e is None:
+            if (a is None) != (e is None):
+                return f"output {i}: one of result/reference is None"
+            continue
+        a = np.asarray(a)
+        e = np.asarray(e)
+        if a.shape != e.shape:
+            return f"output {i}: shape {a.shape}, reference {e.shape}"
+        if e.dtype.kind in "iub":
+            bad = int(np.count_nonzero(a != e))
+            if bad:
+                return f"output {i}: {bad}/{e.size} integer elements differ"
+            continue
+        a = a.astype(np.float64)
+        e = e.astype(np.float64)
+        if not np.isfinite(a).all():
+            return f"output {i}: {int((~np.isfinite(a)).sum())} non-finite values"
+        rms = float(np.sqrt(np.mean(e * e))) if e.size else 0.0
+        err = np.abs(a - e)
+        tol = rtol * (np.abs(e) + rms)
+        bad = ~(err <= tol)
+        if bad.any():
+            j = tuple(int(i) for i in
+                      np.unravel_index(np.argmax(np.where(bad, err - tol, -np.inf)), e.shape))
+            return (
+                f"output {i}: {int(bad.sum())}/{e.size} elements off, worst at {j}: "
+                f"got {a[j]:.6g}, reference {e[j]:.6g} (rtol {rtol:g})"
+            )
+    return None
+
+
+def copy_inputs(inputs, dtype=None):
+    """Fresh copies of a case's inputs; float arrays cast to ``dtype`` when given."""
+    out = {}
+    for k, v in inputs.items():
+        if isinstance(v, np.ndarray):
+            if dtype is not None and v.dtype.kind == "f":
+                out[k] = v.astype(dtype)
+            else:
+                out[k] = v.copy()
+        else:
+            out[k] = v
+    return out
+
+
+def input_bytes(inputs):
+    return sum(v.nbytes for v in inputs.values() if isinstance(v, np.ndarray))
+
+
+# --------------------------------------------------------------------------------------
+# timers
+
+
+class HostTimer:
+    """perf_counter around ``number`` calls; nothing to synchronise."""
+
+    place = "host"
+
+    def sample(self, run, states, number):
+        """Seconds per call (mean over ``number`` calls, cycling over ``states``)."""
+        k = len(states)
+        t0 = time.perf_counter()
+        for i in range(number):
+            run(states[i % k])
+        return (time.perf_counter() - t0) / number, None
+
+
+class GpuTimer:
+    """CUDA events (CuPy) on the legacy default stream around ``number`` calls.
+
+    Every library here (CuPy's null stream, PyTorch's default stream, Numba
+    launches on the default stream) is ordered by that stream, so the events
+    bracket the work. The wall time of the sample, with a device synchronise,
+    is kept beside it as a cross-check.
+    """
+
+    place = "gpu"
+
+    def __init__(self):
+        import cupy
+
+        self.cp = cupy
+
+    def sync(self):
+        self.cp.cuda.Device().synchronize()
+
+    def sample(self, run, states, number):
+        cp = self.cp
+        k = len(states)
+        start, end = cp.cuda.Event(), cp.cuda.Event()
+        self.sync()
+        t0 = time.perf_counter()
+        start.record()
+        for i in range(number):
+            run(states[i % k])
+        end.record()
+        end.synchronize()
+        wall = time.perf_counter() - t0
+        return cp.cuda.get_elapsed_time(start, end) / 1e3 / number, wall / number
+
+
+def plan(one_s, repeats, target_s=0.01, budget_s=20.0, min_repeats=3):
+    """``(number, repeats)`` for a call that takes ``one_s`` seconds.
+
+    ``number`` calls make one sample of about ``target_s``; when ``repeats``
+    samples would exceed ``budget_s`` the count drops (never below
+    ``min_repeats``, or to 1 for a call longer than the whole budget).
+    """
+    number = max(1, min(10_000, math.ceil(target_s / max(one_s, 1e-9))))
+    per_sample = one_s * number
+    if per_sample * repeats > budget_s:
+        repeats = max(min(min_repeats, repeats), int(budget_s // per_sample))
+        if one_s > budget_s:
+            repeats = 1
+    return number, max(1, repeats)
+
+
+def measure(run, states, timer, repeats, target_s=0.01, budget_s=20.0):
+    """Median seconds per call of ``run`` alone (used for the ceilings).
+
+    Returns ``(median_s, samples_s, median_wall_s or None, repeats, number)``.
+    """
+    one, _ = timer.sample(run, states, 1)
+    number, repeats = plan(one, repeats, target_s, budget_s)
+    samples, walls = [], []
+    for _ in range(repeats):
+        s, w = timer.sample(run, states, number)
+        samples.append(s)
+        if w is not None:
+            walls.append(w)
+    wall = statistics.median(walls) if walls else None
+    return statistics.median(samples), samples, wall, len(samples), number
+
+
+# --------------------------------------------------------------------------------------
+# the environment: which devices and peers exist
+
+
+@dataclass
+class Env:
+    """What this run may use, and why anything asked for is left out."""
+
+    devices: list
+    peers: dict
+    skipped: list
+    torch: Any = None
+    torch_cuda: bool = False
+    cupy: Any = None
+    gpu_l2: int = GPU_L2_FALLBACK
+    threads: int = 1
+
+    def places(self):
+        out = []
+        if any(d in HOST_DEVICES for d in self.devices):
+            out.append("host")
+        if "cuda" in self.devices:
+            out.append("gpu")
+        return out
+
+    def timer(self, place):
+        return GpuTimer() if place == "gpu" else HostTimer()
+
+
+def probe(devices, peers):
+    """Find which requested devices and peers can run; set thread counts alike."""
+    skipped = []
+    env = Env(devices=[], peers={}, skipped=skipped)
+    try:
+        import numba
+
+        env.threads = numba.get_num_threads()
+    except ImportError:
+        env.threads = os.cpu_count() or 1
+    try:
+        from nnkern.device import cuda_simulated, cuda_status
+    except Exception as exc:  # noqa: BLE001  (a broken tree still lets the peers run)
+        for d in devices:
+            skipped.append(("device", d, f"nnkern does not import ({exc})"))
+        devices = []
+    for d in devices:
+        if d in HOST_DEVICES:
+            env.devices.append(d)
+            continue
+        if d != "cuda":
+            skipped.append(("device", d, f"unknown device (choose from {ALL_DEVICES})"))
+            continue
+        if cuda_simulated():
+            skipped.append(
+                ("device", "cuda", ("NUMBA_ENABLE_CUDASIM=1: the simulator is not a GPU, "
+                                    "its timings would mean nothing"))
+            )
+            continue
+        usable, why = cuda_status()
+        if not usable:
+            skipped.append(("device", "cuda", why))
+            continue
+        env.devices.append("cuda")
+    for p in peers:
+        if p == "numpy":
+            env.peers["numpy"] = np.__version__
+        elif p == "torch":
+            try:
+                import torch
+            except ImportError as exc:
+                skipped.append(("peer", "torch", f"PyTorch is not installed ({exc})"))
+                continue
+            torch.set_num_threads(env.threads)
+            env.torch = torch
+            env.peers["torch"] = torch.__version__
+            if "cuda" in env.devices:
+                if torch.cuda.is_available():
+                    env.torch_cuda = True
+                    torch.backends.cuda.matmul.allow_tf32 = False
+                    torch.backends.cudnn.allow_tf32 = False
+                    torch.backends.cudnn.benchmark = True
+                else:
+                    skipped.append(
+                        ("peer", "torch (GPU)", ("this PyTorch build has no CUDA; "
+                                                 "torch is a host peer only"))
+                    )
+        elif p == "cupy":
+            if "cuda" not in env.devices:
+                skipped.append(("peer", "cupy", "no cuda device in this run (CuPy is a GPU peer)"))
+                continue
+            try:
+                import cupy
+            except ImportError as exc:
+                skipped.append(("peer", "cupy", f"CuPy is not installed ({exc})"))
+                continue
+            env.cupy = cupy
+            env.peers["cupy"] = cupy.__version__
+        else:
+            skipped.append(("peer", p, f"unknown peer (choose from {ALL_PEERS})"))
+    if "cuda" in env.devices:
+        try:
+            import cupy
+
+            env.cupy = env.cupy or cupy
+            attrs = cupy.cuda.Device().attributes
+            env.gpu_l2 = int(attrs.get("L2CacheSize", GPU_L2_FALLBACK))
+        except Exception as exc:  # noqa: BLE001  (the fallback size is fine for rotation)
+            skipped.append(("fact", "GPU L2 size", f"unknown ({exc}); assuming 50 MiB"))
+    return env
+
+
+# --------------------------------------------------------------------------------------
+# ceilings
+
+
+def _ceiling(fn, work, timer, repeats):
+    """Rate of ``fn`` doing ``work``: a ceiling is what the machine can do, so its
+    ``rate`` is the fastest sample; the median is kept beside it."""
+    med, samples, _, reps, number = measure(lambda s: fn(), [None], timer, max(repeats, 5),
+                                            target_s=0.05)
+    return {"rate": work / min(samples) / 1e9, "median": work / med / 1e9,
+            "samples": [work / x / 1e9 for x in samples], "repeats": reps, "number": number}
+
+
+def merge_ceilings(first, again):
+    """Ceilings measured at the start and the end of a run: the faster of the two."""
+    out = {}
+    for place, kinds in first.items():
+        out[place] = {}
+        for kind, c in kinds.items():
+            d = dict(c)
+            later = again.get(place, {}).get(kind)
+            if later:
+                d["rate"] = max(c["rate"], later["rate"])
+                d["median_at_end"] = later["median"]
+                d["samples"] = c["samples"] + later["samples"]
+                d["repeats"] = c["repeats"] + later["repeats"]
+            out[place][kind] = d
+    return out
+
+
+def apply_ceilings(results, ceilings):
+    """Set each measurement's fraction of the ceiling of its place and metric."""
+    kinds = {"GFLOP/s": "flop", "GB/s": "byte"}
+    for m in results:
+        c = ceilings.get(m.place, {}).get(kinds.get(m.rate_unit))
+        if m.ok() and c:
+            m.ceiling_fraction = m.rate / c["rate"]
+
+
+def host_ceilings(quick, repeats):
+    """A large numpy SGEMM (GFLOP/s) and a large copy (GB/s, read + write)."""
+    n = 1024 if quick else 2048
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    c = np.empty((n, n), np.float32)
+    np.matmul(a, b, out=c)
+    gemm = _ceiling(lambda: np.matmul(a, b, out=c), 2.0 * n**3, HostTimer(), repeats)
+    gemm["what"] = f"numpy float32 matmul {n}x{n}x{n} (OpenBLAS), GFLOP/s"
+    m = (16 if quick else 64) * 2**20
+    src = rng.standard_normal(m, dtype=np.float32)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)
+    copy = _ceiling(lambda: np.copyto(dst, src), 2.0 * src.nbytes, HostTimer(), repeats)
+    copy["what"] = f"numpy copy of {src.nbytes >> 20} MiB float32, GB/s counting read + write"
+    return {"flop": gemm, "byte": copy}
+
+
+def gpu_ceilings(quick, repeats):
+    """cupy.matmul SGEMM with TF32 off (GFLOP/s) and a device-to-device copy (GB/s)."""
+    import cupy as cp
+
+    timer = GpuTimer()
+    n = 2048 if quick else 4096
+    a = cp.random.standard_normal((n, n), dtype=cp.float32)
+    b = cp.random.standard_normal((n, n), dtype=cp.float32)
+    c = cp.empty((n, n), cp.float32)
+    cp.matmul(a, b, out=c)
+    gemm = _ceiling(lambda: cp.matmul(a, b, out=c), 2.0 * n**3, timer, repeats)
+    gemm["what"] = f"cupy.matmul float32 {n}^3 (cuBLAS, TF32 off), GFLOP/s"
+    m = (64 if quick else 256) * 2**20
+    src = cp.random.standard_normal(m, dtype=cp.float32)
+    dst = cp.empty_like(src)
+    cp.copyto(dst, src)
+    copy = _ceiling(lambda: cp.copyto(dst, src), 2.0 * src.nbytes, timer, repeats)
+    copy["what"] = f"cupy device-to-device copy of {src.nbytes >> 20} MiB, GB/s (read + write)"
+    return {"flop": gemm, "byte": copy}
+
+
+# --------------------------------------------------------------------------------------
+# running one case
+
+
+def _rotation_count(case, impl, inputs, env):
+    """How many input copies to cycle on the GPU: enough to overflow L2 twice.
+
+    A case whose state is a whole model (a training step) is not rotated: its
+    weights stay hot in training too.
+    """
+    if impl.place != "gpu" or not case.rotate:
+        return 1
+    nbytes = input_bytes(inputs)
+    if nbytes == 0 or nbytes >= env.gpu_l2:
+        return 1
+    return int(min(16, math.ceil(2 * env.gpu_l2 / nbytes)))
+
+
+@dataclass
+class _Ready:
+    """An Impl that passed validation and warm-up, with its timing plan and samples."""
+
+    impl: Impl
+    m: Measurement
+    states: list
+    timer: Any
+    number: int = 1
+    repeats: int = 1
+    samples: list = field(default_factory=list)
+    walls: list = field(default_factory=list)
+
+
+def setup_impl(case, impl, inputs, reference, env, repeats, budget_s, log, target_s=0.02,
+               slow_limit_s=None):
+    """Validate and warm up one Impl, and plan its samples.
+
+    Returns ``(measurement, ready)``; ``ready`` is None when the Impl failed
+    validation, raised, or was skipped (the measurement's status says which),
+    including when its first call took longer than ``slow_limit_s``.
+    """
+    m = Measurement(case=case.name, family=case.family, shape=case.shape, impl=impl.label,
+                    kind=impl.kind, place=impl.place, flops=case.flops, bytes=case.bytes,
+                    note=case.note)
+    timer = env.timer(impl.place)
+    try:
+        with impl.context():
+            state = impl.prepare(copy_inputs(inputs))
+            t0 = time.perf_counter()
+            outputs = impl.fetch(impl.run(state))
+            first_s = time.perf_counter() - t0
+            problem = compare(outputs, reference, case.rtol)
+            if problem:
+                m.status = f"invalid: {problem}"
+                log(f"  {impl.label:<14} INVALID ({problem}); not timed")
+                return m, None
+            if slow_limit_s is not None and first_s > slow_limit_s:
+                raise Skip(f"too slow to time at this shape ({first_s:.1f} s for one call, "
+                           f"validated)")
+            k = _rotation_count(case, impl, inputs, env)
+            states = [state] + [impl.prepare(copy_inputs(inputs)) for _ in range(k - 1)]
+            for s in states:
+                impl.run(s)
+            one, _ = timer.sample(impl.run, states, 1)
+    except Skip as exc:
+        m.status = f"skipped: {exc}"
+        log(f"  {impl.label:<14} skipped: {exc}")
+        return m, None
+    except Exception as exc:  # noqa: BLE001  (one broken kernel must not stop the run)
+        m.status = f"error: {type(exc).__name__}: {exc}"
+        log(f"  {impl.label:<14} ERROR {type(exc).__name__}: {exc}")
+        return m, None
+    number, reps = plan(one, repeats, target_s=target_s, budget_s=budget_s)
+    m.rotated = k
+    return m, _Ready(impl=impl, m=m, states=states, timer=timer, number=number, repeats=reps)
+
+
+def time_interleaved(case, ready, settle_s=0.0):
+    """Sample every ready Impl in turn, round after round.
+
+    On a shared machine the load changes from second to second; taking one
+    sample of each implementation per round spreads that change over all of
+    them alike, so their ratios stay fair even when absolute times drift.
+    Before each host sample the harness idles ``settle_s`` (OpenBLAS threads
+    spin for about 0.1 s after a call and would steal the cores of whatever
+    runs next, PERF.md) and, for short calls, makes one untimed call so the
+    sample starts with the implementation's own threads awake.
+    """
+    rounds = max((r.repeats for r in ready), default=0)
+    for i in range(rounds):
+        for r in ready:
+            if i >= r.repeats:
+                continue
+            try:
+                with r.impl.context():
+                    if r.impl.place == "host":
+                        if settle_s:
+                            time.sleep(settle_s)
+                        if r.number > 1:
+                            r.impl.run(r.states[0])
+                    s, w = r.timer.sample(r.impl.run, r.states, r.number)
+            except Exception as exc:  # noqa: BLE001  (recorded in the status)
+                r.m.status = f"error while timing: {type(exc).__name__}: {exc}"
+                r.repeats = i
+                continue
+            r.samples.append(s)
+            if w is not None:
+                r.walls.append(w)
+    for r in ready:
+        m = r.m
+        if not r.samples or not m.ok():
+            continue
+        med = statistics.median(r.samples)
+        wall = statistics.median(r.walls) if r.walls else None
+        if case.metric == "call" and wall is not None:
+            med = wall  # a launch cost is host time: the events would show an idle GPU
+        m.ms = med * 1e3
+        m.best_ms = (min(r.walls) if case.metric == "call" and r.walls else min(r.samples)) * 1e3
+        m.samples_ms = [x * 1e3 for x in r.samples]
+        m.wall_ms = wall * 1e3 if wall is not None else float("nan")
+        m.repeats, m.number = len(r.samples), r.number
+        m.rate, m.rate_unit = rate_of(case, med)
+
+
+def rate_of(case, seconds):
+    """(value, unit) of the case's metric for a call of ``seconds``."""
+    if case.metric == "flop":
+        return case.flops / seconds / 1e9, "GFLOP/s"
+    if case.metric == "byte":
+        return case.bytes / seconds / 1e9, "GB/s"
+    if case.metric == "img":
+        return case.items / seconds, "img/s"
+    return seconds * 1e6, "us/call"
+
+
+def compute_reference(case, inputs):
+    """The float64 outputs every Impl of ``case`` is checked against.
+
+    ``case.reference`` when given, else nnkern's numpy backend on the inputs
+    cast to float64. Raises Skip when the reference op is missing.
+    """
+    if case.reference is not None:
+        return case.reference(copy_inputs(inputs, np.float64))
+    impl = case.nnkern("numpy")
+    with impl.context():
+        return impl.fetch(impl.run(impl.prepare(copy_inputs(inputs, np.float64))))
+
+
+def run_case(case, env, devices, peers, repeats, ceilings, log, budget_s=20.0,
+             numpy_repeats=3, numpy_limit_s=10.0, target_s=0.02, ref_cache=None,
+             settle_s=0.0):
+    """All requested implementations of one case; returns (measurements, skipped).
+
+    nnkern's numpy backend is timed with at most ``numpy_repeats`` samples, and
+    not at all when its validation call took over ``numpy_limit_s``. Cases with
+    the same ``ref_key`` share one reference through ``ref_cache`` (a dict).
+    """
+    skipped = []
+    results = []
+    places = [p for p in env.places() if p in case.places]
+    devs = [d for d in case.devices(devices) if d in env.devices]
+    if not places or not devs:
+        skipped.append(("case", case.name, ("no requested device runs this case "
+                                            f"(it runs on: {', '.join(case.places)})")))
+        return results, skipped
+    log(f"{case.name}  [{case.shape}]")
+    rng = np.random.default_rng(0)
+    inputs = case.make_inputs(rng)
+    key = case.ref_key or case.name
+    t0 = time.perf_counter()
+    try:
+        if ref_cache is not None and key in ref_cache:
+            reference = ref_cache[key]
+        else:
+            reference = compute_reference(case, inputs)
+    except Exception as exc:  # noqa: BLE001  (a broken reference skips the case, says why)
+        why = str(exc) if isinstance(exc, Skip) else f"{type(exc).__name__}: {exc}"
+        skipped.append(("case", case.name, f"no reference to validate against: {why}"))
+        log(f"  skipped: no reference ({why})")
+        return results, skipped
+    if ref_cache is not None:
+        ref_cache[key] = reference
+    ref_s = time.perf_counter() - t0
+    if ref_s > 1.0:
+        log(f"  (reference: {ref_s:.1f} s)")
+
+    impls = []
+    for d in devs:
+        if d == "numpy" and not case.numpy_device:
+            skipped.append(("impl", f"{case.name} nnkern[numpy]",
+                            "the numpy reference is too slow to time at this shape"))
+            log("  nnkern[numpy]  skipped: too slow at this shape")
+            continue
+        try:
+            impls.append(case.nnkern(d))
+        except Skip as exc:
+            skipped.append(("impl", f"{case.name} nnkern[{d}]", str(exc)))
+            log(f"  nnkern[{d}]    skipped: {exc}")
+    for place in places:
+        for p in peers:
+            if p not in env.peers or p not in case.peers:
+                continue
+            try:
+                impls.append(case.peers[p](place, env))
+            except Skip as exc:
+                skipped.append(("impl", f"{case.name} {p} ({place})", str(exc)))
+    ready = []
+    for impl in impls:
+        reps = min(repeats, numpy_repeats) if impl.device == "numpy" else repeats
+        limit = numpy_limit_s if impl.device == "numpy" else None
+        m, r = setup_impl(case, impl, inputs, reference, env, reps, budget_s, log, target_s,
+                          slow_limit_s=limit)
+        results.append(m)
+        if r is not None:
+            ready.append(r)
+    time_interleaved(case, ready, settle_s)
+    apply_ceilings(results, ceilings)
+    for m in results:
+        if m.ok():
+            log(f"  {m.impl:<14} {m.ms:10.3f} ms  {fmt_rate(m.rate, m.rate_unit)}")
+    for m in results:
+        if m.kind != "nnkern" or not m.ok():
+            continue
+        for p in results:
+            if p.kind == "peer" and p.ok() and p.place == m.place:
+                m.ratios[p.impl] = p.ms / m.ms
+        bar = case.bars.get(m.place)
+        if bar and m.impl != "nnkern[numpy]" and bar[0] in m.ratios:
+            met = m.ratios[bar[0]] >= bar[1]
+            m.bar = f">= {bar[1]:g}x {bar[0]}: {'met' if met else 'NOT met'}"
+    return results, skipped
+
+
+def fmt_rate(value, unit):
+    if math.isnan(value):
+        return ""
+    if unit == "us/call":
+        return f"{value:8.1f} us/call"
+    if unit == "img/s":
+        return f"{value:8.0f} img/s"
+    return f"{value:8.1f} {unit}"
+
+
+# --------------------------------------------------------------------------------------
+# machine facts
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return [x for x in ("avx2", "fma", "avx512f", "amx_tile") if x in flags]
+    except OSError:
+        pass
+    return []
+
+
+def _physical_cores():
+    try:
+        out = subprocess.run(["lscpu", "-p=CORE,SOCKET"], capture_output=True, text=True,
+                             timeout=5, check=False).stdout
+        cores = {line for line in out.splitlines() if line and not line.startswith("#")}
+        return len(cores) or None
+    except Exception:  # noqa: BLE001  (lscpu is optional)
+        return None
+
+
+def load_average():
+    """1, 5 and 15 minute load averages: how busy the shared machine was."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def machine_name():
+    """A stable folder name for this machine: NNKERN_BENCH_MACHINE, or CPU model + CPU count."""
+    name = os.environ.get("NNKERN_BENCH_MACHINE")
+    if not name:
+        model = re.sub(r"\(r\)|\(tm\)|cpu|processor|@.*", "", _cpu_model().lower())
+        name = f"{model}-{os.cpu_count()}cpu"
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def _version(dist):
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _git(*args):
+    try:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
+                              timeout=10, check=False).stdout.strip()
+    except Exception:  # noqa: BLE001  (git is optional)
+        return ""
+
+
+def machine_facts(env, argv):
+    """CPU, threads, GPU, library versions, date and the command line."""
+    facts = {
+        "machine": machine_name(),
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": " ".join(shlex.quote(a) for a in argv),
+        "cpu_model": _cpu_model(),
+        "cpu_flags": _cpu_flags(),
+        "logical_cpus": os.cpu_count(),
+        "physical_cores": _physical_cores(),
+        "threads": {
+            "numba": env.threads,
+            "torch": env.torch.get_num_threads() if env.torch is not None else None,
+            "openblas": os.environ.get("OPENBLAS_NUM_THREADS", "default (all cores)"),
+        },
+        "load_average": load_average(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "versions": {d: _version(d) for d in (
+            "nnkern", "numpy", "numba", "numba-cuda", "torch", "cupy-cuda12x",
+            "cupy-cuda13x", "matplotlib", "pytest-benchmark")},
+        "gpu": None,
+        "settings": {k: os.environ.get(k) for k in (
+            "OMP_WAIT_POLICY", "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER",
+            "NVIDIA_TF32_OVERRIDE", "CUPY_TF32", "NUMBA_CUDA_ARRAY_INTERFACE_SYNC")},
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+    }
+    try:
+        import numba
+
+        facts["settings"]["numba.config.SLP_VECTORIZE"] = numba.config.SLP_VECTORIZE
+        facts["settings"]["numba_threading_layer"] = numba.config.THREADING_LAYER
+    except ImportError:
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(f.readline().split()[1])
+            facts["memory_gib"] = round(kb / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    if "cuda" in env.devices:
+        from nnkern.device import gpu_name
+
+        facts["gpu"] = gpu_name()
+        try:
+            facts["gpu_driver"] = env.cupy.cuda.runtime.driverGetVersion()
+            facts["gpu_l2_bytes"] = env.gpu_l2
+        except Exception as exc:  # noqa: BLE001  (a fact, not a measurement)
+            facts["gpu_driver"] = f"unknown ({exc})"
+    return facts
+
+
+def import_optional(name):
+    """Import a module or return None (used by case modules for peers)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None

@@ -1,0 +1,120 @@
+"""The benchmark cases as pytest-benchmark tests.
+
+    pytest bench --benchmark-only                        # the issue bars' shapes
+    NNKERN_BENCH_QUICK=1 pytest bench --benchmark-only   # small shapes
+    NNKERN_BENCH_DEVICES=cpu NNKERN_BENCH_PEERS=torch pytest bench --benchmark-only -k gemm
+
+One test per (case, implementation): nnkern on each device found here
+(default devices ``cpu,cuda``; add ``numpy`` for the reference backend) and
+each peer (numpy, torch, cupy where importable). Each test validates against
+nnkern's numpy reference first, warms up, then lets pytest-benchmark time
+it. ``extra_info`` carries the rate (GFLOP/s, GB/s, img/s or us/call) and,
+for nnkern tests, ``x_<peer>`` = peer median / nnkern median measured in the
+same test with the interleaved timer of bench/core.py.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+from bench import cases as case_registry
+from bench import core
+
+QUICK = os.environ.get("NNKERN_BENCH_QUICK", "0") not in ("", "0")
+DEVICES = os.environ.get("NNKERN_BENCH_DEVICES", "cpu,cuda").split(",")
+PEERS = os.environ.get("NNKERN_BENCH_PEERS", "numpy,torch,cupy").split(",")
+
+_env = None
+_references = {}
+
+
+def env():
+    global _env
+    if _env is None:
+        _env = core.probe(DEVICES, PEERS)
+    return _env
+
+
+def _params():
+    out = []
+    for case in case_registry.load(case_registry.FAMILIES, QUICK):
+        for dev in case.devices(DEVICES):
+            out.append(pytest.param(case, ("nnkern", dev), id=f"{case.name}-nnkern[{dev}]"))
+        for place in case.places:
+            for p in PEERS:
+                if p in case.peers:
+                    out.append(pytest.param(case, ("peer", p, place),
+                                            id=f"{case.name}-{p}-{place}"))
+    return out
+
+
+def _reference(case, inputs):
+    key = case.ref_key or case.name
+    if key not in _references:
+        _references[key] = core.compute_reference(case, inputs)
+    return _references[key]
+
+
+def _build(case, who):
+    e = env()
+    if who[0] == "nnkern":
+        if who[1] not in e.devices:
+            pytest.skip(f"device {who[1]} is not usable here")
+        return case.nnkern(who[1])
+    _, peer, place = who
+    if peer not in e.peers:
+        pytest.skip(f"peer {peer} is not available here")
+    if place not in e.places():
+        pytest.skip(f"no {place} device in this run")
+    return case.peers[peer](place, e)
+
+
+@pytest.mark.parametrize("case,who", _params())
+def test_bench(benchmark, case, who):
+    inputs = case.make_inputs(np.random.default_rng(0))
+    try:
+        impl = _build(case, who)
+        reference = _reference(case, inputs)
+    except core.Skip as exc:
+        pytest.skip(str(exc))
+    e = env()
+    m, ready = core.setup_impl(case, impl, inputs, reference, e, 5, 10.0, lambda msg: None)
+    assert ready is not None, m.status
+
+    peers = []
+    if impl.kind == "nnkern":
+        for p in PEERS:
+            if p in e.peers and p in case.peers:
+                try:
+                    peer = case.peers[p](impl.place, e)
+                except core.Skip:
+                    continue
+                pm, pr = core.setup_impl(case, peer, inputs, reference, e, 5, 10.0,
+                                         lambda msg: None)
+                if pr is not None:
+                    peers.append((pm, pr))
+        core.time_interleaved(case, [ready] + [pr for _, pr in peers])
+
+    timer = ready.timer
+    states = ready.states
+
+    def call():
+        with impl.context():
+            impl.run(states[0])
+            if impl.place == "gpu":
+                timer.sync()
+
+    benchmark.pedantic(call, rounds=max(3, ready.repeats), iterations=ready.number,
+                       warmup_rounds=1)
+    median = benchmark.stats.stats.median
+    rate, unit = core.rate_of(case, median)
+    benchmark.extra_info.update({"case": case.name, "shape": case.shape, "impl": impl.label,
+                                 "place": impl.place, "rate": rate, "unit": unit})
+    if unit == "GFLOP/s":
+        benchmark.extra_info["gflops"] = rate
+    elif unit == "GB/s":
+        benchmark.extra_info["gbps"] = rate
+    for pm, _ in peers:
+        if m.ok() and pm.ok():
+            benchmark.extra_info[f"x_{pm.impl}"] = pm.ms / m.ms

@@ -1,0 +1,686 @@
+"""2-D convolution on the CPU with Numba: direct (register-tiled) and im2col + GEMM.
+
+Shapes: x, dx (N, C, H, W); w, dw (K, Cg, R, S) with Cg = C/G, Kg = K/G for G
+groups; y, g (N, K, OH, OW); P = OH*OW output pixels; Q = Cg*R*S is the
+reduction length of one output (the rows of the im2col matrix).
+
+Versions (read top to bottom):
+    version 1  direct: an implicit GEMM. y[k, p] = sum_q w[k, q] * X[q, p] where X, the
+               im2col matrix, is never built: X[q, p] = xpad[crs_off[q] + pix_off[p]],
+               two small tables of offsets into one sample's zero-padded input, which
+               each task builds in its own buffer (it stays in L2). The work is cut into
+               register tiles that keep their accumulators in a stack buffer (LLVM
+               promotes it to registers), with weights packed so the channel vector is
+               one contiguous load:
+               - the 6-pixel tile: TK channels x 6 pixels of the flattened output, any
+                 stride; per q step 6 broadcasts, 2 vector loads, 12 FMAs;
+               - the row tile (stride 1 along the row, rows of >= 28 pixels): TKR
+                 channels x 14 consecutive pixels of one row; the pixels need no offset
+                 table, so per q step it is 1 vector load and 14 FMAs whose broadcast
+                 operand comes straight from memory (1.1-1.25x the 6-pixel tile).
+               TK, TKR = 32, 16 with AVX-512 (zmm vectors, asked for per function by
+               _wide_vectors) and 16, 8 with AVX2. The SLP vectorizer must be on
+               (kernels/__init__.py); fastmath 'contract' only (FMA, NaN-safe).
+               Backward-data is the same kernel: dx is a stride-1 convolution of the
+               gradient (zero-stuffed for stride > 1, padded) with the weights flipped
+               and transposed; every dx element is written by one tile, no races.
+               Backward-weights is the 6-pixel tile with the roles swapped: TK output
+               channels x 6 rows q, reduced over pixels; each thread sums its own slice
+               of the batch into its own partial buffer (db too), then one serial pass
+               adds the partials (no shared += in prange).
+    version 2  im2col: for each sample and group, copy the receptive fields into a
+               column matrix col (Q, P) and call the nnkern GEMM
+               (nnkern.kernels.gemm.cpu.gemm); backward-data multiplies by w^T and
+               folds the columns back with col2im, written as a gather (one input
+               pixel reads the column entries that came from it). 1x1 kernels with
+               stride 1 and no padding skip the copy: x itself is the column matrix.
+
+algo="auto" picks im2col for 1x1 kernels with stride 1 and no padding (a plain
+GEMM, nothing to copy) and direct for everything else: on the issue-3 layer
+(N=128 C=32 28x28 K=64 3x3) and on 5x5, strided and 3x3x128 layers direct was
+2-6x faster (writing the column buffer costs more than the direct pass).
+"""
+
+import numba
+import numpy as np
+from nnkern.kernels.gemm import cpu as gemm_cpu
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+
+def _host_has_avx512():
+    # The features Numba compiles for: its configured ones, else the host's.
+    import llvmlite.binding as llvm
+
+    if numba.config.CPU_FEATURES is not None:
+        return "+avx512f" in numba.config.CPU_FEATURES
+    if numba.config.CPU_NAME not in (None, "host"):
+        return False
+    return bool(llvm.get_host_cpu_features().get("avx512f", False))
+
+
+# Register tile: TP pixels (forward) or reduction rows (backward-weights) x TK output
+# channels, accumulated in TP*TK/lanes vector registers. With AVX-512 (32 registers)
+# TK = 32 is two zmm vectors per pixel (12 accumulators); with AVX2 (16 registers)
+# TK = 16 is two ymm vectors (12 accumulators). Either way one q step is TP broadcasts,
+# 2 vector loads and 12 FMAs.
+AVX512 = _host_has_avx512()
+TK = 32 if AVX512 else 16
+TP = 6
+# Row tile (stride-1 rows, whose pixels sit next to each other in the input): TKR output
+# channels x RP consecutive pixels of one output row, one vector per pixel (14
+# accumulators). The pixel loads need no offset table and fold into the FMAs as
+# broadcast operands; measured about 1.25x the 6-pixel tile on AVX-512.
+TKR = 16 if AVX512 else 8
+RP = 14
+
+# 'contract' lets LLVM fuse a*b+c into one FMA; it keeps NaN/inf semantics.
+FM = {"contract"}
+
+
+@intrinsic
+def _stack_tile(typingctx, dtype):
+    """A pointer to TP*TK uninitialised elements on the stack (an alloca): the
+    accumulators of one register tile.
+
+    Unlike np.empty (heap memory LLVM must assume escapes), a stack buffer of
+    constant size indexed by unrolled constant indices is promoted to registers.
+    """
+    dt = dtype.dtype
+
+    def codegen(context, builder, signature, args):
+        return cgutils.alloca_once(builder, context.get_value_type(dt), size=TP * TK)
+
+    return types.CPointer(dt)(dtype), codegen
+
+
+@intrinsic
+def _stack_row(typingctx, dtype):
+    """Like _stack_tile, for the RP*TKR accumulators of a row tile."""
+    dt = dtype.dtype
+
+    def codegen(context, builder, signature, args):
+        return cgutils.alloca_once(builder, context.get_value_type(dt), size=RP * TKR)
+
+    return types.CPointer(dt)(dtype), codegen
+
+
+@intrinsic
+def _wide_vectors(typingctx):
+    """Let LLVM vectorise the calling function with 512-bit vectors on AVX-512 hosts.
+
+    LLVM's x86 tuning prefers 256-bit vectors on AVX-512 cores and Numba exposes no
+    switch, so the function attributes are set here (llvmlite only validates the
+    names it knows, hence set.add). Measured on the issue-3 shape: about 1.1x.
+    """
+
+    def codegen(context, builder, signature, args):
+        if AVX512:
+            set.add(builder.function.attributes, '"prefer-vector-width"="512"')
+            set.add(builder.function.attributes, '"min-legal-vector-width"="512"')
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
+# ----------------------------------------------------------------------------
+# version 1: direct (implicit GEMM), forward and backward-data
+
+
+@njit(cache=True)
+def _stuff(src, n, c0, nc, buf, Hz, Wz, sh, sw, oh0, ow0):
+    # buf (nc*Hz*Wz,) flat = channels c0..c0+nc of sample n of src (N, C, A, B) placed at
+    # buf[c, a*sh + oh0, b*sw + ow0], zero elsewhere. With stride 1 this is zero padding
+    # (oh0, ow0 = top/left padding, negative crops); backward-data also stuffs the stride's
+    # holes with zeros.
+    A, B = src.shape[2], src.shape[3]
+    for c in range(nc):
+        for i in range(Hz):
+            row = (c * Hz + i) * Wz
+            for j in range(Wz):
+                buf[row + j] = 0
+            a = i - oh0
+            if a < 0 or a % sh != 0 or a // sh >= A:
+                continue
+            for b in range(B):
+                j = b * sw + ow0
+                if 0 <= j < Wz:
+                    buf[row + j] = src[n, c0 + c, a // sh, b]
+
+
+@njit(fastmath=FM, cache=True)
+def _tile_fwd(xf, wpk, blk, Q, crs_off, o0, o1, o2, o3, o4, o5, yf, ybase, P, nk, npix,
+              bias, kbase, has_bias):
+    # One TK-channel x 6-pixel tile of y.
+    # xf: one sample's padded input, flat; wpk: (blocks, Q, TK) packed weights;
+    # crs_off (Q,) uint64; o0..o5: uint64 offsets of the 6 pixels' receptive fields;
+    # yf: output, flat; the tile's channel k, pixel p lands at ybase + k*P + p.
+    _wide_vectors()
+    acc = numba.carray(_stack_tile(yf.dtype), TP * TK)
+    for i in range(TP * TK):
+        acc[i] = 0
+    for q in range(Q):
+        c = crs_off[q]
+        x0 = xf[c + o0]
+        x1 = xf[c + o1]
+        x2 = xf[c + o2]
+        x3 = xf[c + o3]
+        x4 = xf[c + o4]
+        x5 = xf[c + o5]
+        for k in range(TK):
+            wv = wpk[blk, q, k]
+            acc[k] += x0 * wv
+            acc[TK + k] += x1 * wv
+            acc[2 * TK + k] += x2 * wv
+            acc[3 * TK + k] += x3 * wv
+            acc[4 * TK + k] += x4 * wv
+            acc[5 * TK + k] += x5 * wv
+    for k in range(nk):
+        bk = bias[kbase + k] if has_bias else 0
+        for p in range(npix):
+            yf[ybase + k * P + p] = acc[p * TK + k] + bk
+
+
+@njit(fastmath=FM, cache=True)
+def _tile_row(xf, wpk, blk, Q, crs_off, o, yf, ybase, P, nk, npix, bias, kbase, has_bias):
+    # One TKR-channel x RP-pixel tile of y: RP consecutive pixels of one output row,
+    # which read consecutive input elements (stride 1), so pixel i of the tap at crs_off[q]
+    # is xf[o + crs_off[q] + i]. Lanes past npix read the row's neighbours (the buffer has
+    # RP elements of slack at its end) and are never stored.
+    _wide_vectors()
+    acc = numba.carray(_stack_row(yf.dtype), RP * TKR)
+    for i in range(RP * TKR):
+        acc[i] = 0
+    for q in range(Q):
+        c = crs_off[q] + o
+        x0 = xf[c]
+        x1 = xf[c + np.uint64(1)]
+        x2 = xf[c + np.uint64(2)]
+        x3 = xf[c + np.uint64(3)]
+        x4 = xf[c + np.uint64(4)]
+        x5 = xf[c + np.uint64(5)]
+        x6 = xf[c + np.uint64(6)]
+        x7 = xf[c + np.uint64(7)]
+        x8 = xf[c + np.uint64(8)]
+        x9 = xf[c + np.uint64(9)]
+        x10 = xf[c + np.uint64(10)]
+        x11 = xf[c + np.uint64(11)]
+        x12 = xf[c + np.uint64(12)]
+        x13 = xf[c + np.uint64(13)]
+        for k in range(TKR):
+            wv = wpk[blk, q, k]
+            acc[k] += x0 * wv
+            acc[1 * TKR + k] += x1 * wv
+            acc[2 * TKR + k] += x2 * wv
+            acc[3 * TKR + k] += x3 * wv
+            acc[4 * TKR + k] += x4 * wv
+            acc[5 * TKR + k] += x5 * wv
+            acc[6 * TKR + k] += x6 * wv
+            acc[7 * TKR + k] += x7 * wv
+            acc[8 * TKR + k] += x8 * wv
+            acc[9 * TKR + k] += x9 * wv
+            acc[10 * TKR + k] += x10 * wv
+            acc[11 * TKR + k] += x11 * wv
+            acc[12 * TKR + k] += x12 * wv
+            acc[13 * TKR + k] += x13 * wv
+    for k in range(nk):
+        bk = bias[kbase + k] if has_bias else 0
+        for p in range(npix):
+            yf[ybase + k * P + p] = acc[p * TKR + k] + bk
+
+
+@njit(parallel=True, fastmath=FM, cache=True)
+def conv_direct(src, wpk, bias, has_bias, yf, crs_off, pix_off, tile_p0, tile_np, rows,
+                G, Kg, P, Hz, Wz, sh, sw, oh0, ow0, nband):
+    # y (N, G*Kg, P) flat = direct convolution of src (N, G*Cin_g, A, B) with packed
+    # weights wpk (G*nkb, Cin_g*R*S, TB), TB = TKR for row tiles (rows=True), else TK.
+    # Each task takes one sample, one group and one band of pixel tiles; it first builds
+    # that sample's padded (stuffed) input (Cin_g, Hz, Wz) in its own buffer, which then
+    # stays in L2 for all its tiles. crs_off (Q,) uint64 and pix_off (>= P,) int64 index
+    # that buffer; tile t covers pixels tile_p0[t] .. tile_p0[t] + tile_np[t].
+    N = src.shape[0]
+    Cin_g = src.shape[1] // G
+    Q = crs_off.shape[0]
+    K = G * Kg
+    TB = wpk.shape[2]
+    nkb = (Kg + TB - 1) // TB
+    ntile = tile_p0.shape[0]
+    for task in prange(N * G * nband):
+        n, g, band = task // (G * nband), (task // nband) % G, task % nband
+        buf = np.empty(Cin_g * Hz * Wz + RP, dtype=src.dtype)
+        buf[Cin_g * Hz * Wz:] = 0
+        _stuff(src, n, g * Cin_g, Cin_g, buf, Hz, Wz, sh, sw, oh0, ow0)
+        for kb in range(nkb):
+            k0 = g * Kg + kb * TB
+            nk = min(TB, Kg - kb * TB)
+            for t in range(band * ntile // nband, (band + 1) * ntile // nband):
+                p0 = tile_p0[t]
+                if rows:
+                    _tile_row(
+                        buf, wpk, g * nkb + kb, Q, crs_off, np.uint64(pix_off[p0]),
+                        yf, (n * K + k0) * P + p0, P, nk, tile_np[t], bias, k0, has_bias,
+                    )
+                else:
+                    _tile_fwd(
+                        buf, wpk, g * nkb + kb, Q, crs_off,
+                        np.uint64(pix_off[p0]), np.uint64(pix_off[p0 + 1]),
+                        np.uint64(pix_off[p0 + 2]), np.uint64(pix_off[p0 + 3]),
+                        np.uint64(pix_off[p0 + 4]), np.uint64(pix_off[p0 + 5]),
+                        yf, (n * K + k0) * P + p0, P, nk, tile_np[t], bias, k0, has_bias,
+                    )
+
+
+@njit(cache=True)
+def pack_weights(w, wpk, G, transpose):
+    # w: (K, Cg, R, S); TB = wpk.shape[2] channels per block.
+    # Without transpose: wpk (G*nkb, Cg*R*S, TB),
+    #   wpk[g*nkb + kb, (c*R + r)*S + s, j] = w[g*Kg + kb*TB + j, c, r, s]   (0 past Kg).
+    # With transpose (backward-data, output channels are the input's): wpk (G*ncb, Kg*R*S, TB),
+    #   wpk[g*ncb + cb, (k*R + r)*S + s, j] = w[g*Kg + k, cb*TB + j, R-1-r, S-1-s] (0 past Cg).
+    K, Cg, R, S = w.shape
+    Kg = K // G
+    nblk, TB = wpk.shape[0], wpk.shape[2]
+    wpk[:] = 0
+    for blk in range(nblk):
+        if not transpose:
+            nkb = nblk // G
+            g, kb = blk // nkb, blk % nkb
+            for j in range(min(TB, Kg - kb * TB)):
+                k = g * Kg + kb * TB + j
+                for c in range(Cg):
+                    for r in range(R):
+                        for s in range(S):
+                            wpk[blk, (c * R + r) * S + s, j] = w[k, c, r, s]
+        else:
+            ncb = nblk // G
+            g, cb = blk // ncb, blk % ncb
+            for j in range(min(TB, Cg - cb * TB)):
+                c = cb * TB + j
+                for k in range(Kg):
+                    for r in range(R):
+                        for s in range(S):
+                            wpk[blk, (k * R + r) * S + s, j] = w[g * Kg + k, c, R - 1 - r, S - 1 - s]
+
+
+def _offsets(Cq, R, S, dh, dw, Hz, Wz, OH, OW, sh, sw):
+    """crs_off (Cq*R*S,) uint64 and pix_off (ceil(OH*OW/6)*6,) int64 for one sample's padded
+    input (Cq, Hz, Wz): X[q, p] = buf[crs_off[q] + pix_off[p]]. pix_off repeats its last
+    entry to fill the last tile (those lanes are computed but never stored)."""
+    c, r, s = np.meshgrid(np.arange(Cq), np.arange(R), np.arange(S), indexing="ij")
+    crs_off = ((c * Hz + r * dh) * Wz + s * dw).reshape(-1).astype(np.uint64)
+    oh, ow = np.meshgrid(np.arange(OH), np.arange(OW), indexing="ij")
+    pix = (oh * sh * Wz + ow * sw).reshape(-1).astype(np.int64)
+    pix_off = np.concatenate([pix, np.full((-pix.size) % TP, pix[-1], np.int64)])
+    return crs_off, pix_off
+
+
+def _padded_size(H, W, ph, pw, OH, OW, R, S, stride, dilation):
+    # Rows/cols of padded input the output reads (bottom/right padding as the output needs).
+    (sh, sw), (dh, dw) = stride, dilation
+    Hp = max(H + ph, (OH - 1) * sh + (R - 1) * dh + 1)
+    Wp = max(W + pw, (OW - 1) * sw + (S - 1) * dw + 1)
+    return Hp, Wp
+
+
+def _tiles(OH, OW, rows):
+    """First pixel and pixel count of every tile: RP-pixel pieces of each output row for
+    row tiles, else TP consecutive pixels of the flattened output."""
+    if rows:
+        starts = np.arange(0, OW, RP)
+        p0 = (np.arange(OH)[:, None] * OW + starts[None, :]).reshape(-1)
+        npx = np.tile(np.minimum(RP, OW - starts), OH)
+    else:
+        p0 = np.arange(0, OH * OW, TP)
+        npx = np.minimum(TP, OH * OW - p0)
+    return p0.astype(np.int64), npx.astype(np.int64)
+
+
+def _use_rows(OW, sw):
+    # Row tiles need stride 1 along the row, and rows long enough to fill most lanes.
+    return sw == 1 and (OW % RP == 0 or OW >= 2 * RP)
+
+
+def _run_direct(src, w, bias, yf, G, Kout_g, Cq, R, S, dilation, Hz, Wz, OH, OW, stride,
+                stuff, transpose):
+    """Pack the weights, build the offset tables and launch conv_direct.
+
+    src (N, G*Cq, ., .) becomes, per task, a (Cq, Hz, Wz) buffer by
+    _stuff(..., *stuff); the output (N, G*Kout_g, OH, OW) reads it with ``stride``.
+    """
+    rows = _use_rows(OW, stride[1])
+    TB = TKR if rows else TK
+    nb = (Kout_g + TB - 1) // TB
+    wpk = np.empty((G * nb, Cq * R * S, TB), dtype=w.dtype)
+    pack_weights(w, wpk, G, transpose)
+    crs_off, pix_off = _offsets(Cq, R, S, *dilation, Hz, Wz, OH, OW, *stride)
+    tile_p0, tile_np = _tiles(OH, OW, rows)
+    N = src.shape[0]
+    nband = max(1, min(tile_p0.size, -(-4 * numba.get_num_threads() // (N * G))))
+    has_bias = bias is not None
+    conv_direct(
+        src, wpk, bias if has_bias else wpk[0, 0], has_bias, yf, crs_off, pix_off,
+        tile_p0, tile_np, rows, G, Kout_g, OH * OW, Hz, Wz, *stuff, nband,
+    )
+
+
+def direct_forward(x, w, b, y, stride, padding, dilation, groups):
+    """y = conv2d(x, w) + b with the register-tiled direct kernel (version 1)."""
+    N, C, H, W = x.shape
+    K, Cg, R, S = w.shape
+    OH, OW = y.shape[2], y.shape[3]
+    Hp, Wp = _padded_size(H, W, padding[0], padding[1], OH, OW, R, S, stride, dilation)
+    _run_direct(
+        x, w, b, y.reshape(-1), groups, K // groups, Cg, R, S, dilation, Hp, Wp, OH, OW,
+        stride, (1, 1, padding[0], padding[1]), False,
+    )
+
+
+def direct_backward_data(g, w, dx, stride, padding, dilation, groups):
+    """dx = the gradient of conv2d w.r.t. x, as a stride-1 convolution of the
+    zero-stuffed, padded gradient with the flipped, transposed weights (version 1)."""
+    N, C, H, W = dx.shape
+    K, Cg, R, S = w.shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    # dx[ih] = sum_r' gz[ih + r'*dh] * w[R-1-r'] with gz[oh*sh + (R-1)*dh - ph] = g[oh].
+    Hz, Wz = H + (R - 1) * dh, W + (S - 1) * dw
+    _run_direct(
+        g, w, None, dx.reshape(-1), groups, Cg, K // groups, R, S, dilation, Hz, Wz, H, W,
+        (1, 1), (sh, sw, (R - 1) * dh - ph, (S - 1) * dw - pw), True,
+    )
+
+
+# ----------------------------------------------------------------------------
+# version 1: direct backward-weights
+
+
+@njit(fastmath=FM, cache=True)
+def _tile_dw(xf, c0, c1, c2, c3, c4, c5, pix_off, P, gt, blk, part, piece, q0):
+    # One TK-channel x 6-row tile of dw, reduced over the P pixels of one sample.
+    # xf: the sample's padded input, flat; c0..c5: uint64 crs offsets of the 6 rows;
+    # gt: (blocks, P, TK) the sample's gradient with TK channels contiguous;
+    # part: (pieces, blocks, Qpad, TK) partial sums; this piece owns part[piece].
+    _wide_vectors()
+    acc = numba.carray(_stack_tile(part.dtype), TP * TK)
+    for i in range(TP * TK):
+        acc[i] = 0
+    for p in range(P):
+        o = np.uint64(pix_off[p])
+        x0 = xf[o + c0]
+        x1 = xf[o + c1]
+        x2 = xf[o + c2]
+        x3 = xf[o + c3]
+        x4 = xf[o + c4]
+        x5 = xf[o + c5]
+        for k in range(TK):
+            gv = gt[blk, p, k]
+            acc[k] += x0 * gv
+            acc[TK + k] += x1 * gv
+            acc[2 * TK + k] += x2 * gv
+            acc[3 * TK + k] += x3 * gv
+            acc[4 * TK + k] += x4 * gv
+            acc[5 * TK + k] += x5 * gv
+    for j in range(TP):
+        for k in range(TK):
+            part[piece, blk, q0 + j, k] += acc[j * TK + k]
+
+
+@njit(parallel=True, fastmath=FM, cache=True)
+def conv_dw_direct(x, g, part, dbpart, crs_off, pix_off, G, Hp, Wp, ph, pw):
+    # Partial sums over slices of the batch: part[piece] (G*nkb, Qpad, TK) of dw and
+    # dbpart[piece] (K,) of db. x: (N, C, H, W); g: (N, K, P);
+    # crs_off (Qpad,) uint64 with Qpad % 6 == 0; pix_off indexes one padded sample.
+    N, K, P = g.shape
+    Cin_g = x.shape[1] // G
+    Kg = K // G
+    npiece, nblk = part.shape[0], part.shape[1]
+    nkb = nblk // G
+    Qt = crs_off.shape[0] // TP
+    for piece in prange(npiece):
+        part[piece] = 0
+        dbpart[piece] = 0
+        buf = np.empty(Cin_g * Hp * Wp, dtype=x.dtype)
+        gt = np.empty((nblk, P, TK), dtype=g.dtype)
+        for n in range(piece * N // npiece, (piece + 1) * N // npiece):
+            # gt[blk, p, j] = g[n, grp*Kg + kb*TK + j, p], 0 past the group's channels.
+            for blk in range(nblk):
+                grp, kb = blk // nkb, blk % nkb
+                for p in range(P):
+                    for j in range(TK):
+                        gt[blk, p, j] = 0
+                for j in range(min(TK, Kg - kb * TK)):
+                    k = grp * Kg + kb * TK + j
+                    s = g[n, k, 0] * 0
+                    for p in range(P):
+                        gt[blk, p, j] = g[n, k, p]
+                        s += g[n, k, p]
+                    dbpart[piece, k] += s
+            for grp in range(G):
+                _stuff(x, n, grp * Cin_g, Cin_g, buf, Hp, Wp, 1, 1, ph, pw)
+                for blk in range(grp * nkb, (grp + 1) * nkb):
+                    for t in range(Qt):
+                        q0 = t * TP
+                        _tile_dw(
+                            buf, crs_off[q0], crs_off[q0 + 1], crs_off[q0 + 2],
+                            crs_off[q0 + 3], crs_off[q0 + 4], crs_off[q0 + 5],
+                            pix_off, P, gt, blk, part, piece, q0,
+                        )
+
+
+@njit(cache=True)
+def reduce_dw(part, dbpart, dw, db, has_bias, G):
+    # dw (K, Cg, R, S)[g*Kg + kb*TK + j, q] = sum over pieces of part[:, g*nkb + kb, q, j];
+    # db[k] = sum over pieces of dbpart[:, k].
+    K = dw.shape[0]
+    Q = dw.shape[1] * dw.shape[2] * dw.shape[3]
+    Kg = K // G
+    nkb = part.shape[1] // G
+    dwf = dw.reshape(K, Q)
+    for k in range(K):
+        grp, kk = k // Kg, k % Kg
+        blk, j = grp * nkb + kk // TK, kk % TK
+        for q in range(Q):
+            acc = part[0, blk, q, j]
+            for piece in range(1, part.shape[0]):
+                acc += part[piece, blk, q, j]
+            dwf[k, q] = acc
+        if has_bias:
+            acc = dbpart[0, k]
+            for piece in range(1, part.shape[0]):
+                acc += dbpart[piece, k]
+            db[k] = acc
+
+
+def direct_backward_weights(g, x, dw, db, stride, padding, dilation, groups):
+    """dw (and db) = the gradients of conv2d w.r.t. w (and b), with per-thread partial
+    buffers over slices of the batch, added up at the end (version 1)."""
+    N, C, H, W = x.shape
+    K, Cg, R, S = dw.shape
+    OH, OW = g.shape[2], g.shape[3]
+    G, Kg = groups, K // groups
+    Hp, Wp = _padded_size(H, W, padding[0], padding[1], OH, OW, R, S, stride, dilation)
+    crs_off, pix_off = _offsets(Cg, R, S, dilation[0], dilation[1], Hp, Wp, OH, OW, *stride)
+    Q = crs_off.size
+    crs_off = np.concatenate([crs_off, np.full((-Q) % TP, crs_off[-1], np.uint64)])
+    nkb = (Kg + TK - 1) // TK
+    npiece = min(N, numba.get_num_threads())
+    part = np.empty((npiece, G * nkb, crs_off.size, TK), dtype=dw.dtype)
+    dbpart = np.empty((npiece, K), dtype=dw.dtype)
+    conv_dw_direct(
+        x, g.reshape(N, K, OH * OW), part, dbpart, crs_off, pix_off, G, Hp, Wp, *padding
+    )
+    has_bias = db is not None
+    reduce_dw(part, dbpart, dw, db if has_bias else dbpart[0], has_bias, G)
+
+
+# ----------------------------------------------------------------------------
+# version 2: im2col / col2im + the nnkern GEMM
+
+
+@njit(parallel=True, cache=True)
+def im2col(x, n, c0, col, R, S, sh, sw, ph, pw, dh, dw, OW):
+    # col (Cg*R*S, OH*OW): col[(c*R + r)*S + s, oh*OW + ow] = x[n, c0 + c, ih, iw], 0 outside,
+    # with ih = oh*sh - ph + r*dh, iw = ow*sw - pw + s*dw.
+    H, W = x.shape[2], x.shape[3]
+    Q, P = col.shape
+    for q in prange(Q):
+        c, r, s = q // (R * S), (q // S) % R, q % S
+        for p in range(P):
+            ih = (p // OW) * sh - ph + r * dh
+            iw = (p % OW) * sw - pw + s * dw
+            if 0 <= ih < H and 0 <= iw < W:
+                col[q, p] = x[n, c0 + c, ih, iw]
+            else:
+                col[q, p] = 0
+
+
+@njit(parallel=True, cache=True)
+def col2im(col, dx, n, c0, Cg, R, S, sh, sw, ph, pw, dh, dw, OH, OW):
+    # dx[n, c0 + c, ih, iw] = sum of the col entries copied from that pixel: a gather,
+    # one input pixel per iteration, over the taps (r, s) whose output pixel is whole.
+    H, W = dx.shape[2], dx.shape[3]
+    for ci in prange(Cg * H):
+        c, ih = ci // H, ci % H
+        for iw in range(W):
+            acc = 0.0
+            for r in range(R):
+                a = ih + ph - r * dh
+                oh = a // sh
+                if a < 0 or a % sh != 0 or oh >= OH:
+                    continue
+                for s in range(S):
+                    b = iw + pw - s * dw
+                    ow = b // sw
+                    if b < 0 or b % sw != 0 or ow >= OW:
+                        continue
+                    acc += col[(c * R + r) * S + s, oh * OW + ow]
+            dx[n, c0 + c, ih, iw] = acc
+
+
+@njit(parallel=True, cache=True)
+def add_bias(y, b):
+    # y (N, K, P) += b (K,)
+    N, K, P = y.shape
+    for nk in prange(N * K):
+        n, k = nk // K, nk % K
+        for p in range(P):
+            y[n, k, p] += b[k]
+
+
+@njit(parallel=True, fastmath={"reassoc", "contract"}, cache=True)
+def bias_grad(g, db):
+    # db[k] = sum over n, p of g (N, K, P), one output channel per iteration.
+    # Each (n, k) row is summed in g's dtype (vectorised: 'reassoc' keeps NaN/inf), the
+    # row sums in float64.
+    N, K, P = g.shape
+    for k in prange(K):
+        acc = 0.0
+        for n in range(N):
+            row = g[n, k, 0] * 0
+            for p in range(P):
+                row += g[n, k, p]
+            acc += row
+        db[k] = acc
+
+
+def _is_pointwise(w, stride, padding, dilation):
+    # A 1x1 kernel, stride 1, no padding: the im2col matrix of a sample is the sample itself.
+    return w.shape[2] == 1 and w.shape[3] == 1 and stride == (1, 1) and padding == (0, 0)
+
+
+def im2col_forward(x, w, b, y, stride, padding, dilation, groups):
+    """y = conv2d(x, w) + b: per sample and group, col = im2col(x), y = w @ col (version 2)."""
+    N, C, H, W = x.shape
+    K, Cg, R, S = w.shape
+    OH, OW = y.shape[2], y.shape[3]
+    G, Kg, Q, P = groups, K // groups, Cg * R * S, OH * OW
+    w2 = w.reshape(G, Kg, Q)
+    y3 = y.reshape(N, K, P)
+    pointwise = _is_pointwise(w, stride, padding, dilation)
+    col = None if pointwise else np.empty((Q, P), dtype=x.dtype)
+    for n in range(N):
+        for g in range(G):
+            if pointwise:
+                col = x[n, g * Cg:(g + 1) * Cg].reshape(Q, P)
+            else:
+                im2col(x, n, g * Cg, col, R, S, *stride, *padding, *dilation, OW)
+            gemm_cpu.gemm(w2[g], col, y3[n, g * Kg:(g + 1) * Kg], False, False, False)
+    if b is not None:
+        add_bias(y3, b)
+
+
+def im2col_backward_data(g, w, dx, stride, padding, dilation, groups):
+    """dx: per sample and group, dcol = w^T @ g, then col2im (a gather) (version 2)."""
+    N, C, H, W = dx.shape
+    K, Cg, R, S = w.shape
+    OH, OW = g.shape[2], g.shape[3]
+    G, Kg, Q, P = groups, K // groups, Cg * R * S, OH * OW
+    w2 = w.reshape(G, Kg, Q)
+    g3 = g.reshape(N, K, P)
+    pointwise = _is_pointwise(w, stride, padding, dilation)
+    dcol = np.empty((Q, P), dtype=dx.dtype)
+    for n in range(N):
+        for grp in range(G):
+            if pointwise:
+                dcol = dx[n, grp * Cg:(grp + 1) * Cg].reshape(Q, P)
+            gemm_cpu.gemm(w2[grp], g3[n, grp * Kg:(grp + 1) * Kg], dcol, True, False, False)
+            if not pointwise:
+                col2im(dcol, dx, n, grp * Cg, Cg, R, S, *stride, *padding, *dilation, OH, OW)
+
+
+def im2col_backward_weights(g, x, dw, stride, padding, dilation, groups):
+    """dw[g] = sum over samples of g[n, g] @ im2col(x[n])^T, accumulated by the GEMM (version 2)."""
+    N, C, H, W = x.shape
+    K, Cg, R, S = dw.shape
+    OH, OW = g.shape[2], g.shape[3]
+    G, Kg, Q, P = groups, K // groups, Cg * R * S, OH * OW
+    dw2 = dw.reshape(G, Kg, Q)
+    g3 = g.reshape(N, K, P)
+    pointwise = _is_pointwise(dw, stride, padding, dilation)
+    col = None if pointwise else np.empty((Q, P), dtype=x.dtype)
+    for n in range(N):
+        for grp in range(G):
+            if pointwise:
+                col = x[n, grp * Cg:(grp + 1) * Cg].reshape(Q, P)
+            else:
+                im2col(x, n, grp * Cg, col, R, S, *stride, *padding, *dilation, OW)
+            gemm_cpu.gemm(g3[n, grp * Kg:(grp + 1) * Kg], col, dw2[grp], False, True, n > 0)
+
+
+# ----------------------------------------------------------------------------
+# the KERNELS entry points
+
+
+def choose_algo(w, stride, padding, dilation, algo):
+    """The algorithm "auto" stands for: im2col for a pointwise (1x1, stride 1, no padding)
+    convolution, which is one GEMM per sample with no copy; direct otherwise."""
+    if algo != "auto":
+        return algo
+    return "im2col" if _is_pointwise(w, stride, padding, dilation) else "direct"
+
+
+def conv2d_forward(x, w, b, y, stride, padding, dilation, groups, algo):
+    """y (N, K, OH, OW) = conv2d(x (N, C, H, W), w (K, Cg, R, S)) + b (K,) or no bias."""
+    if choose_algo(w, stride, padding, dilation, algo) == "im2col":
+        im2col_forward(x, w, b, y, stride, padding, dilation, groups)
+    else:
+        direct_forward(x, w, b, y, stride, padding, dilation, groups)
+
+
+def conv2d_backward_data(g, w, dx, stride, padding, dilation, groups, algo):
+    """dx (N, C, H, W) = gradient of sum(conv2d(x, w) * g) w.r.t. x, g (N, K, OH, OW)."""
+    if choose_algo(w, stride, padding, dilation, algo) == "im2col":
+        im2col_backward_data(g, w, dx, stride, padding, dilation, groups)
+    else:
+        direct_backward_data(g, w, dx, stride, padding, dilation, groups)
+
+
+def conv2d_backward_weights(g, x, dw, db, stride, padding, dilation, groups, algo):
+    """dw (K, Cg, R, S) and db (K,) or None: gradients of sum((conv2d(x, w) + b) * g)."""
+    if choose_algo(dw, stride, padding, dilation, algo) == "im2col":
+        im2col_backward_weights(g, x, dw, stride, padding, dilation, groups)
+        if db is not None:
+            N, K = g.shape[0], g.shape[1]
+            bias_grad(g.reshape(N, K, -1), db)
+    else:
+        direct_backward_weights(g, x, dw, db, stride, padding, dilation, groups)

@@ -1,0 +1,360 @@
+"""Pooling on NVIDIA GPUs with numba.cuda: max, average, blur and fused max-blur.
+
+Layout NCHW, C-contiguous; arrays are CuPy on a GPU (NumPy under the
+simulator), passed straight to the launches. One launch per op, a 1-D grid:
+
+- forward kernels: one thread per output element, reading its window;
+- backward kernels: one thread per INPUT element, gathering from the windows
+  that contain it (max: only those whose argmax is this element). No atomics,
+  so results are deterministic and every dx element is written exactly once.
+- blur: the binomial taps C(k-1, i) / 2^(k-1) are computed in the kernel and
+  reflect padding is index arithmetic, so no filter array or padded copy is
+  passed. The backward gather visits the (at most three) padded positions
+  that reflect onto an input cell.
+- max-blur, FUSED in one launch each way: the forward thread takes the max of
+  each window its blur taps read (recomputing, instead of storing the
+  stride-1 max map); the backward thread re-derives the argmax of each stride-1
+  window that contains its input element and, where it is the winner, adds
+  that window's blur gradient computed on the spot. No intermediate array.
+
+Versions: these are version 1 (direct, one element per thread, global loads);
+tiled shared-memory versions are future work. No GPU timing has been measured.
+"""
+
+import math
+
+from numba import cuda
+
+THREADS = 128
+
+
+def _launch(kernel, n, *args):
+    """One launch of ``kernel`` with a thread per element of an n-element array."""
+    if n:  # an empty grid is an error in numba.cuda; an empty output needs no work
+        kernel[(n + THREADS - 1) // THREADS, THREADS](*args)
+
+
+@cuda.jit(device=True)
+def _better(v, best):
+    # first maximum in scan order wins; the first NaN beats everything
+    return v > best or (math.isnan(v) and not math.isnan(best))
+
+
+@cuda.jit(device=True)
+def _reflect(i, H):
+    if i < 0:
+        i = -i
+    if i > H - 1:
+        i = 2 * (H - 1) - i
+    return i
+
+
+@cuda.jit(device=True)
+def _tap(K, r):
+    # r-th tap of the normalised binomial filter of size K: C(K-1, r) / 2^(K-1)
+    c = 1.0
+    for j in range(r):
+        c = c * (K - 1 - j) / (j + 1)
+    return c / (1 << (K - 1))
+
+
+@cuda.jit(device=True)
+def _first_window(h, R, SH, PH):
+    # first output row whose window (oh*SH - PH .. + R - 1) contains input row h
+    return max(0, -((R - 1 - h - PH) // SH))
+
+
+# ----------------------------------------------------------------------------
+# max pooling
+
+
+@cuda.jit
+def _max_forward(x, y, indices, R, S, SH, SW, PH, PW):
+    # x (N,C,H,W) -> y, indices (N,C,OH,OW); one thread per output
+    N, C, H, W = x.shape
+    OH, OW = y.shape[2], y.shape[3]
+    i = cuda.grid(1)
+    if i >= N * C * OH * OW:
+        return
+    ow = i % OW
+    oh = (i // OW) % OH
+    c = (i // (OW * OH)) % C
+    n = i // (OW * OH * C)
+    h0 = oh * SH - PH
+    w0 = ow * SW - PW
+    r0, r1 = max(0, -h0), min(R, H - h0)
+    s0, s1 = max(0, -w0), min(S, W - w0)
+    best = x[n, c, h0 + r0, w0 + s0]
+    arg = (h0 + r0) * W + w0 + s0
+    for r in range(r0, r1):
+        for s in range(s0, s1):
+            v = x[n, c, h0 + r, w0 + s]
+            if _better(v, best):
+                best = v
+                arg = (h0 + r) * W + w0 + s
+    y[n, c, oh, ow] = best
+    indices[n, c, oh, ow] = arg
+
+
+def max_pool2d_forward(x, y, indices, R, S, SH, SW, PH, PW):
+    """Max pool with argmax; see reference.max_pool2d_forward."""
+    _launch(_max_forward, y.size, x, y, indices, R, S, SH, SW, PH, PW)
+
+
+@cuda.jit
+def _max_backward(grad_out, indices, dx, R, S, SH, SW, PH, PW):
+    # grad_out, indices (N,C,OH,OW) -> dx (N,C,H,W); one thread per input, gather
+    N, C, H, W = dx.shape
+    OH, OW = grad_out.shape[2], grad_out.shape[3]
+    i = cuda.grid(1)
+    if i >= N * C * H * W:
+        return
+    w = i % W
+    h = (i // W) % H
+    c = (i // (W * H)) % C
+    n = i // (W * H * C)
+    me = h * W + w
+    acc = 0.0
+    for oh in range(_first_window(h, R, SH, PH), min(OH - 1, (h + PH) // SH) + 1):
+        for ow in range(_first_window(w, S, SW, PW), min(OW - 1, (w + PW) // SW) + 1):
+            if indices[n, c, oh, ow] == me:
+                acc += grad_out[n, c, oh, ow]
+    dx[n, c, h, w] = acc
+
+
+def max_pool2d_backward(grad_out, indices, dx, R, S, SH, SW, PH, PW):
+    """dx gathers grad_out from the windows whose argmax is that element."""
+    _launch(_max_backward, dx.size, grad_out, indices, dx, R, S, SH, SW, PH, PW)
+
+
+# ----------------------------------------------------------------------------
+# average pooling
+
+
+@cuda.jit(device=True)
+def _count(o, R, SH, PH, H, count_include_pad):
+    if count_include_pad:
+        return R
+    h0 = o * SH - PH
+    return min(h0 + R, H) - max(h0, 0)
+
+
+@cuda.jit
+def _avg_forward(x, y, R, S, SH, SW, PH, PW, count_include_pad):
+    # x (N,C,H,W) -> y (N,C,OH,OW); one thread per output
+    N, C, H, W = x.shape
+    OH, OW = y.shape[2], y.shape[3]
+    i = cuda.grid(1)
+    if i >= N * C * OH * OW:
+        return
+    ow = i % OW
+    oh = (i // OW) % OH
+    c = (i // (OW * OH)) % C
+    n = i // (OW * OH * C)
+    h0 = oh * SH - PH
+    w0 = ow * SW - PW
+    acc = 0.0
+    for r in range(max(0, -h0), min(R, H - h0)):
+        for s in range(max(0, -w0), min(S, W - w0)):
+            acc += x[n, c, h0 + r, w0 + s]
+    div = _count(oh, R, SH, PH, H, count_include_pad) * _count(ow, S, SW, PW, W, count_include_pad)
+    y[n, c, oh, ow] = acc / div
+
+
+def avg_pool2d_forward(x, y, R, S, SH, SW, PH, PW, count_include_pad):
+    """Average pool; see reference.avg_pool2d_forward."""
+    _launch(_avg_forward, y.size, x, y, R, S, SH, SW, PH, PW, count_include_pad)
+
+
+@cuda.jit
+def _avg_backward(grad_out, dx, R, S, SH, SW, PH, PW, count_include_pad):
+    # grad_out (N,C,OH,OW) -> dx (N,C,H,W); one thread per input, gather
+    N, C, H, W = dx.shape
+    OH, OW = grad_out.shape[2], grad_out.shape[3]
+    i = cuda.grid(1)
+    if i >= N * C * H * W:
+        return
+    w = i % W
+    h = (i // W) % H
+    c = (i // (W * H)) % C
+    n = i // (W * H * C)
+    acc = 0.0
+    for oh in range(_first_window(h, R, SH, PH), min(OH - 1, (h + PH) // SH) + 1):
+        hc = _count(oh, R, SH, PH, H, count_include_pad)
+        for ow in range(_first_window(w, S, SW, PW), min(OW - 1, (w + PW) // SW) + 1):
+            wc = _count(ow, S, SW, PW, W, count_include_pad)
+            acc += grad_out[n, c, oh, ow] / (hc * wc)
+    dx[n, c, h, w] = acc
+
+
+def avg_pool2d_backward(grad_out, dx, R, S, SH, SW, PH, PW, count_include_pad):
+    """dx gathers grad_out / divisor from every window containing it."""
+    _launch(_avg_backward, dx.size, grad_out, dx, R, S, SH, SW, PH, PW, count_include_pad)
+
+
+# ----------------------------------------------------------------------------
+# blur pooling
+
+
+@cuda.jit(device=True)
+def _padded_preimage(h, k, H, K):
+    # k-th (0..2) padded index whose reflected source is input index h, or -1:
+    # itself, its mirror in the top pad, its mirror in the bottom pad
+    p0 = (K - 1) // 2
+    p1 = K // 2
+    if k == 0:
+        return h + p0
+    if k == 1:
+        return p0 - h if 1 <= h <= p0 else -1
+    return p0 + 2 * (H - 1) - h if H - 1 - p1 <= h <= H - 2 else -1
+
+
+@cuda.jit(device=True)
+def _blur_grad_at(g, n, c, h, w, H, W, K, SH, SW):
+    # d(sum g * blur(m)) / d m[h, w] for a map m of size (H, W) blurred into g (N,C,OH,OW)
+    OH, OW = g.shape[2], g.shape[3]
+    acc = 0.0
+    for kh in range(3):
+        ph = _padded_preimage(h, kh, H, K)
+        if ph < 0:
+            continue
+        for r in range(K):
+            if (ph - r) % SH != 0:
+                continue
+            oh = (ph - r) // SH
+            if oh < 0 or oh >= OH:
+                continue
+            for kw in range(3):
+                pw = _padded_preimage(w, kw, W, K)
+                if pw < 0:
+                    continue
+                for s in range(K):
+                    if (pw - s) % SW != 0:
+                        continue
+                    ow = (pw - s) // SW
+                    if 0 <= ow < OW:
+                        acc += _tap(K, r) * _tap(K, s) * g[n, c, oh, ow]
+    return acc
+
+
+@cuda.jit
+def _blur_forward(x, y, K, SH, SW):
+    # x (N,C,H,W) -> y (N,C,OH,OW); one thread per output, reflect by index arithmetic
+    N, C, H, W = x.shape
+    OH, OW = y.shape[2], y.shape[3]
+    i = cuda.grid(1)
+    if i >= N * C * OH * OW:
+        return
+    ow = i % OW
+    oh = (i // OW) % OH
+    c = (i // (OW * OH)) % C
+    n = i // (OW * OH * C)
+    p0 = (K - 1) // 2
+    acc = 0.0
+    for r in range(K):
+        h = _reflect(oh * SH + r - p0, H)
+        row = 0.0
+        for s in range(K):
+            row += _tap(K, s) * x[n, c, h, _reflect(ow * SW + s - p0, W)]
+        acc += _tap(K, r) * row
+    y[n, c, oh, ow] = acc
+
+
+def blur_pool2d_forward(x, y, filt_size, SH, SW):
+    """Reflect-padded binomial blur at stride (SH, SW); see reference.blur_pool2d_forward."""
+    _launch(_blur_forward, y.size, x, y, filt_size, SH, SW)
+
+
+@cuda.jit
+def _blur_backward(grad_out, dx, K, SH, SW):
+    # grad_out (N,C,OH,OW) -> dx (N,C,H,W); one thread per input, gather
+    N, C, H, W = dx.shape
+    i = cuda.grid(1)
+    if i >= N * C * H * W:
+        return
+    w = i % W
+    h = (i // W) % H
+    c = (i // (W * H)) % C
+    n = i // (W * H * C)
+    dx[n, c, h, w] = _blur_grad_at(grad_out, n, c, h, w, H, W, K, SH, SW)
+
+
+def blur_pool2d_backward(grad_out, dx, filt_size, SH, SW):
+    """dx gathers the blur's gradient (reflect folding included)."""
+    _launch(_blur_backward, dx.size, grad_out, dx, filt_size, SH, SW)
+
+
+# ----------------------------------------------------------------------------
+# max-blur pooling, fused
+
+
+@cuda.jit(device=True)
+def _window_max(x, n, c, i, j, R, S):
+    # max and flat argmax of the stride-1 window at (i, j), no padding
+    W = x.shape[3]
+    best = x[n, c, i, j]
+    arg = i * W + j
+    for r in range(R):
+        for s in range(S):
+            v = x[n, c, i + r, j + s]
+            if _better(v, best):
+                best = v
+                arg = (i + r) * W + j + s
+    return best, arg
+
+
+@cuda.jit
+def _max_blur_forward(x, y, R, S, K, SH, SW):
+    # x (N,C,H,W) -> y (N,C,OH,OW); one thread per output, max recomputed per blur tap
+    N, C, H, W = x.shape
+    OH, OW = y.shape[2], y.shape[3]
+    Hm, Wm = H - R + 1, W - S + 1
+    i = cuda.grid(1)
+    if i >= N * C * OH * OW:
+        return
+    ow = i % OW
+    oh = (i // OW) % OH
+    c = (i // (OW * OH)) % C
+    n = i // (OW * OH * C)
+    p0 = (K - 1) // 2
+    acc = 0.0
+    for r in range(K):
+        mi = _reflect(oh * SH + r - p0, Hm)
+        row = 0.0
+        for s in range(K):
+            best, _ = _window_max(x, n, c, mi, _reflect(ow * SW + s - p0, Wm), R, S)
+            row += _tap(K, s) * best
+        acc += _tap(K, r) * row
+    y[n, c, oh, ow] = acc
+
+
+def max_blur_pool2d_forward(x, y, R, S, filt_size, SH, SW):
+    """Fused stride-1 max + blur; see reference.max_blur_pool2d_forward."""
+    _launch(_max_blur_forward, y.size, x, y, R, S, filt_size, SH, SW)
+
+
+@cuda.jit
+def _max_blur_backward(grad_out, x, dx, R, S, K, SH, SW):
+    # grad_out (N,C,OH,OW), x (N,C,H,W) -> dx (N,C,H,W); one thread per input, gather
+    N, C, H, W = x.shape
+    Hm, Wm = H - R + 1, W - S + 1
+    t = cuda.grid(1)
+    if t >= N * C * H * W:
+        return
+    w = t % W
+    h = (t // W) % H
+    c = (t // (W * H)) % C
+    n = t // (W * H * C)
+    me = h * W + w
+    acc = 0.0
+    for i in range(max(0, h - R + 1), min(Hm, h + 1)):
+        for j in range(max(0, w - S + 1), min(Wm, w + 1)):
+            _, arg = _window_max(x, n, c, i, j, R, S)
+            if arg == me:
+                acc += _blur_grad_at(grad_out, n, c, i, j, Hm, Wm, K, SH, SW)
+    dx[n, c, h, w] = acc
+
+
+def max_blur_pool2d_backward(grad_out, x, dx, R, S, filt_size, SH, SW):
+    """Fused: argmax of each stride-1 window and its blur gradient, gathered per input."""
+    _launch(_max_blur_backward, dx.size, grad_out, x, dx, R, S, filt_size, SH, SW)

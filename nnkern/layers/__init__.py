@@ -1,0 +1,36 @@
+"""Layers of nnkern: each owns its weights and calls ``nnkern.functional`` for the math.
+
+    >>> from nnkern import layers
+    >>> block = [layers.Conv2D(8, 3, padding="same", activation="relu"), layers.MaxPool2D(2)]
+
+Images are NCHW: ``(batch, channels, height, width)``; a layer given a
+channels-last shape says so. See ``nnkern.layers.base`` for the protocol
+(``build``, ``forward``, ``backward``, ``compute_output_shape``, ``params``,
+``grads``, ``trainable``).
+"""
+
+from .base import Input, Layer, SymbolicTensor
+from .conv import AvgPool2D, BlurPool2D, Conv2D, MaxBlurPool2D, MaxPool2D
+from .core import Add, Dense, Dropout, Flatten, ReLU, Sigmoid, Softmax, Tanh
+from .norm import BatchNorm1D, BatchNorm2D
+
+__all__ = [
+    "Add",
+    "AvgPool2D",
+    "BatchNorm1D",
+    "BatchNorm2D",
+    "BlurPool2D",
+    "Conv2D",
+    "Dense",
+    "Dropout",
+    "Flatten",
+    "Input",
+    "Layer",
+    "MaxBlurPool2D",
+    "MaxPool2D",
+    "ReLU",
+    "Sigmoid",
+    "Softmax",
+    "SymbolicTensor",
+    "Tanh",
+]

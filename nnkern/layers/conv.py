@@ -1,0 +1,278 @@
+"""Conv2D and the pooling layers (max, average, blur, max-blur). All NCHW."""
+
+import nnkern.functional as F
+from nnkern.functional._checks import int_pair
+
+from .base import (
+    Layer,
+    activation_backward,
+    activation_forward,
+    check_activation,
+    register,
+    require_image_shape,
+)
+
+
+def _alias(kwargs, torch_name, keras_name, value, default):
+    """Accept PyTorch's argument name (``stride``) next to Keras's (``strides``)."""
+    if torch_name not in kwargs:
+        return value
+    other = kwargs.pop(torch_name)
+    if value != default:
+        raise TypeError(f"give {keras_name}= or {torch_name}=, not both")
+    return other
+
+
+def _pair_config(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+@register
+class Conv2D(Layer):
+    """2-D convolution over NCHW images: (N, C, H, W) -> (N, filters, OH, OW).
+
+    Weights are (filters, C/groups, kh, kw), as in PyTorch. ``padding`` is an
+    int, an (h, w) pair, ``"valid"`` (no padding) or ``"same"`` (output size =
+    input size; stride 1 only). ``strides``/``dilation_rate`` (Keras names) may
+    also be given as ``stride``/``dilation`` (PyTorch names).
+
+    >>> conv = Conv2D(16, 3, padding="same", activation="relu")
+    """
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", dilation_rate=1,
+                 groups=1, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", algo="auto", **kwargs):
+        strides = _alias(kwargs, "stride", "strides", strides, 1)
+        dilation_rate = _alias(kwargs, "dilation", "dilation_rate", dilation_rate, 1)
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.kernel_size = int_pair(kernel_size, f"{self.name}: kernel_size", 1)
+        self.strides = int_pair(strides, f"{self.name}: strides", 1)
+        self.dilation_rate = int_pair(dilation_rate, f"{self.name}: dilation_rate", 1)
+        if isinstance(padding, str):
+            padding = padding.lower()
+            if padding not in ("same", "valid"):
+                raise ValueError(f"padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+            if padding == "same" and self.strides != (1, 1):
+                raise ValueError(
+                    f"{self.name}: padding='same' needs strides=1 (as in PyTorch), got "
+                    f"strides={self.strides}; pass an explicit int padding instead"
+                )
+        else:
+            padding = int_pair(padding, f"{self.name}: padding", 0)
+        self.padding = padding
+        self.groups = int(groups)
+        if self.filters < 1 or self.groups < 1 or self.filters % self.groups:
+            raise ValueError(
+                f"{self.name}: filters ({filters}) must be >= 1 and divisible by groups ({groups})"
+            )
+        self.activation = check_activation(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = kernel_initializer
+        self.bias_initializer = bias_initializer
+        self.algo = algo
+
+    def _args(self):
+        return {"stride": self.strides, "padding": self.padding,
+                "dilation": self.dilation_rate, "groups": self.groups, "algo": self.algo}
+
+    def build(self, input_shape):
+        C = require_image_shape(self, input_shape)[0]
+        if C % self.groups:
+            raise ValueError(f"{self.name}: groups={self.groups} must divide the input channels {C}")
+        R, S = self.kernel_size
+        fan_in = C // self.groups * R * S
+        fan_out = self.filters // self.groups * R * S
+        self.add_weight("w", (self.filters, C // self.groups, R, S), self.kernel_initializer,
+                        fan_in, fan_out)
+        if self.use_bias:
+            self.add_weight("b", (self.filters,), self.bias_initializer, fan_in, fan_out)
+
+    def compute_output_shape(self, input_shape):
+        C, H, W = require_image_shape(self, input_shape)
+        R, S = self.kernel_size
+        _, K, OH, OW = F.conv2d_output_shape(
+            (1, C, H, W), (self.filters, C // self.groups, R, S),
+            self.strides, self.padding, self.dilation_rate,
+        )
+        if OH < 1 or OW < 1:
+            raise ValueError(
+                f"{self.name}: a {R}x{S} kernel (dilation {self.dilation_rate}) does not fit the "
+                f"input {(C, H, W)} with padding {self.padding}"
+            )
+        return (K, OH, OW)
+
+    def forward(self, x, training=False):
+        # x (N, C, H, W), w (K, C/groups, R, S) -> (N, K, OH, OW)
+        z = F.conv2d(x, self.params["w"], self.params.get("b"), **self._args())
+        y = activation_forward(self.activation, z)
+        self._cache = (x, z, y)
+        return y
+
+    def backward(self, grad):
+        x, z, y = self._cache
+        dz = activation_backward(self.activation, grad, z, y)
+        dx, dw, db = F.conv2d_backward(dz, x, self.params["w"], self.params.get("b"),
+                                       **self._args())
+        self.accumulate("w", dw)
+        if db is not None:
+            self.accumulate("b", db)
+        return dx
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters,
+                "kernel_size": list(self.kernel_size), "strides": list(self.strides),
+                "padding": _pair_config(self.padding), "dilation_rate": list(self.dilation_rate),
+                "groups": self.groups, "activation": self.activation, "use_bias": self.use_bias,
+                "kernel_initializer": self.kernel_initializer,
+                "bias_initializer": self.bias_initializer, "algo": self.algo}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("kernel_size", "strides", "dilation_rate", "padding"):
+            if isinstance(config.get(key), list):
+                config[key] = tuple(config[key])
+        return cls(**config)
+
+
+class _Pool(Layer):
+    """Shared shape logic of the pooling layers: no weights, NCHW in and out."""
+
+    op = None
+
+    def _kwargs(self):
+        raise NotImplementedError
+
+    def compute_output_shape(self, input_shape):
+        C, H, W = require_image_shape(self, input_shape)
+        OH, OW = self._out_hw(H, W)
+        if OH < 1 or OW < 1:
+            raise ValueError(f"{self.name}: the window does not fit the input {(C, H, W)}")
+        return (C, OH, OW)
+
+    def forward(self, x, training=False):
+        self._x = x
+        return getattr(F, self.op)(x, **self._kwargs())
+
+    def backward(self, grad):
+        return getattr(F, self.op + "_backward")(grad, self._x, **self._kwargs())
+
+    @classmethod
+    def from_config(cls, config):
+        config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+        return cls(**config)
+
+
+def _pool_padding(padding, name):
+    if isinstance(padding, str):
+        if padding.lower() != "valid":
+            raise ValueError(
+                f"{name}: pooling padding must be 'valid' or an int/pair of ints, got {padding!r}"
+            )
+        return (0, 0)
+    return int_pair(padding, f"{name}: padding", 0)
+
+
+@register
+class MaxPool2D(_Pool):
+    """Max pooling; ``strides`` defaults to ``pool_size``. Overlapping windows work too
+    (AlexNet's ``MaxPool2D(3, strides=2)``). The argmax is saved for the backward pass.
+    PyTorch's names ``kernel_size``/``stride`` are accepted too."""
+
+    op = "max_pool2d"
+
+    def __init__(self, pool_size=2, strides=None, padding="valid", **kwargs):
+        strides = _alias(kwargs, "stride", "strides", strides, None)
+        pool_size = _alias(kwargs, "kernel_size", "pool_size", pool_size, 2)
+        super().__init__(**kwargs)
+        self.pool_size = int_pair(pool_size, f"{self.name}: pool_size", 1)
+        self.strides = self.pool_size if strides is None else int_pair(
+            strides, f"{self.name}: strides", 1)
+        self.padding = _pool_padding(padding, self.name)
+
+    def _kwargs(self):
+        return {"kernel_size": self.pool_size, "stride": self.strides, "padding": self.padding}
+
+    def _out_hw(self, H, W):
+        (R, S), (SH, SW), (PH, PW) = self.pool_size, self.strides, self.padding
+        return (H + 2 * PH - R) // SH + 1, (W + 2 * PW - S) // SW + 1
+
+    def forward(self, x, training=False):
+        self._x = x
+        y, self._indices = F.max_pool2d(x, return_indices=True, **self._kwargs())
+        return y
+
+    def backward(self, grad):
+        return F.max_pool2d_backward(grad, self._x, indices=self._indices, **self._kwargs())
+
+    def get_config(self):
+        return {**super().get_config(), "pool_size": list(self.pool_size),
+                "strides": list(self.strides), "padding": list(self.padding)}
+
+
+@register
+class AvgPool2D(MaxPool2D):
+    """Average pooling (padding zeros count in the average, as PyTorch's default)."""
+
+    op = "avg_pool2d"
+
+    def forward(self, x, training=False):
+        return _Pool.forward(self, x, training)
+
+    def backward(self, grad):
+        return _Pool.backward(self, grad)
+
+
+@register
+class BlurPool2D(_Pool):
+    """Anti-aliased downsampling (Zhang 2019): reflect-pad, blur each channel with a
+    normalised binomial ``filt_size`` filter, keep every ``stride``-th pixel.
+    (C, H, W) -> (C, ceil(H / stride), ceil(W / stride))."""
+
+    op = "blur_pool2d"
+
+    def __init__(self, filt_size=3, stride=2, **kwargs):
+        super().__init__(**kwargs)
+        self.filt_size = int(filt_size)
+        self.stride = int_pair(stride, f"{self.name}: stride", 1)
+
+    def _kwargs(self):
+        return {"filt_size": self.filt_size, "stride": self.stride}
+
+    def _out_hw(self, H, W):
+        return (H - 1) // self.stride[0] + 1, (W - 1) // self.stride[1] + 1
+
+    def get_config(self):
+        return {**super().get_config(), "filt_size": self.filt_size, "stride": list(self.stride)}
+
+
+@register
+class MaxBlurPool2D(_Pool):
+    """MaxPool(stride 1) then BlurPool(stride): the shift-robust replacement of
+    ``MaxPool2D(pool_size)`` from Zhang 2019.
+    (C, H, W) -> (C, (H - k) // stride + 1, (W - k) // stride + 1) for pool_size k."""
+
+    op = "max_blur_pool2d"
+
+    def __init__(self, pool_size=2, filt_size=3, stride=2, **kwargs):
+        pool_size = _alias(kwargs, "kernel_size", "pool_size", pool_size, 2)
+        super().__init__(**kwargs)
+        self.pool_size = int_pair(pool_size, f"{self.name}: pool_size", 1)
+        self.filt_size = int(filt_size)
+        self.stride = int_pair(stride, f"{self.name}: stride", 1)
+
+    def _kwargs(self):
+        return {"kernel_size": self.pool_size, "filt_size": self.filt_size,
+                "stride": self.stride}
+
+    def _out_hw(self, H, W):
+        (R, S), (SH, SW) = self.pool_size, self.stride
+        return (H - R) // SH + 1, (W - S) // SW + 1
+
+    def get_config(self):
+        return {**super().get_config(), "pool_size": list(self.pool_size),
+                "filt_size": self.filt_size, "stride": list(self.stride)}
+
+
+__all__ = ["AvgPool2D", "BlurPool2D", "Conv2D", "MaxBlurPool2D", "MaxPool2D"]

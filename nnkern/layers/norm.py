@@ -1,0 +1,75 @@
+"""Batch normalisation layers (PyTorch semantics: momentum 0.1, eps 1e-5)."""
+
+import nnkern.functional as F
+
+from .base import Layer, register, require_image_shape
+
+
+class _BatchNorm(Layer):
+    """y = gamma * (x - mean) / sqrt(var + eps) + beta per channel (axis 1).
+
+    Training uses the batch statistics and updates the running ones in place;
+    evaluation uses the running ones. A frozen layer (``trainable = False``)
+    always runs in evaluation mode, as in Keras, so transfer learning keeps its
+    statistics. ``gamma``/``beta`` are trainable; ``running_mean``/``running_var``
+    are non-trainable state and count as such in ``summary()``.
+    """
+
+    ndim = None
+
+    def __init__(self, momentum=0.1, epsilon=1e-5, **kwargs):
+        super().__init__(**kwargs)
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+
+    def build(self, input_shape):
+        C = self._channels(input_shape)
+        self.add_weight("gamma", (C,), "ones")
+        self.add_weight("beta", (C,), "zeros")
+        self.add_state("running_mean", [0.0] * C)
+        self.add_state("running_var", [1.0] * C)
+
+    def compute_output_shape(self, input_shape):
+        self._channels(input_shape)
+        return tuple(input_shape)
+
+    def _args(self):
+        p, s = self.params, self.state
+        return (p["gamma"], p["beta"], s["running_mean"], s["running_var"], self._training,
+                self.momentum, self.epsilon)
+
+    def forward(self, x, training=False):
+        self._training = bool(training) and self.trainable
+        self._x = x
+        return F.batch_norm(x, *self._args())
+
+    def backward(self, grad):
+        dx, dgamma, dbeta = F.batch_norm_backward(grad, self._x, *self._args())
+        self.accumulate("gamma", dgamma)
+        self.accumulate("beta", dbeta)
+        return dx
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon}
+
+
+@register
+class BatchNorm1D(_BatchNorm):
+    """Batch norm of (N, features) activations, e.g. after a Dense layer."""
+
+    def _channels(self, input_shape):
+        if len(input_shape) != 1:
+            raise ValueError(
+                f"{self.name} (BatchNorm1D) expects a per-sample shape (features,), got "
+                f"{tuple(input_shape)}; use BatchNorm2D for NCHW images"
+            )
+        return input_shape[0]
+
+
+@register
+class BatchNorm2D(_BatchNorm):
+    """Batch norm of NCHW images, one mean/variance per channel over (N, H, W)."""
+
+    def _channels(self, input_shape):
+        return require_image_shape(self, input_shape)[0]
+

@@ -1,0 +1,244 @@
+"""conv2d and conv2d_backward on every backend against the NumPy reference.
+
+numpy/cpu run small-but-real shapes; the CUDA backend runs under the
+simulator (one Python thread per CUDA thread) on tiny shapes only, and on
+real shapes with the ``gpu`` marker.
+"""
+
+import numpy as np
+import pytest
+from harness import BACKENDS, DTYPES, assert_close, check_gradients, check_op
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import nnkern
+import nnkern.functional as F
+
+ALGOS = ["direct", "im2col"]
+
+# (x shape, w shape, kwargs): odd sizes, batch 1, channel 1, non-square,
+# stride/padding/dilation/groups, "same" with an odd total padding.
+CASES = [
+    ((2, 3, 9, 11), (5, 3, 3, 3), {"padding": 1}),
+    ((1, 1, 7, 5), (1, 1, 3, 2), {}),
+    ((2, 4, 10, 9), (6, 2, 3, 3), {"stride": 2, "padding": (1, 2), "groups": 2}),
+    ((1, 3, 8, 7), (4, 3, 3, 3), {"dilation": (2, 1), "padding": "same"}),
+    ((2, 2, 6, 7), (3, 2, 2, 4), {"padding": "same"}),
+    ((3, 6, 9, 9), (6, 1, 3, 3), {"stride": (2, 3), "padding": 1, "groups": 6}),
+    ((2, 5, 6, 6), (7, 5, 1, 1), {}),
+    ((1, 2, 5, 6), (20, 2, 5, 3), {"padding": (2, 0), "stride": (1, 2)}),
+    ((2, 3, 4, 4), (2, 3, 1, 1), {"padding": 2, "stride": 3}),
+    # Rows of >= 28 pixels take the CPU's row tiles (ragged last piece here: 30 = 14+14+2).
+    ((2, 3, 5, 30), (4, 3, 3, 3), {"padding": 1}),
+    ((2, 4, 3, 28), (34, 2, 3, 3), {"padding": (0, 1), "groups": 2}),
+    ((1, 2, 4, 29), (3, 2, 2, 3), {"stride": (1, 2), "dilation": (2, 1)}),
+]
+IDS = [f"case{i}" for i in range(len(CASES))]
+
+# The simulator runs every CUDA thread as a Python thread: a few hundred outputs at most.
+TINY = [
+    ((1, 2, 5, 6), (3, 2, 3, 3), {"padding": 1}),
+    ((2, 3, 5, 6), (4, 3, 2, 3), {"stride": 2, "padding": (1, 0), "dilation": (1, 2)}),
+    ((1, 4, 5, 5), (4, 2, 3, 3), {"padding": "same", "groups": 2}),
+]
+
+
+def _inputs(x_shape, w_shape, bias=True, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal(w_shape)
+    b = rng.standard_normal(w_shape[0]) if bias else None
+    return x, w, b
+
+
+def _run_case(backend, dtype, x_shape, w_shape, kwargs, algo, bias=True):
+    x, w, b = _inputs(x_shape, w_shape, bias)
+    inputs = [x, w] + ([b] if bias else [])
+    check_op("conv2d", inputs, backend, dtype, dict(kwargs, algo=algo))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("x_shape,w_shape,kwargs", CASES, ids=IDS)
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "cuda"])
+def test_conv2d_host(backend, x_shape, w_shape, kwargs, algo, dtype):
+    _run_case(backend, dtype, x_shape, w_shape, kwargs, algo)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("x_shape,w_shape,kwargs", TINY, ids=["tiny0", "tiny1", "tiny2"])
+def test_conv2d_cuda_tiny(x_shape, w_shape, kwargs, algo, dtype):
+    _run_case("cuda", dtype, x_shape, w_shape, kwargs, algo)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_conv2d_no_bias_auto(backend):
+    x_shape, w_shape, kwargs = TINY[0]
+    _run_case(backend, np.float32, x_shape, w_shape, kwargs, "auto", bias=False)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_conv2d_larger_channels(backend):
+    # Several 16-channel register tiles, ragged pixel tiles, and enough work
+    # for the parallel CPU paths.
+    _run_case(backend, np.float32, (3, 20, 13, 11), (37, 20, 3, 3), {"padding": 1}, "auto")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("algo", ["auto", "direct", "im2col"])
+@pytest.mark.parametrize(
+    "x_shape,w_shape,kwargs",
+    [
+        ((8, 64, 28, 28), (64, 64, 3, 3), {"padding": 1}),
+        ((8, 64, 28, 28), (128, 32, 3, 3), {"stride": 2, "padding": 1, "groups": 2}),
+        ((8, 64, 28, 28), (64, 64, 1, 1), {}),
+        ((8, 64, 28, 28), (64, 64, 5, 5), {"padding": "same", "dilation": 2}),
+    ],
+)
+def test_conv2d_gpu_real_shapes(x_shape, w_shape, kwargs, algo):
+    # float32 sums of 576-1600 products: 1e-4 relative to the tensor's scale holds.
+    _run_case("cuda", np.float32, x_shape, w_shape, kwargs, algo)
+
+
+@st.composite
+def conv_problem(draw, max_hw=9, max_c=4, max_n=3):
+    groups = draw(st.integers(1, 3))
+    cg = draw(st.integers(1, max_c))
+    kg = draw(st.integers(1, max_c))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    # The dilated kernel never exceeds max_hw, so an image size always exists.
+    R = draw(st.integers(1, min(4, (max_hw - 1) // dilation[0] + 1)))
+    S = draw(st.integers(1, min(4, (max_hw - 1) // dilation[1] + 1)))
+    if stride == (1, 1) and draw(st.booleans()):
+        padding = "same"
+        pad_total = (dilation[0] * (R - 1), dilation[1] * (S - 1))
+    else:
+        padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+        pad_total = (2 * padding[0], 2 * padding[1])
+    H = draw(st.integers(max(1, dilation[0] * (R - 1) + 1 - pad_total[0]), max_hw))
+    W = draw(st.integers(max(1, dilation[1] * (S - 1) + 1 - pad_total[1]), max_hw))
+    N = draw(st.integers(1, max_n))
+    kwargs = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
+    return (N, cg * groups, H, W), (kg * groups, cg, R, S), kwargs
+
+
+@settings(max_examples=25, deadline=None)
+@given(problem=conv_problem(), algo=st.sampled_from(ALGOS), bias=st.booleans())
+def test_conv2d_cpu_hypothesis(problem, algo, bias):
+    x_shape, w_shape, kwargs = problem
+    _run_case("cpu", np.float32, x_shape, w_shape, kwargs, algo, bias)
+
+
+@settings(max_examples=4, deadline=None)
+@given(problem=conv_problem(max_hw=5, max_c=2, max_n=1), algo=st.sampled_from(ALGOS))
+def test_conv2d_cuda_hypothesis(problem, algo):
+    x_shape, w_shape, kwargs = problem
+    _run_case("cuda", np.float32, x_shape, w_shape, kwargs, algo)
+
+
+@settings(max_examples=25, deadline=None)
+@given(problem=conv_problem(), bias=st.booleans())
+def test_reference_algos_agree_with_torch(problem, bias):
+    """Independent oracle: the reference (both algorithms) against PyTorch."""
+    torch = pytest.importorskip("torch")
+    x_shape, w_shape, kwargs = problem
+    x, w, b = _inputs(x_shape, w_shape, bias)
+    tx = torch.tensor(x, requires_grad=True)
+    tw = torch.tensor(w, requires_grad=True)
+    tb = torch.tensor(b, requires_grad=True) if bias else None
+    ty = torch.nn.functional.conv2d(tx, tw, tb, **kwargs)
+    g = np.random.default_rng(1).standard_normal(tuple(ty.shape))
+    ty.backward(torch.tensor(g))
+    expected = [ty.detach().numpy(), tx.grad.numpy(), tw.grad.numpy()]
+    expected.append(tb.grad.numpy() if bias else None)
+    for algo in ALGOS:
+        with nnkern.device("numpy"):
+            y = F.conv2d(x, w, b, algo=algo, **kwargs)
+            grads = F.conv2d_backward(g, x, w, b, algo=algo, **kwargs)
+        for name, got, want in zip(("y", "dx", "dw", "db"), (y, *grads), expected):
+            assert_close(got, want, np.float64, f"{algo} {name}")
+
+
+@pytest.mark.parametrize(
+    "x_shape,w_shape,kwargs",
+    [
+        ((2, 2, 5, 4), (3, 2, 3, 2), {"padding": 1}),
+        ((1, 4, 6, 5), (4, 2, 2, 3), {"stride": 2, "dilation": (1, 2), "padding": (1, 2), "groups": 2}),
+        ((1, 2, 5, 5), (2, 2, 2, 2), {"padding": "same", "dilation": 2}),
+    ],
+)
+@pytest.mark.parametrize("algo", ALGOS)
+def test_conv2d_gradients(x_shape, w_shape, kwargs, algo):
+    x, w, b = _inputs(x_shape, w_shape)
+    check_gradients("conv2d", [x, w, b], dict(kwargs, algo=algo))
+
+
+def test_same_padding_puts_extra_bottom_right():
+    # A 2x2 kernel of ones with "same": output (i, j) sums x[i:i+2, j:j+2], zero past the end.
+    x = np.arange(12, dtype=np.float64).reshape(1, 1, 3, 4)
+    w = np.ones((1, 1, 2, 2))
+    y = F.conv2d(x, w, padding="same")
+    xp = np.pad(x[0, 0], ((0, 1), (0, 1)))
+    expected = xp[:-1, :-1] + xp[1:, :-1] + xp[:-1, 1:] + xp[1:, 1:]
+    np.testing.assert_allclose(y[0, 0], expected)
+
+
+def test_output_shape_helper():
+    assert F.conv2d_output_shape((8, 3, 32, 32), (16, 3, 5, 5), 2, 2) == (8, 16, 16, 16)
+    assert F.conv2d_output_shape((1, 1, 5, 6), (1, 1, 2, 3), padding="same") == (1, 1, 5, 6)
+
+
+# --- validation ------------------------------------------------------------------------------
+
+X = np.zeros((2, 4, 6, 6), np.float32)
+Wt = np.zeros((6, 4, 3, 3), np.float32)
+
+
+@pytest.mark.parametrize(
+    "args,kwargs,exc,match",
+    [
+        ((X[0], Wt), {}, ValueError, "4 dimensions laid out as NCHW"),
+        ((X, Wt[0]), {}, ValueError, "w must have 4 dimensions"),
+        ((np.zeros((2, 6, 6, 4), np.float32), Wt), {}, ValueError, "channels-last"),
+        ((X, np.zeros((6, 3, 3, 3), np.float32)), {}, ValueError, "C=4 channels"),
+        ((X, Wt), {"groups": 3}, ValueError, "groups=3 must divide"),
+        ((X, Wt), {"groups": 0}, ValueError, "groups must be an int >= 1"),
+        ((X, Wt), {"stride": 0}, ValueError, "stride must be >= 1"),
+        ((X, Wt), {"dilation": (1, 0)}, ValueError, "dilation must be >= 1"),
+        ((X, Wt), {"padding": -1}, ValueError, "padding must be >= 0"),
+        ((X, Wt), {"padding": "full"}, ValueError, "'valid' or 'same'"),
+        ((X, Wt), {"padding": "same", "stride": 2}, ValueError, "needs stride 1"),
+        ((X, Wt), {"dilation": 3}, ValueError, r"dilated kernel \(7, 7\) is larger"),
+        ((X, Wt.astype(np.float64)), {}, TypeError, "w has dtype float64 but x has float32"),
+        ((X.astype(np.int32), Wt), {}, TypeError, "float32 or float64"),
+        ((X, Wt, np.zeros(5, np.float32)), {}, ValueError, r"b must have shape \(6,\)"),
+        ((X, Wt), {"algo": "winograd"}, ValueError, "algo must be one of"),
+    ],
+)
+def test_conv2d_errors(args, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        F.conv2d(*args, **kwargs)
+
+
+def test_conv2d_backward_errors():
+    g = np.zeros((2, 6, 4, 4), np.float32)
+    with pytest.raises(ValueError, match=r"must have shape \(2, 6, 6, 6\), got \(2, 6, 4, 4\)"):
+        F.conv2d_backward(g, X, Wt, None, padding=1)
+    with pytest.raises(TypeError, match="g has dtype float64"):
+        F.conv2d_backward(g.astype(np.float64), X, Wt)
+
+
+class _FakeGpuArray:
+    """Looks like a CuPy array to the device checks (no GPU needed)."""
+
+    __cuda_array_interface__ = {}
+
+    def __init__(self, like):
+        self.shape, self.ndim, self.dtype = like.shape, like.ndim, like.dtype
+
+
+def test_conv2d_device_mismatch():
+    with pytest.raises(F.DeviceMismatchError, match="current device is 'numpy'"):
+        F.conv2d(X, _FakeGpuArray(Wt))

@@ -1,0 +1,307 @@
+"""Correctness of the gemm family (matmul, linear) on every backend against the reference."""
+
+import numpy as np
+import pytest
+from harness import BACKENDS, DTYPES, assert_close, check_gradients, check_op
+
+import nnkern
+import nnkern.functional as F
+
+TRANSPOSES = [(False, False), (False, True), (True, False), (True, True)]
+
+# (M, N, K): ragged sizes around the CPU micro-tile (6 x 16) and the CUDA tiles
+SHAPES = {
+    "numpy": [(9, 7, 5), (1, 1, 1), (37, 70, 45), (1, 33, 17)],
+    "cpu": [(9, 7, 5), (1, 1, 1), (37, 70, 45), (1, 33, 17), (130, 97, 300)],
+    "cuda": [(9, 7, 5), (1, 3, 1), (5, 17, 3)],  # the simulator runs a Python thread per thread
+}
+
+
+def _ab(M, N, K, trans_a, trans_b, seed=0):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((K, M) if trans_a else (M, K))
+    b = rng.standard_normal((N, K) if trans_b else (K, N))
+    return a, b
+
+
+def _cases(shapes_of):
+    return [(backend, shape) for backend in BACKENDS for shape in shapes_of[backend]]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans", TRANSPOSES, ids=lambda t: f"t{int(t[0])}{int(t[1])}")
+@pytest.mark.parametrize("backend,shape", _cases(SHAPES))
+def test_matmul(backend, shape, trans, dtype):
+    a, b = _ab(*shape, *trans)
+    check_op("matmul", [a, b], backend, dtype, {"trans_a": trans[0], "trans_b": trans[1]})
+
+
+LINEAR_SHAPES = {  # (N, IN, OUT)
+    "numpy": [(4, 5, 3), (1, 1, 1)],
+    "cpu": [(4, 5, 3), (1, 1, 1), (33, 70, 19)],
+    "cuda": [(4, 5, 3), (1, 2, 1)],
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("activation", [None, "relu"])
+@pytest.mark.parametrize("backend,shape", _cases(LINEAR_SHAPES))
+def test_linear(backend, shape, activation, bias, dtype):
+    N, IN, OUT = shape
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((N, IN))
+    w = rng.standard_normal((OUT, IN))
+    b = rng.standard_normal(OUT) if bias else None
+    check_op("linear", [x, w, b], backend, dtype, {"activation": activation})
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_linear_backward_saved_out(backend):
+    rng = np.random.default_rng(2)
+    x, w, b = rng.standard_normal((5, 4)), rng.standard_normal((3, 4)), rng.standard_normal(3)
+    g = rng.standard_normal((5, 3))
+    with nnkern.device(backend):
+        y = F.linear(x, w, b, activation="relu")
+        with_out = F.linear_backward(g, x, w, b, activation="relu", out=y)
+        without = F.linear_backward(g, x, w, b, activation="relu")
+    for got, ref in zip(with_out, without):
+        assert_close(got, nnkern.to_numpy(ref), np.float64)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape", [(0, 3, 4), (3, 0, 4), (3, 4, 0)], ids=str)
+def test_matmul_empty(backend, shape):
+    M, N, K = shape
+    a, b = np.ones((M, K)), np.ones((K, N))
+    with nnkern.device(backend):
+        c = F.matmul(a, b)
+        da, db = F.matmul_backward(np.ones((M, N)), a, b)
+    assert_close(c, np.zeros((M, N)), np.float64)
+    assert_close(da, np.full((M, K), float(N)), np.float64)
+    assert_close(db, np.full((K, N), float(M)), np.float64)
+
+
+def test_matmul_non_contiguous():
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((12, 10))[::2, 1::2]  # (6, 5), strided view
+    b = rng.standard_normal((5, 7))
+    with nnkern.device("cpu"):
+        c = F.matmul(a, b)
+    assert_close(c, a @ b, np.float64)
+
+
+@pytest.mark.parametrize("trans", TRANSPOSES, ids=lambda t: f"t{int(t[0])}{int(t[1])}")
+def test_matmul_gradients(trans):
+    a, b = _ab(4, 3, 5, *trans)
+    check_gradients("matmul", [a, b], {"trans_a": trans[0], "trans_b": trans[1]})
+
+
+@pytest.mark.parametrize("activation", [None, "relu"])
+def test_linear_gradients(activation):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((4, 3))
+    w = rng.standard_normal((5, 3))
+    b = rng.standard_normal(5)
+    y = x @ w.T + b
+    b += np.where(np.abs(y) < 0.1, 0.3, 0.0).max(axis=0)  # keep pre-activations off the kink
+    check_gradients("linear", [x, w, b], {"activation": activation})
+
+
+def test_gemm_kernel_accumulate():
+    """The raw kernels (what the conv im2col path calls) accumulate when asked."""
+    from nnkern._dispatch import kernels
+
+    rng = np.random.default_rng(5)
+    for backend in BACKENDS:
+        for trans_a, trans_b in TRANSPOSES:
+            a, b = _ab(7, 18, 5, trans_a, trans_b)
+            c0 = rng.standard_normal((7, 18))
+            expect = c0 + (a.T if trans_a else a) @ (b.T if trans_b else b)
+            for dtype in DTYPES:
+                c = c0.astype(dtype)
+                kernels("gemm", backend).gemm(
+                    a.astype(dtype), b.astype(dtype), c, trans_a, trans_b, True
+                )
+                assert_close(c, expect, dtype, f"gemm accumulate [{backend},{trans_a},{trans_b}]")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans", TRANSPOSES, ids=lambda t: f"t{int(t[0])}{int(t[1])}")
+def test_cpu_paths(trans, dtype):
+    """Each CPU version (naive, packed serial, packed parallel) with accumulate, bias and
+    relu, on ragged shapes with two steps along K, against float64 NumPy."""
+    import nnkern.kernels.gemm.cpu as G
+
+    rng = np.random.default_rng(8)
+    # (M, N, K): naive (<= SMALL_WORK), packed on one thread, packed on all threads,
+    # and all threads with few rows (the columns are split between threads)
+    for M, N, K in [(5, 7, 3), (37, 70, 300), (257, 131, 260), (7, 1100, 1100)]:
+        a, b = _ab(M, N, K, *trans)
+        c0 = rng.standard_normal((M, N))
+        bias = rng.standard_normal(N)
+        product = (a.T if trans[0] else a) @ (b.T if trans[1] else b)
+        a, b = a.astype(dtype), b.astype(dtype)
+        c = c0.astype(dtype)
+        G.gemm(a, b, c, *trans, True)
+        assert_close(c, c0 + product, dtype, f"cpu gemm accumulate {(M, N, K)}")
+        c = np.empty((M, N), dtype)
+        G.gemm_bias_relu(a, b, c, *trans, False, bias.astype(dtype), True)
+        assert_close(c, np.maximum(product + bias, 0), dtype, f"cpu gemm+bias+relu {(M, N, K)}")
+
+
+def test_cpu_strided_output():
+    """The conv im2col path hands the kernel row blocks of larger arrays; a c with
+    non-unit column stride is handled too."""
+    import nnkern.kernels.gemm.cpu as G
+
+    a, b = _ab(40, 50, 30, False, False)
+    big = np.zeros((3, 40, 100))
+    G.gemm(a, b, big[1, :, :50], False, False, False)
+    G.gemm(a, b, big[2, :, ::2], False, False, False)
+    assert_close(big[1, :, :50], a @ b, np.float64)
+    assert_close(big[2, :, ::2], a @ b, np.float64)
+    assert not big[0].any() and not big[1, :, 50:].any() and not big[2, :, 1::2].any()
+
+
+def test_cuda_small_tile_instantiations():
+    """Both CUDA versions built with other tile sizes still agree with the reference."""
+    import nnkern.kernels.gemm.cuda as G
+    from numba import float32, float64
+
+    configs = [
+        {"BM": 8, "BN": 4, "BK": 4, "TM": 2, "TN": 1},
+        {"BM": 4, "BN": 8, "BK": 4, "TM": 1, "TN": 2},
+    ]
+    for nt, dtype in ((float32, np.float32), (float64, np.float64)):
+        v1 = G.make_gemm_tiled(nt, 4)
+        v2s = [G.make_gemm_regtile(nt, **cfg) for cfg in configs]
+        for trans_a, trans_b in TRANSPOSES:
+            a, b = _ab(9, 7, 5, trans_a, trans_b)
+            a, b = a.astype(dtype), b.astype(dtype)
+            expect = (a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b)
+            c = np.zeros((9, 7), dtype)
+            v1[(2, 3), (4, 4)](a, b, c, 9, 7, 5, trans_a, trans_b, False)
+            assert_close(c, expect, dtype, f"v1 tile 4 {trans_a} {trans_b}")
+            c = np.zeros((9, 7), dtype)
+            G.launch_regtile(v2s[trans_b], a, b, c, trans_a, trans_b, False, None, False)
+            assert_close(c, expect, dtype, f"v2 {configs[trans_b]} {trans_a} {trans_b}")
+
+
+@pytest.mark.parametrize("trans", [(False, True), (True, False)], ids=["t01", "t10"])
+def test_cuda_shipped_tiles(trans):
+    """The tile sizes a GPU runs (version 1: 16x16, version 2: 64x64 per block), once each."""
+    import nnkern.kernels.gemm.cuda as G
+    from numba import float32
+
+    a, b = _ab(9, 7, 5, *trans)
+    a, b = a.astype(np.float32), b.astype(np.float32)
+    expect = (a.T if trans[0] else a).astype(np.float64) @ (b.T if trans[1] else b)
+    c = np.zeros((9, 7), np.float32)
+    G.gemm_v1(a, b, c, *trans, False)
+    assert_close(c, expect, np.float32, "gemm_v1")
+    c = np.zeros((9, 7), np.float32)
+    G.launch_regtile(
+        G.make_gemm_regtile(float32, **G.V2_GPU_CONFIG), a, b, c, *trans, False, None, False
+    )
+    assert_close(c, expect, np.float32, "gemm_regtile 64x64")
+
+
+# ----------------------------------------------------------------------------
+# errors
+
+
+def test_matmul_errors():
+    a = np.ones((3, 4), np.float32)
+    with pytest.raises(ValueError, match=r"inner dimensions must be equal, got 4 and 5"):
+        F.matmul(a, np.ones((5, 2), np.float32))
+    with pytest.raises(ValueError, match=r"a must have 2 dimensions, got shape \(3,\)"):
+        F.matmul(np.ones(3, np.float32), a)
+    with pytest.raises(TypeError, match=r"must be float32 or float64, got dtype int64"):
+        F.matmul(np.ones((3, 4), np.int64), a.T)
+    with pytest.raises(TypeError, match=r"b has dtype float64 but a has float32"):
+        F.matmul(a, np.ones((4, 2)))
+    with pytest.raises(TypeError, match=r"trans_a must be a bool, got 'yes'"):
+        F.matmul(a, a, trans_a="yes")
+    with pytest.raises(
+        ValueError,
+        match=r"g \(the gradient of matmul's output\) must have "
+        r"shape \(3, 2\), got \(2, 3\)",
+    ):
+        F.matmul_backward(np.ones((2, 3), np.float32), a, np.ones((4, 2), np.float32))
+
+
+def test_linear_errors():
+    x = np.ones((2, 3), np.float32)
+    w = np.ones((4, 3), np.float32)
+    with pytest.raises(ValueError, match=r"in_features must match, got 5 and 3"):
+        F.linear(np.ones((2, 5), np.float32), w)
+    with pytest.raises(ValueError, match=r"b must have shape \(4,\), got \(3,\)"):
+        F.linear(x, w, np.ones(3, np.float32))
+    with pytest.raises(
+        ValueError,
+        match=r"activation must be one of \(None, 'relu'\), "
+        r"got 'tanh'",
+    ):
+        F.linear(x, w, activation="tanh")
+    with pytest.raises(
+        ValueError,
+        match=r"w must have 2 dimensions laid out as "
+        r"\(out_features, in_features\), got shape \(3,\)",
+    ):
+        F.linear(x, np.ones(3, np.float32))
+    with pytest.raises(
+        ValueError,
+        match=r"out \(the forward output of linear\) must have "
+        r"shape \(2, 4\)",
+    ):
+        F.linear_backward(
+            np.ones((2, 4), np.float32), x, w, activation="relu", out=np.ones((4, 2), np.float32)
+        )
+
+
+def test_device_mismatch():
+    cp = pytest.importorskip("cupy")
+    from nnkern.device import cuda_simulated
+
+    if cuda_simulated():
+        pytest.skip("under the simulator the cuda backend holds numpy arrays")
+    with nnkern.device("cpu"), pytest.raises(F.DeviceMismatchError, match="current device"):
+        F.matmul(cp.ones((2, 2), cp.float32), np.ones((2, 2), np.float32))
+
+
+# ----------------------------------------------------------------------------
+# real sizes on a real GPU (NNKERN_TEST_GPU=1)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("trans", TRANSPOSES, ids=lambda t: f"t{int(t[0])}{int(t[1])}")
+@pytest.mark.parametrize("shape", [(1024, 1024, 1024), (1000, 999, 1001)], ids=str)
+def test_matmul_gpu(shape, trans):
+    a, b = _ab(*shape, *trans)
+    check_op(
+        "matmul", [a, b], "cuda", np.float32, {"trans_a": trans[0], "trans_b": trans[1]}, rtol=1e-3
+    )  # sums of ~1000 float32 products
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("activation", [None, "relu"])
+def test_linear_gpu(activation):
+    rng = np.random.default_rng(7)
+    x, w, b = (
+        rng.standard_normal((513, 300)),
+        rng.standard_normal((257, 300)),
+        rng.standard_normal(257),
+    )
+    check_op("linear", [x, w, b], "cuda", np.float32, {"activation": activation}, rtol=1e-3)
+
+
+@pytest.mark.gpu
+def test_gemm_v1_gpu():
+    import cupy as cp
+    import nnkern.kernels.gemm.cuda as G
+
+    a, b = _ab(1000, 999, 1001, False, True)
+    c = cp.empty((1000, 999), cp.float32)
+    G.gemm_v1(cp.asarray(a, cp.float32), cp.asarray(b, cp.float32), c, False, True, False)
+    assert_close(c, a @ b.T, np.float32, "gemm_v1", rtol=1e-3)
