@@ -109,8 +109,9 @@ def ceiling_lines(ceilings):
         for kind, d in c.items():
             unit = "GFLOP/s" if kind == "flop" else "GB/s"
             end = (f", {d['median_at_end']:.1f} at the end" if "median_at_end" in d else "")
-            out.append(f"- {place}: **{d['rate']:.1f} {unit}** (fastest sample; median "
-                       f"{d['median']:.1f} at the start{end}) — {d['what']}, "
+            src = d.get("from", "fastest sample")
+            out.append(f"- {place}: **{d['rate']:.1f} {unit}** ({src}; the ceiling test's "
+                       f"median {d['median']:.1f} at the start{end}) — {d['what']}, "
                        f"{d['repeats']} samples")
     return out
 

@@ -113,7 +113,7 @@ def main(argv=None):
         again["host"] = core.host_ceilings(args.quick, repeats)
     if "gpu" in ceilings:
         again["gpu"] = core.gpu_ceilings(args.quick, repeats)
-    ceilings = core.merge_ceilings(ceilings, again)
+    ceilings = core.fold_vendor_sgemm(core.merge_ceilings(ceilings, again), results)
     core.apply_ceilings(results, ceilings)
     for line in report.ceiling_lines(ceilings):
         log("ceiling " + line[2:])

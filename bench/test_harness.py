@@ -112,6 +112,10 @@ def test_ceilings_keep_the_fastest_of_start_and_end():
                          rate_unit="GFLOP/s")
     core.apply_ceilings([m], {"host": {"flop": merged}})
     assert m.ceiling_fraction == 0.5
+    peer = core.Measurement("sgemm", "gemm", "", "numpy", "peer", "host", flops=8e9,
+                            samples_ms=[100.0, 80.0])
+    folded = core.fold_vendor_sgemm({"host": {"flop": dict(merged)}}, [peer])
+    assert folded["host"]["flop"]["rate"] == 100.0 and "numpy" in folded["host"]["flop"]["from"]
 
 
 def test_interleaved_timer_takes_one_sample_per_round():

@@ -26,7 +26,7 @@ Expected result on the bundled digits (measured, cpu backend):
      Non-trainable params: 0 (0.00 B)
     ________________________________________________________________
     digits upsampled to 28x28: 1438 train / 359 test images
-    test accuracy after 5 epochs: 0.964
+    test accuracy after 5 epochs: 0.958
 """
 
 import sys

@@ -116,6 +116,8 @@ class _Monitor(Callback):
         return value
 
     def _improved(self, value):
+        if math.isnan(value):  # never the best: a NaN first epoch would block every later one
+            return False
         if self.best is None:
             return True
         if self.mode == "min":
@@ -125,7 +127,13 @@ class _Monitor(Callback):
 
 class EarlyStopping(_Monitor):
     """Stop training when ``monitor`` has not improved by ``min_delta`` for ``patience``
-    epochs; ``restore_best_weights`` puts back the weights of the best epoch."""
+    epochs in a row (Keras semantics: ``patience=2`` stops after the second epoch without
+    improvement; ``patience=0`` after the first); ``restore_best_weights`` then puts back
+    the weights of the best epoch.
+
+        >>> stop = EarlyStopping(monitor="val_loss", patience=3, restore_best_weights=True)
+        >>> # model.fit(x, y, validation_split=0.1, epochs=100, callbacks=[stop])
+    """
 
     def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, mode="auto",
                  restore_best_weights=False, verbose=0):
@@ -150,7 +158,7 @@ class EarlyStopping(_Monitor):
                 self.best_weights = self.model.get_weights()
             return
         self.wait += 1
-        if self.wait > self.patience:
+        if self.wait >= self.patience:
             self.stopped_epoch = epoch
             self.model.stop_training = True
             if self.restore_best_weights and self.best_weights is not None:
@@ -161,8 +169,13 @@ class EarlyStopping(_Monitor):
 
 class ReduceLROnPlateau(_Monitor):
     """Multiply the optimizer's ``lr`` by ``factor`` (default: divide by 10, as AlexNet did)
-    when ``monitor`` has not improved for ``patience`` epochs; then wait ``cooldown``
-    epochs. Adds ``lr`` to the epoch logs."""
+    when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs; then wait
+    ``cooldown`` epochs before counting again (Keras semantics). Adds ``lr`` to the epoch
+    logs: the rate the epoch trained with, before any reduction at its end.
+
+        >>> plateau = ReduceLROnPlateau(monitor="val_loss", factor=0.1, patience=5)
+        >>> # model.fit(x, y, validation_split=0.1, epochs=90, callbacks=[plateau])
+    """
 
     def __init__(self, monitor="val_loss", factor=0.1, patience=10, mode="auto",
                  min_delta=1e-4, cooldown=0, min_lr=0.0, verbose=0):
@@ -180,6 +193,8 @@ class ReduceLROnPlateau(_Monitor):
 
     def on_epoch_end(self, epoch, logs=None):
         optimizer = self.model.optimizer
+        if logs is not None:
+            logs["lr"] = optimizer.lr
         value = self._current(logs)
         if value is not None:
             if self.cooldown_left > 0:
@@ -196,8 +211,6 @@ class ReduceLROnPlateau(_Monitor):
                               f"{new_lr:.4g}")
                     optimizer.lr = new_lr
                     self.cooldown_left, self.wait = self.cooldown, 0
-        if logs is not None:
-            logs["lr"] = optimizer.lr
 
 
 class ModelCheckpoint(_Monitor):
@@ -221,7 +234,8 @@ class ModelCheckpoint(_Monitor):
         self.resume = resume
         self.verbose = verbose
         if resume and "{" in self.filepath:
-            raise ValueError("resume=True needs a fixed filepath (no {epoch} placeholders)")
+            raise ValueError(f"resume=True needs a fixed filepath (no {{epoch}} placeholders), "
+                             f"got {self.filepath!r}")
 
     def resume_point(self, model):
         """Load the checkpoint into ``model`` when resuming; return its info dict or None."""
@@ -260,7 +274,12 @@ class TerminateOnNaN(Callback):
 
 class CSVLogger(Callback):
     """Write one CSV row per epoch (``epoch`` then the logs). Appends when ``append`` is
-    true or when the run resumes (``initial_epoch > 0``)."""
+    true or when the run resumes (``initial_epoch > 0``). The file is opened for each row
+    and closed again, so a killed run leaves every finished epoch on disk and no open file.
+
+        >>> logger = CSVLogger("training.csv")
+        >>> # model.fit(x, y, epochs=10, callbacks=[logger])
+    """
 
     def __init__(self, filename, separator=",", append=False):
         super().__init__()
@@ -277,16 +296,14 @@ class CSVLogger(Callback):
             with open(self.filename, newline="") as f:
                 header = next(csv.reader(f, delimiter=self.separator), None)
             self.keys = header[1:] if header else None
-        self._file = open(self.filename, "a" if append else "w", newline="")  # noqa: SIM115
-        self._writer = csv.writer(self._file, delimiter=self.separator)
+        else:
+            open(self.filename, "w").close()  # start empty, as a fresh run should
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        if self.keys is None:
-            self.keys = list(logs)
-            self._writer.writerow(["epoch"] + self.keys)
-        self._writer.writerow([epoch] + [logs.get(k, "") for k in self.keys])
-        self._file.flush()
-
-    def on_train_end(self, logs=None):
-        self._file.close()
+        with open(self.filename, "a", newline="") as f:
+            writer = csv.writer(f, delimiter=self.separator)
+            if self.keys is None:
+                self.keys = list(logs)
+                writer.writerow(["epoch"] + self.keys)
+            writer.writerow([epoch] + [logs.get(k, "") for k in self.keys])

@@ -72,7 +72,17 @@ class SparseCategoricalCrossentropy(Loss):
         self.label_smoothing = float(label_smoothing)
 
     def _forward(self, y_pred, y_true):
-        return F.softmax_cross_entropy(y_pred, y_true, self.reduction, self.label_smoothing)
+        # One fused pass yields the loss and its gradient for an upstream gradient
+        # of 1 (the usual case in training), so backward() costs nothing more.
+        value, self._unit_grad = F.softmax_cross_entropy_with_grad(
+            y_pred, y_true, self.reduction, self.label_smoothing
+        )
+        return value
+
+    def backward(self, grad=None):
+        if grad is None and self._saved is not None and self.reduction != "none":
+            return self._unit_grad
+        return super().backward(grad)
 
     def _backward(self, grad, y_pred, y_true):
         return F.softmax_cross_entropy_backward(grad, y_pred, y_true, self.reduction,

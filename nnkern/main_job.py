@@ -109,7 +109,7 @@ def run_main_job(device=None, epochs=None):
     print(f"test accuracy: {accuracy:.4f} ({round(accuracy * len(y_test))}/{len(y_test)}), "
           f"test loss: {scores['loss']:.4f}")
     measured = f"epochs 2-{len(timer.times)}" if len(timer.times) > 1 else "epoch 1"
-    compiled = "" if used == "numpy" else ", which includes compiling the kernels"
+    compiled = "" if used == "numpy" else ", including kernel compilation or cache loading"
     print(f"device: {used}; training: {images_per_s:,.0f} images/s ({measured}; "
           f"fit took {fit_seconds:.1f} s in all, epoch 1 {timer.times[0]:.1f} s{compiled})")
     if accuracy >= TARGET_ACCURACY:

@@ -56,8 +56,9 @@ def confusion_matrix(y_true, y_pred, num_classes=None, threshold=0.0):
     """(C, C) int64 counts: row = true class, column = predicted class."""
     t, p = _pair(y_true, y_pred, threshold)
     seen = int(max(t.max(initial=-1), p.max(initial=-1))) + 1
-    if min(t.min(initial=0), p.min(initial=0)) < 0:
-        raise ValueError("class labels must be >= 0")
+    lowest = int(min(t.min(initial=0), p.min(initial=0)))
+    if lowest < 0:
+        raise ValueError(f"class labels must be >= 0, got a label {lowest}")
     if num_classes is None:
         num_classes = seen
     elif seen > num_classes:
@@ -67,19 +68,23 @@ def confusion_matrix(y_true, y_pred, num_classes=None, threshold=0.0):
     return cm
 
 
-def _classes(y_true, y_pred, num_classes, positive, threshold):
-    if num_classes is not None:
-        return num_classes
+def _per_class(y_true, y_pred, num_classes, positive, threshold):
+    """The confusion matrix behind precision/recall/FPR (at least classes 0..positive)."""
     t, p = _pair(y_true, y_pred, threshold)
-    return max(2, positive + 1, int(max(t.max(initial=-1), p.max(initial=-1))) + 1)
+    if num_classes is None:
+        num_classes = max(2, positive + 1, int(max(t.max(initial=-1), p.max(initial=-1))) + 1)
+    return confusion_matrix(t, p, num_classes)
 
 
 def _ratio(num, den):
+    """num / den per class, 0 where den == 0 (no sample to judge: as sklearn's default)."""
     return np.divide(num, den, out=np.zeros_like(num, dtype=np.float64), where=den > 0)
 
 
 def _reduce(values, average, positive):
     if average == "binary":
+        if not 0 <= positive < len(values):
+            raise ValueError(f"positive must be a class in [0, {len(values)}), got {positive}")
         return float(values[positive])
     if average == "macro":
         return float(values.mean())
@@ -89,15 +94,25 @@ def _reduce(values, average, positive):
 
 
 def precision(y_true, y_pred, average="binary", positive=1, num_classes=None, threshold=0.0):
-    """TP / (TP + FP): of the samples predicted as a class, the fraction that are it.
-    ``average``: "binary" (class ``positive``), "macro" (mean over classes) or None."""
-    cm = confusion_matrix(y_true, y_pred, _classes(y_true, y_pred, num_classes, positive, threshold), threshold)
+    """TP / (TP + FP): of the samples predicted as a class, the fraction that are it
+    (0 when none is predicted as it). ``average``: "binary" (class ``positive``), "macro"
+    (mean over classes) or None (per class).
+
+    >>> precision([1, 0, 1, 1], [1, 1, 0, 1])
+    0.6666666666666666
+    """
+    cm = _per_class(y_true, y_pred, num_classes, positive, threshold)
     return _reduce(_ratio(np.diag(cm), cm.sum(axis=0)), average, positive)
 
 
 def recall(y_true, y_pred, average="binary", positive=1, num_classes=None, threshold=0.0):
-    """TP / (TP + FN): of the samples of a class, the fraction found (the TPR)."""
-    cm = confusion_matrix(y_true, y_pred, _classes(y_true, y_pred, num_classes, positive, threshold), threshold)
+    """TP / (TP + FN): of the samples of a class, the fraction found, i.e. the true positive
+    rate (0 when the class has no sample).
+
+    >>> recall([1, 0, 1, 1], [1, 1, 0, 1])
+    0.6666666666666666
+    """
+    cm = _per_class(y_true, y_pred, num_classes, positive, threshold)
     return _reduce(_ratio(np.diag(cm), cm.sum(axis=1)), average, positive)
 
 
@@ -106,8 +121,13 @@ true_positive_rate = recall
 
 def false_positive_rate(y_true, y_pred, average="binary", positive=1, num_classes=None,
                         threshold=0.0):
-    """FP / (FP + TN): of the samples NOT of a class, the fraction predicted as it."""
-    cm = confusion_matrix(y_true, y_pred, _classes(y_true, y_pred, num_classes, positive, threshold), threshold)
+    """FP / (FP + TN): of the samples NOT of a class, the fraction predicted as it (0 when
+    every sample is of the class).
+
+    >>> false_positive_rate([1, 0, 0, 0], [1, 1, 0, 0])
+    0.3333333333333333
+    """
+    cm = _per_class(y_true, y_pred, num_classes, positive, threshold)
     fp = cm.sum(axis=0) - np.diag(cm)
     negatives = cm.sum() - cm.sum(axis=1)
     return _reduce(_ratio(fp, negatives), average, positive)

@@ -31,7 +31,7 @@ import contextlib
 import json
 import math
 import os
-import tempfile
+import secrets
 
 import numpy as np
 
@@ -133,6 +133,12 @@ def _format_bytes(n):
         if n < 1024 or unit == "GB":
             return f"{n:.2f} {unit}"
         n /= 1024
+
+
+def _batch_size(value):
+    if isinstance(value, bool) or int(value) != value or value < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {value!r}")
+    return int(value)
 
 
 def _host_backend(backend):
@@ -456,6 +462,11 @@ class Model:
     def _ready_to_train(self):
         if self.optimizer is None or self.loss is None:
             raise RuntimeError("call model.compile(optimizer=..., loss=...) before fit/evaluate")
+        if self.loss.reduction == "none":
+            raise ValueError(
+                f"fit/evaluate need a loss that reduces to one number, got {self.loss.name!r} "
+                f"with reduction='none'; compile with reduction='mean' (the default)"
+            )
         if self.optimizer.params is not self._params:
             self._check_loss_head()
             self.optimizer.bind(self.parameters())
@@ -561,15 +572,14 @@ class Model:
                                  f"of {len(x)} samples")
             x, y, val = x[:split], y[:split], (x[split:], y[split:])
         elif validation_data is not None:
-            if len(validation_data) != 2:
-                raise ValueError("validation_data must be a pair (x_val, y_val)")
+            if not isinstance(validation_data, (list, tuple)) or len(validation_data) != 2:
+                raise ValueError(f"validation_data must be a pair (x_val, y_val), got a "
+                                 f"{type(validation_data).__name__}")
             xv = self._check_x(validation_data[0], "x_val")
             val = (xv, self._check_y(validation_data[1], len(xv), "y_val"))
         else:
             val = None
-        batch_size = int(batch_size)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        batch_size = _batch_size(batch_size)
         verbose = 1 if verbose == "auto" else int(verbose)
         n = len(x)
         steps = math.ceil(n / batch_size)
@@ -651,12 +661,10 @@ class Model:
                 loss = self.loss(out, yb)
                 self.backward(self.loss.backward())
                 self.optimizer.step()
-                total += float(loss) * len(idx)
+                total += float(loss) * len(idx)  # the one host sync of a step without metrics
                 count += len(idx)
                 logs = {"loss": total / count}
-                for m in self.metrics:
-                    m.update(y[idx], out)
-                    logs[m.name] = m.result()
+                self._update_metrics(y[idx], out, logs)
                 cbs.on_train_batch_end(step, logs)
                 bar.update(step + 1, logs)
                 if self.stop_training:
@@ -676,19 +684,30 @@ class Model:
                 out = self.forward(xb, training=False)
                 total += float(self.loss(out, yb)) * len(xb)
                 count += len(xb)
-                for m in self.metrics:
-                    m.update(y[start:start + batch_size], out)
+                self._update_metrics(y[start:start + batch_size], out)
         logs = {"loss": total / max(count, 1)}
         logs.update({m.name: m.result() for m in self.metrics})
         return logs
+
+    def _update_metrics(self, y_true, out, logs=None):
+        """Feed one batch to every metric (one device-to-host copy of the outputs for all of
+        them); write their running results into ``logs`` when given."""
+        if not self.metrics:
+            return
+        out = to_numpy(out)
+        for m in self.metrics:
+            m.update(y_true, out)
+            if logs is not None:
+                logs[m.name] = m.result()
 
     def evaluate(self, x=None, y=None, batch_size=32, verbose=0):
         """Loss and metrics over (x, y) in evaluation mode -> ``{"loss": ..., "accuracy": ...}``."""
         x = self._check_x(x)
         self._ready_to_train()
         y = self._check_y(y, len(x))
+        batch_size = _batch_size(batch_size)
         bar = ProgressBar(math.ceil(len(x) / batch_size), 1 if verbose == "auto" else verbose)
-        logs = self._evaluate_arrays(x, y, int(batch_size))
+        logs = self._evaluate_arrays(x, y, batch_size)
         bar.finish(logs)
         return logs
 
@@ -696,9 +715,10 @@ class Model:
         """The model's outputs (logits for a classifier) for x, as a NumPy array; evaluation
         mode, in batches."""
         x = self._check_x(x)
+        batch_size = _batch_size(batch_size)
         outs = []
         with self._on_device():
-            for start in range(0, len(x), int(batch_size)):
+            for start in range(0, len(x), batch_size):
                 xb = to_device(x[start:start + batch_size], self._backend)
                 outs.append(to_numpy(self.forward(xb, training=False)).copy())
         if not outs:
@@ -775,7 +795,7 @@ class Model:
                     arrays[f"{kind}/{layer.name}/{key}"] = to_numpy(value)
         return arrays
 
-    def _meta(self, include_optimizer):
+    def _meta(self):
         meta = {"format": FORMAT, "architecture": self.get_config(),
                 "layer_names": [layer.name for layer in self._nodes],
                 "counters": {layer.name: layer.steps for layer in self._nodes
@@ -793,7 +813,7 @@ class Model:
         renamed over ``path``, so a failed save leaves an existing file intact."""
         self._require_built()
         path = os.fspath(path)
-        meta = self._meta(include_optimizer)
+        meta = self._meta()
         arrays = self._arrays()
         if include_optimizer and self.optimizer is not None and self.optimizer.params is not None:
             state = self.optimizer.state_dict()
@@ -805,8 +825,11 @@ class Model:
         meta.update(_extra or {})
         arrays["__meta__"] = np.array(json.dumps(meta))
         folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
-                                   dir=folder)
+        # a fresh name in the target's folder (one file system: the rename is atomic); os.open
+        # applies the umask to 0o666 as a plain open() does (tempfile.mkstemp would give 0600)
+        tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+        fd = os.open(tmp, flags, 0o666)
         try:
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, **arrays)
@@ -817,6 +840,7 @@ class Model:
             with contextlib.suppress(OSError):
                 os.remove(tmp)
             raise
+        _fsync_folder(folder)
 
     def load_weights(self, path):
         """Load weights, buffers (and the optimizer state when this model is compiled and the
@@ -845,7 +869,8 @@ class Model:
                 layer.steps = int(meta["counters"].get(saved, 0))
         opt_state = meta.get("optimizer_state")
         if opt_state and self.optimizer is not None:
-            self._ready_to_train()
+            if self.optimizer.params is not self._params:  # compiled, not yet fitted
+                self.optimizer.bind(self.parameters())
             slots = [[arrays[f"optimizer/{i}/{j}"] for j in range(count)]
                      for i, count in enumerate(opt_state["slots"])]
             self.optimizer.load_state_dict({**opt_state, "slots": slots})
@@ -872,6 +897,20 @@ class Model:
         if info is None:
             raise ValueError(f"{path} is a saved model, not a checkpoint (no epoch in it)")
         return info if return_info else info["epoch"]
+
+
+def _fsync_folder(folder):
+    """Make a rename inside ``folder`` durable (POSIX); a no-op where folders cannot be
+    opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _read(path):

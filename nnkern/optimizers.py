@@ -20,6 +20,11 @@ import nnkern.functional as F
 from nnkern.device import array_module, is_gpu_array, to_device, to_numpy
 
 
+def _like(a, ref):
+    """``a`` on the device of ``ref`` (GPU or host memory)."""
+    return to_device(a, "cuda") if is_gpu_array(ref) else to_numpy(a)
+
+
 class ArrayParameters:
     """Parameters given as plain lists of arrays (and their gradients) instead of a model's
     flat buffers; each array is updated by the same single optimizer call."""
@@ -58,6 +63,8 @@ class Optimizer:
         if self.lr < 0:
             raise ValueError(f"lr must be >= 0, got {self.lr}")
         self.weight_decay = float(weight_decay)
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         self.iterations = 0
         self.params = None
         self._state = None
@@ -87,9 +94,12 @@ class Optimizer:
         if self._state is None:
             self._state = self._new_state(params)
         elif is_gpu_array(params[0]) != is_gpu_array(self._state["slots"][0][0]):
-            self._state["slots"] = [[to_device(a) for a in slot] for slot in self._state["slots"]]
-        self.iterations += 1
+            # the model moved (model.to): the state follows the parameters, not the global
+            # device, so a hand-written loop outside the model's device context works too
+            self._state["slots"] = [[_like(a, params[0]) for a in slot]
+                                    for slot in self._state["slots"]]
         self._update(params, grads, self._state)
+        self.iterations += 1  # counted after the update, so a refused step changes nothing
 
     def zero_grad(self):
         """Set every gradient to zero (gradients accumulate across backward calls)."""
@@ -123,9 +133,9 @@ class Optimizer:
                 f"optimizer state does not fit the parameters: state shapes {got}, parameter "
                 f"buffers {shapes}"
             )
-        to = (lambda a: to_device(a, "cuda")) if params and is_gpu_array(params[0]) else np.array
         self._state = {"t": int(state["t"]),
-                       "slots": [[to(a) for a in slot] for slot in state["slots"]]}
+                       "slots": [[_like(np.array(a), params[0]) for a in slot]
+                                 for slot in state["slots"]]}
         self._version = self.params.version
 
     def get_config(self):
@@ -133,16 +143,20 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """Stochastic gradient descent, as ``torch.optim.SGD``:
+    """Stochastic gradient descent, as ``torch.optim.SGD`` (dampening 0):
     g = grad + weight_decay * p; v = momentum * v + g; p -= lr * (g + momentum * v if
-    nesterov else v)."""
+    nesterov else v).
+
+        >>> opt = SGD(lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+        >>> # model.compile(optimizer=opt, loss="sparse_categorical_crossentropy")
+    """
 
     n_slots = 1
 
     def __init__(self, params=None, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0,
                  grads=None, learning_rate=None):
         if nesterov and momentum <= 0:
-            raise ValueError("nesterov=True needs momentum > 0")
+            raise ValueError(f"nesterov=True needs momentum > 0, got momentum={momentum}")
         self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
         super().__init__(params, lr, grads, weight_decay, learning_rate)
@@ -157,7 +171,11 @@ class SGD(Optimizer):
 
 class Adam(Optimizer):
     """Adam (Kingma & Ba), as ``torch.optim.Adam`` (L2 ``weight_decay`` added to the
-    gradient); bias-corrected first and second moments."""
+    gradient, not AdamW's decoupled decay); bias-corrected first and second moments.
+
+        >>> opt = Adam(lr=1e-3, beta1=0.9, beta2=0.999)
+        >>> # model.compile(optimizer=opt, loss="sparse_categorical_crossentropy")
+    """
 
     n_slots = 2
 
@@ -167,10 +185,11 @@ class Adam(Optimizer):
         super().__init__(params, lr, grads, weight_decay, learning_rate)
 
     def _update(self, params, grads, state):
-        state["t"] += 1
+        t = state["t"] + 1  # torch's 1-based step count
         m, v = state["slots"]
-        F.adam_step(params, grads, m, v, state["t"], self.lr, beta1=self.beta1, beta2=self.beta2,
+        F.adam_step(params, grads, m, v, t, self.lr, beta1=self.beta1, beta2=self.beta2,
                     eps=self.eps, weight_decay=self.weight_decay)
+        state["t"] = t
 
     def get_config(self):
         return {**super().get_config(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}

@@ -116,10 +116,12 @@ def test_resnet():
 
 
 def test_blurpool_shift_consistency():
-    results = load_example("blurpool_shift").main(num_epochs=5, seeds=(0,), verbose=False)
-    assert set(results) == {"MaxPool2D", "MaxBlurPool2D"}
+    results = load_example("blurpool_shift").main(num_epochs=6, seeds=(0,), verbose=False)
+    assert set(results) == {"MaxPool2D", "MaxBlurPool2D", "MaxPool2D + shifts",
+                            "MaxBlurPool2D + shifts"}
     for acc, consistency, pair in results.values():
-        assert acc > 0.85 and 0.0 < consistency <= 1.0 and 0.0 < pair <= 1.0
+        assert acc > 0.8 and 0.0 < consistency <= 1.0 and 0.0 < pair <= 1.0
+    assert results["MaxPool2D + shifts"][1] > results["MaxPool2D"][1]
 
 
 def test_transfer_learning():

@@ -14,10 +14,11 @@ Versions (read top to bottom):
                one contiguous load:
                - the 6-pixel tile: TK channels x 6 pixels of the flattened output, any
                  stride; per q step 6 broadcasts, 2 vector loads, 12 FMAs;
-               - the row tile (stride 1 along the row, rows of >= 28 pixels): TKR
+               - the row tile (stride 1 along the row, rows of 28+ or 14k pixels): TKR
                  channels x 14 consecutive pixels of one row; the pixels need no offset
                  table, so per q step it is 1 vector load and 14 FMAs whose broadcast
-                 operand comes straight from memory (1.1-1.25x the 6-pixel tile).
+                 operand comes straight from memory (about 1.1x the 6-pixel tile on
+                 the issue-3 forward).
                TK, TKR = 32, 16 with AVX-512 (zmm vectors, asked for per function by
                _wide_vectors) and 16, 8 with AVX2. The SLP vectorizer must be on
                (kernels/__init__.py); fastmath 'contract' only (FMA, NaN-safe).
@@ -35,10 +36,13 @@ Versions (read top to bottom):
                pixel reads the column entries that came from it). 1x1 kernels with
                stride 1 and no padding skip the copy: x itself is the column matrix.
 
-algo="auto" picks im2col for 1x1 kernels with stride 1 and no padding (a plain
-GEMM, nothing to copy) and direct for everything else: on the issue-3 layer
-(N=128 C=32 28x28 K=64 3x3) and on 5x5, strided and 3x3x128 layers direct was
-2-6x faster (writing the column buffer costs more than the direct pass).
+algo="auto" picks im2col for 1x1 kernels with stride 1 and no padding (one GEMM per
+sample and group, nothing to copy) and direct for everything else. Measured fwd+bwd,
+float32, 2 threads (direct vs im2col): N=128 C=32 28x28 K=64 3x3 98 vs 228 ms;
+64x128x14x14 K=128 3x3 51 vs 134; 5x5 15 vs 88; stride 2 16 vs 50; depthwise 3x3
+63 vs 459. Writing the column buffer costs more than the whole direct pass. For 1x1
+(64x64x14x14 -> 128 channels) im2col won two runs of three (30 vs 47 ms); timings on
+this shared 2-core machine vary by +-30%.
 """
 
 import numba
@@ -71,9 +75,11 @@ TP = 6
 # Row tile (stride-1 rows, whose pixels sit next to each other in the input): TKR output
 # channels x RP consecutive pixels of one output row, one vector per pixel (14
 # accumulators). The pixel loads need no offset table and fold into the FMAs as
-# broadcast operands; measured about 1.25x the 6-pixel tile on AVX-512.
+# broadcast operands; measured about 1.1x the 6-pixel tile on the AVX-512 forward.
 TKR = 16 if AVX512 else 8
 RP = 14
+# Lanes of one vector (float32).
+LV = 16 if AVX512 else 8
 
 # 'contract' lets LLVM fuse a*b+c into one FMA; it keeps NaN/inf semantics.
 FM = {"contract"}
@@ -135,18 +141,26 @@ def _stuff(src, n, c0, nc, buf, Hz, Wz, sh, sw, oh0, ow0):
     # (oh0, ow0 = top/left padding, negative crops); backward-data also stuffs the stride's
     # holes with zeros.
     A, B = src.shape[2], src.shape[3]
+    # Source columns b0..b1 land inside the row: 0 <= b*sw + ow0 < Wz.
+    b0 = max(0, (-ow0 + sw - 1) // sw)
+    b1 = min(B, (Wz - 1 - ow0) // sw + 1)
     for c in range(nc):
         for i in range(Hz):
             row = (c * Hz + i) * Wz
-            for j in range(Wz):
-                buf[row + j] = 0
             a = i - oh0
-            if a < 0 or a % sh != 0 or a // sh >= A:
+            if a < 0 or a % sh != 0 or a // sh >= A or b1 <= b0:
+                buf[row:row + Wz] = 0
                 continue
-            for b in range(B):
-                j = b * sw + ow0
-                if 0 <= j < Wz:
-                    buf[row + j] = src[n, c0 + c, a // sh, b]
+            src_row = src[n, c0 + c, a // sh]
+            j0, j1 = b0 * sw + ow0, (b1 - 1) * sw + ow0 + 1
+            buf[row:row + j0] = 0
+            buf[row + j1:row + Wz] = 0
+            if sw == 1:
+                buf[row + j0:row + j1] = src_row[b0:b1]
+            else:
+                buf[row + j0:row + j1] = 0
+                for b in range(b0, b1):
+                    buf[row + b * sw + ow0] = src_row[b]
 
 
 @njit(fastmath=FM, cache=True)
@@ -300,7 +314,8 @@ def pack_weights(w, wpk, G, transpose):
                 for k in range(Kg):
                     for r in range(R):
                         for s in range(S):
-                            wpk[blk, (k * R + r) * S + s, j] = w[g * Kg + k, c, R - 1 - r, S - 1 - s]
+                            flipped = w[g * Kg + k, c, R - 1 - r, S - 1 - s]
+                            wpk[blk, (k * R + r) * S + s, j] = flipped
 
 
 def _offsets(Cq, R, S, dh, dw, Hz, Wz, OH, OW, sh, sw):
@@ -366,7 +381,7 @@ def _run_direct(src, w, bias, yf, G, Kout_g, Cq, R, S, dilation, Hz, Wz, OH, OW,
 
 def direct_forward(x, w, b, y, stride, padding, dilation, groups):
     """y = conv2d(x, w) + b with the register-tiled direct kernel (version 1)."""
-    N, C, H, W = x.shape
+    H, W = x.shape[2], x.shape[3]
     K, Cg, R, S = w.shape
     OH, OW = y.shape[2], y.shape[3]
     Hp, Wp = _padded_size(H, W, padding[0], padding[1], OH, OW, R, S, stride, dilation)
@@ -379,7 +394,7 @@ def direct_forward(x, w, b, y, stride, padding, dilation, groups):
 def direct_backward_data(g, w, dx, stride, padding, dilation, groups):
     """dx = the gradient of conv2d w.r.t. x, as a stride-1 convolution of the
     zero-stuffed, padded gradient with the flipped, transposed weights (version 1)."""
-    N, C, H, W = dx.shape
+    H, W = dx.shape[2], dx.shape[3]
     K, Cg, R, S = w.shape
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
     # dx[ih] = sum_r' gz[ih + r'*dh] * w[R-1-r'] with gz[oh*sh + (R-1)*dh - ph] = g[oh].
@@ -428,7 +443,7 @@ def _tile_dw(xf, c0, c1, c2, c3, c4, c5, pix_off, P, gt, blk, part, piece, q0):
 @njit(parallel=True, fastmath=FM, cache=True)
 def conv_dw_direct(x, g, part, dbpart, crs_off, pix_off, G, Hp, Wp, ph, pw):
     # Partial sums over slices of the batch: part[piece] (G*nkb, Qpad, TK) of dw and
-    # dbpart[piece] (K,) of db. x: (N, C, H, W); g: (N, K, P);
+    # dbpart[piece] (K,) float64 of db. x: (N, C, H, W); g: (N, K, P);
     # crs_off (Qpad,) uint64 with Qpad % 6 == 0; pix_off indexes one padded sample.
     N, K, P = g.shape
     Cin_g = x.shape[1] // G
@@ -441,20 +456,29 @@ def conv_dw_direct(x, g, part, dbpart, crs_off, pix_off, G, Hp, Wp, ph, pw):
         dbpart[piece] = 0
         buf = np.empty(Cin_g * Hp * Wp, dtype=x.dtype)
         gt = np.empty((nblk, P, TK), dtype=g.dtype)
+        dbacc = np.empty(TK, dtype=g.dtype)
         for n in range(piece * N // npiece, (piece + 1) * N // npiece):
-            # gt[blk, p, j] = g[n, grp*Kg + kb*TK + j, p], 0 past the group's channels.
+            # gt[blk, p, j] = g[n, grp*Kg + kb*TK + j, p], 0 past the group's channels,
+            # transposed 16 pixels at a time so both sides stay in L1.
             for blk in range(nblk):
                 grp, kb = blk // nkb, blk % nkb
+                k0, nk = grp * Kg + kb * TK, min(TK, Kg - kb * TK)
+                for p0 in range(0, P, 16):
+                    npx = min(16, P - p0)
+                    for j in range(TK):
+                        if j < nk:
+                            for i in range(npx):
+                                gt[blk, p0 + i, j] = g[n, k0 + j, p0 + i]
+                        else:
+                            for i in range(npx):
+                                gt[blk, p0 + i, j] = 0
+                # db: one vector of TK channel sums per sample, added up in float64.
+                dbacc[:] = 0
                 for p in range(P):
                     for j in range(TK):
-                        gt[blk, p, j] = 0
-                for j in range(min(TK, Kg - kb * TK)):
-                    k = grp * Kg + kb * TK + j
-                    s = g[n, k, 0] * 0
-                    for p in range(P):
-                        gt[blk, p, j] = g[n, k, p]
-                        s += g[n, k, p]
-                    dbpart[piece, k] += s
+                        dbacc[j] += gt[blk, p, j]
+                for j in range(nk):
+                    dbpart[piece, k0 + j] += dbacc[j]
             for grp in range(G):
                 _stuff(x, n, grp * Cin_g, Cin_g, buf, Hp, Wp, 1, 1, ph, pw)
                 for blk in range(grp * nkb, (grp + 1) * nkb):
@@ -491,10 +515,177 @@ def reduce_dw(part, dbpart, dw, db, has_bias, G):
             db[k] = acc
 
 
+# ----------------------------------------------------------------------------
+# version 3: backward-weights from a channels-last copy of x (g read as it is)
+
+# The dw tile of version 3: KW output channels x TK input channels of one tap (r, s),
+# KW*TK/lanes accumulators (16 zmm with AVX-512).
+KW = 8
+
+
+@intrinsic
+def _stack_dwt(typingctx, dtype):
+    """Like _stack_tile, for the KW*TK accumulators of a version-3 dw tile."""
+    dt = dtype.dtype
+
+    def codegen(context, builder, signature, args):
+        return cgutils.alloca_once(builder, context.get_value_type(dt), size=KW * TK)
+
+    return types.CPointer(dt)(dtype), codegen
+
+
+@njit(fastmath=FM, cache=True)
+def _tile_dwt(xt, xb, tap, pix_off, gf, o0, o1, o2, o3, o4, o5, o6, o7, P, part, pb, ps):
+    # One KW-channel x TK-channel tile of dw for one tap, reduced over one sample's P
+    # output pixels: acc[i, c] = sum_p gf[o_i + p] * xt[xb + (pix_off[p] + tap)*TK + c].
+    # xt: the sample's padded input, channels last in blocks of TK (flat); gf: the
+    # gradient as it is (flat), o0..o7 the starts of the tile's KW channel rows;
+    # part (flat) gets row i of acc added at pb + i*ps.
+    _wide_vectors()
+    acc = numba.carray(_stack_dwt(part.dtype), KW * TK)
+    for i in range(KW * TK):
+        acc[i] = 0
+    for p in range(P):
+        pu = np.uint64(p)
+        xo = xb + (pix_off[p] + tap) * np.uint64(TK)
+        g0 = gf[o0 + pu]
+        g1 = gf[o1 + pu]
+        g2 = gf[o2 + pu]
+        g3 = gf[o3 + pu]
+        g4 = gf[o4 + pu]
+        g5 = gf[o5 + pu]
+        g6 = gf[o6 + pu]
+        g7 = gf[o7 + pu]
+        for c in range(TK):
+            xv = xt[xo + np.uint64(c)]
+            acc[c] += g0 * xv
+            acc[TK + c] += g1 * xv
+            acc[2 * TK + c] += g2 * xv
+            acc[3 * TK + c] += g3 * xv
+            acc[4 * TK + c] += g4 * xv
+            acc[5 * TK + c] += g5 * xv
+            acc[6 * TK + c] += g6 * xv
+            acc[7 * TK + c] += g7 * xv
+    for i in range(KW):
+        row = pb + np.uint64(i) * ps
+        for c in range(TK):
+            part[row + np.uint64(c)] += acc[i * TK + c]
+
+
+@njit(parallel=True, fastmath=FM, cache=True)
+def conv_dw_cl(x, g, part, dbpart, pix_off, taps, G, Hp, Wp, ph, pw):
+    # Partial sums over slices of the batch: part[piece] (G*Kpad, ncb, R*S, TK) of dw and
+    # dbpart[piece] (K,) float64 of db. x: (N, C, H, W); g: (N, K, P); pix_off (P,) and
+    # taps (R*S,) uint64: output pixel p, tap t reads padded pixel pix_off[p] + taps[t].
+    N, K, P = g.shape
+    H, W = x.shape[2], x.shape[3]
+    Cin_g = x.shape[1] // G
+    Kg = K // G
+    npiece, Kpad, ncb, RS = part.shape[0], part.shape[1] // G, part.shape[2], part.shape[3]
+    gf = g.reshape(N * K * P)
+    Cx = x.shape[1]
+    xf = x.reshape(N * Cx * H * W)
+    for piece in prange(npiece):
+        part[piece] = 0
+        dbpart[piece] = 0
+        partf = part[piece].reshape(G * Kpad * ncb * RS * TK)
+        # xt[cb, (ih + ph)*Wp + iw + pw, j] = x[n, grp*Cin_g + cb*TK + j, ih, iw]; the
+        # padding and the channels past Cin_g stay zero.
+        xt = np.zeros(ncb * Hp * Wp * TK, dtype=x.dtype)
+        lanes = np.empty(LV, dtype=g.dtype)
+        for n in range(piece * N // npiece, (piece + 1) * N // npiece):
+            for grp in range(G):
+                for c in range(Cin_g):
+                    for ih in range(H):
+                        d = np.uint64((((c // TK) * Hp + ih + ph) * Wp + pw) * TK + c % TK)
+                        src = np.uint64(((n * Cx + grp * Cin_g + c) * H + ih) * W)
+                        for iw in range(W):
+                            xt[d + np.uint64(iw * TK)] = xf[src + np.uint64(iw)]
+                for k in range(Kg):
+                    # db: LV lane sums of the gradient row, added up in float64.
+                    src = (n * K + grp * Kg + k) * P
+                    lanes[:] = 0
+                    for t in range(P // LV):
+                        for l in range(LV):
+                            lanes[l] += gf[src + t * LV + l]
+                    acc = 0.0
+                    for l in range(LV):
+                        acc += lanes[l]
+                    for p in range(P // LV * LV, P):
+                        acc += gf[src + p]
+                    dbpart[piece, grp * Kg + k] += acc
+                for kt in range(Kpad // KW):
+                    k0 = kt * KW
+                    last = min(KW, Kg - k0) - 1
+                    o = np.uint64((n * K + grp * Kg + k0) * P)
+                    # Rows past the group's channels repeat its last one (never reduced).
+                    o1 = o + np.uint64(min(1, last) * P)
+                    o2 = o + np.uint64(min(2, last) * P)
+                    o3 = o + np.uint64(min(3, last) * P)
+                    o4 = o + np.uint64(min(4, last) * P)
+                    o5 = o + np.uint64(min(5, last) * P)
+                    o6 = o + np.uint64(min(6, last) * P)
+                    o7 = o + np.uint64(min(7, last) * P)
+                    for cb in range(ncb):
+                        for t in range(RS):
+                            _tile_dwt(
+                                xt, np.uint64(cb * Hp * Wp * TK), taps[t], pix_off, gf,
+                                o, o1, o2, o3, o4, o5, o6, o7, P, partf,
+                                np.uint64((((grp * Kpad + k0) * ncb + cb) * RS + t) * TK),
+                                np.uint64(ncb * RS * TK),
+                            )
+
+
+@njit(cache=True)
+def reduce_dw_cl(part, dbpart, dw, db, has_bias, G):
+    # dw (K, Cg, R, S)[g*Kg + k, c, r, s] = sum over pieces of
+    # part[:, g*Kpad + k, c // TK, r*S + s, c % TK]; db[k] = sum over pieces of dbpart[:, k].
+    K, Cg, R, S = dw.shape
+    Kg = K // G
+    Kpad = part.shape[1] // G
+    for k in range(K):
+        row = (k // Kg) * Kpad + k % Kg
+        for c in range(Cg):
+            for r in range(R):
+                for s in range(S):
+                    acc = part[0, row, c // TK, r * S + s, c % TK]
+                    for piece in range(1, part.shape[0]):
+                        acc += part[piece, row, c // TK, r * S + s, c % TK]
+                    dw[k, c, r, s] = acc
+        if has_bias:
+            acc = dbpart[0, k]
+            for piece in range(1, part.shape[0]):
+                acc += dbpart[piece, k]
+            db[k] = acc
+
+
+def cl_backward_weights(g, x, dw, db, stride, padding, dilation, groups):
+    """dw (and db) from a channels-last padded copy of x with g read in place (version 3):
+    per-thread partial buffers over slices of the batch, added up at the end."""
+    N, H, W = x.shape[0], x.shape[2], x.shape[3]
+    K, Cg, R, S = dw.shape
+    OH, OW = g.shape[2], g.shape[3]
+    (sh, sw), (dh, dwl) = stride, dilation
+    G, Kg = groups, K // groups
+    Hp, Wp = _padded_size(H, W, padding[0], padding[1], OH, OW, R, S, stride, dilation)
+    oh, ow = np.meshgrid(np.arange(OH), np.arange(OW), indexing="ij")
+    pix_off = (oh * sh * Wp + ow * sw).reshape(-1).astype(np.uint64)
+    r, s = np.meshgrid(np.arange(R), np.arange(S), indexing="ij")
+    taps = (r * dh * Wp + s * dwl).reshape(-1).astype(np.uint64)
+    Kpad = -(-Kg // KW) * KW
+    ncb = -(-Cg // TK)
+    npiece = min(N, numba.get_num_threads())
+    part = np.empty((npiece, G * Kpad, ncb, R * S, TK), dtype=dw.dtype)
+    dbpart = np.empty((npiece, K), dtype=np.float64)
+    conv_dw_cl(x, g.reshape(N, K, OH * OW), part, dbpart, pix_off, taps, G, Hp, Wp, *padding)
+    has_bias = db is not None
+    reduce_dw_cl(part, dbpart, dw, db if has_bias else np.empty(1, dw.dtype), has_bias, G)
+
+
 def direct_backward_weights(g, x, dw, db, stride, padding, dilation, groups):
     """dw (and db) = the gradients of conv2d w.r.t. w (and b), with per-thread partial
     buffers over slices of the batch, added up at the end (version 1)."""
-    N, C, H, W = x.shape
+    N, H, W = x.shape[0], x.shape[2], x.shape[3]
     K, Cg, R, S = dw.shape
     OH, OW = g.shape[2], g.shape[3]
     G, Kg = groups, K // groups
@@ -505,12 +696,12 @@ def direct_backward_weights(g, x, dw, db, stride, padding, dilation, groups):
     nkb = (Kg + TK - 1) // TK
     npiece = min(N, numba.get_num_threads())
     part = np.empty((npiece, G * nkb, crs_off.size, TK), dtype=dw.dtype)
-    dbpart = np.empty((npiece, K), dtype=dw.dtype)
+    dbpart = np.empty((npiece, K), dtype=np.float64)
     conv_dw_direct(
         x, g.reshape(N, K, OH * OW), part, dbpart, crs_off, pix_off, G, Hp, Wp, *padding
     )
     has_bias = db is not None
-    reduce_dw(part, dbpart, dw, db if has_bias else dbpart[0], has_bias, G)
+    reduce_dw(part, dbpart, dw, db if has_bias else np.empty(1, dw.dtype), has_bias, G)
 
 
 # ----------------------------------------------------------------------------
@@ -590,7 +781,7 @@ def _is_pointwise(w, stride, padding, dilation):
 
 def im2col_forward(x, w, b, y, stride, padding, dilation, groups):
     """y = conv2d(x, w) + b: per sample and group, col = im2col(x), y = w @ col (version 2)."""
-    N, C, H, W = x.shape
+    N = x.shape[0]
     K, Cg, R, S = w.shape
     OH, OW = y.shape[2], y.shape[3]
     G, Kg, Q, P = groups, K // groups, Cg * R * S, OH * OW
@@ -611,7 +802,7 @@ def im2col_forward(x, w, b, y, stride, padding, dilation, groups):
 
 def im2col_backward_data(g, w, dx, stride, padding, dilation, groups):
     """dx: per sample and group, dcol = w^T @ g, then col2im (a gather) (version 2)."""
-    N, C, H, W = dx.shape
+    N = dx.shape[0]
     K, Cg, R, S = w.shape
     OH, OW = g.shape[2], g.shape[3]
     G, Kg, Q, P = groups, K // groups, Cg * R * S, OH * OW
@@ -630,7 +821,7 @@ def im2col_backward_data(g, w, dx, stride, padding, dilation, groups):
 
 def im2col_backward_weights(g, x, dw, stride, padding, dilation, groups):
     """dw[g] = sum over samples of g[n, g] @ im2col(x[n])^T, accumulated by the GEMM (version 2)."""
-    N, C, H, W = x.shape
+    N = x.shape[0]
     K, Cg, R, S = dw.shape
     OH, OW = g.shape[2], g.shape[3]
     G, Kg, Q, P = groups, K // groups, Cg * R * S, OH * OW

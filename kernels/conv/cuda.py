@@ -9,10 +9,10 @@ Versions (read top to bottom):
                Cg*R*S receptive field (taps outside the image are skipped).
                Backward-data is a gather, one thread per input element dx[n, c, ih, iw]
                summing the (k, r, s) taps whose output pixel it fed (oh*sh = ih + ph -
-               r*dh must divide): no atomics, deterministic. Backward-weights gives each
-               weight element (and each bias element) one block whose threads stride over
-               the N*OH*OW pixels and tree-reduce in shared memory; dw and db share one
-               launch.
+               r*dh must divide): no atomics, deterministic. Backward-weights: a block
+               takes NB weight (or bias) elements at a time; its threads stride over the
+               N*OH*OW pixels and tree-reduce in shared memory (no atomics); dw and db
+               share one launch.
     version 2  im2col: per sample and group, one thread per column entry builds
                col (Q, P), then nnkern.kernels.gemm.cuda.gemm computes w_g @ col;
                backward-data multiplies by w_g^T and folds the columns back with
@@ -275,7 +275,7 @@ def direct_backward_weights(g, x, dw, db, stride, padding, dilation, groups):
 
 def im2col_forward(x, w, b, y, stride, padding, dilation, groups):
     """y: per sample and group, col = im2col(x), y = w_g @ col by the nnkern GEMM (version 2)."""
-    N, C, H, W = x.shape
+    N = x.shape[0]
     K, Cg, R, S = w.shape
     OH, OW = y.shape[2], y.shape[3]
     G, Kg, Q, P = groups, K // groups, Cg * R * S, OH * OW
@@ -295,7 +295,7 @@ def im2col_forward(x, w, b, y, stride, padding, dilation, groups):
 
 def im2col_backward_data(g, w, dx, stride, padding, dilation, groups):
     """dx: per sample and group, dcol = w_g^T @ g, then col2im (a gather) (version 2)."""
-    N, C, H, W = dx.shape
+    N, H, W = dx.shape[0], dx.shape[2], dx.shape[3]
     K, Cg, R, S = w.shape
     OH, OW = g.shape[2], g.shape[3]
     G, Kg, Q, P = groups, K // groups, Cg * R * S, OH * OW
@@ -314,7 +314,7 @@ def im2col_backward_data(g, w, dx, stride, padding, dilation, groups):
 def im2col_backward_weights(g, x, dw, db, stride, padding, dilation, groups):
     """dw_g = sum over samples of g[n, g] @ col^T, accumulated by the GEMM; db by the
     reduction blocks of version 1 (version 2)."""
-    N, C, H, W = x.shape
+    N = x.shape[0]
     K, Cg, R, S = dw.shape
     OH, OW = g.shape[2], g.shape[3]
     G, Kg, Q, P = groups, K // groups, Cg * R * S, OH * OW

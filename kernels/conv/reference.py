@@ -56,7 +56,7 @@ def _tap(xp, r, s, OH, OW, stride, dilation):
 def im2col(x, R, S, OH, OW, stride, padding, dilation, groups):
     """Column matrix of x (N, C, H, W): col (N, G, Cg*R*S, OH*OW), rows ordered (c, r, s)
     like the flattened weights w.reshape(G, Kg, Cg*R*S)."""
-    N, C, H, W = x.shape
+    N, C = x.shape[0], x.shape[1]
     G, Cg = groups, C // groups
     xp = _pad(x, padding[0], padding[1], OH, OW, R, S, stride, dilation)
     col = np.empty((N, C, R, S, OH, OW), dtype=x.dtype)
@@ -86,7 +86,7 @@ def conv2d_forward(x, w, b, y, stride, padding, dilation, groups, algo):
 
     ``algo`` "im2col" builds the column matrix; "direct" and "auto" loop over taps.
     """
-    N, C, H, W = x.shape
+    N = x.shape[0]
     K, Cg, R, S = w.shape
     _, _, OH, OW = y.shape
     G, Kg = groups, K // groups
@@ -132,7 +132,7 @@ def conv2d_backward_data(g, w, dx, stride, padding, dilation, groups, algo):
 
 def conv2d_backward_weights(g, x, dw, db, stride, padding, dilation, groups, algo):
     """dw (K, Cg, R, S) and db (K,) (or None) = gradients of sum(y * g) for g (N, K, OH, OW)."""
-    N, C, H, W = x.shape
+    N = x.shape[0]
     K, Cg, R, S = dw.shape
     _, _, OH, OW = g.shape
     G, Kg = groups, K // groups

@@ -96,13 +96,14 @@ def labels_array(labels, name, n, num_classes):
         raise TypeError(f"{name} must be an integer array of class indices, got {got}")
     if labels.ndim != 1 or labels.shape[0] != n:
         raise ValueError(f"{name} must have shape ({n},), got {tuple(labels.shape)}")
-    if n:
+    # One reduction (one host sync on a GPU) in the common case; the range is
+    # only computed for the message once a label is known to be out of range.
+    if n and bool(((labels < 0) | (labels >= num_classes)).any()):
         lo, hi = int(labels.min()), int(labels.max())
-        if lo < 0 or hi >= num_classes:
-            raise ValueError(
-                f"{name} must lie in [0, {num_classes}) for {num_classes} classes, "
-                f"got values in [{lo}, {hi}]"
-            )
+        raise ValueError(
+            f"{name} must lie in [0, {num_classes}) for {num_classes} classes, "
+            f"got values in [{lo}, {hi}]"
+        )
     return labels
 
 

@@ -10,6 +10,8 @@ Semantics are those of ``torch.nn.functional.conv2d`` (NCHW, cross-correlation).
     (1, 2, 4, 4)
 """
 
+import numpy as np
+
 from ..device import array_module
 from ._checks import backend_kernels, empty, float_array, int_pair, same_dtype, shape_is
 
@@ -44,7 +46,7 @@ def _padding(padding, R, S, stride, dilation):
 def _check(x, w, b, stride, padding, dilation, groups, algo):
     """Validate the arguments shared by conv2d and conv2d_backward.
 
-    Returns (kernel module, output shape, stride, (top, left) padding, dilation).
+    Returns (kernel module, output shape, stride, (top, left) padding, dilation, groups).
     """
     float_array(x, "x", 4, "NCHW (batch, channels, height, width)")
     float_array(w, "w", 4, "(out_channels, in_channels/groups, kernel_h, kernel_w)")
@@ -53,8 +55,9 @@ def _check(x, w, b, stride, padding, dilation, groups, algo):
     same_dtype(("x", x), ("w", w), ("b", b))
     if not isinstance(algo, str) or algo not in ALGOS:
         raise ValueError(f"algo must be one of {ALGOS}, got {algo!r}")
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
         raise ValueError(f"groups must be an int >= 1, got {groups!r}")
+    groups = int(groups)
     N, C, H, W = x.shape
     K, Cg, R, S = w.shape
     if min(x.shape) < 1 or min(w.shape) < 1:
@@ -92,7 +95,7 @@ def _check(x, w, b, stride, padding, dilation, groups, algo):
     OH = (H + pt + pb - eh) // stride[0] + 1
     OW = (W + pl + pr - ew) // stride[1] + 1
     kern = backend_kernels("conv", ("x", x), ("w", w), ("b", b))
-    return kern, (N, K, OH, OW), stride, (pt, pl), dilation
+    return kern, (N, K, OH, OW), stride, (pt, pl), dilation, groups
 
 
 def conv2d_output_shape(x_shape, w_shape, stride=1, padding=0, dilation=1):
@@ -131,7 +134,7 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, algo="auto")
     >>> conv2d(x, w, stride=2).shape
     (2, 4, 3, 3)
     """
-    kern, out_shape, stride, pad, dilation = _check(
+    kern, out_shape, stride, pad, dilation, groups = _check(
         x, w, b, stride, padding, dilation, groups, algo
     )
     xp = array_module()
@@ -150,7 +153,7 @@ def conv2d_backward(g, x, w, b=None, stride=1, padding=0, dilation=1, groups=1, 
     Takes the forward's own arguments; returns ``(dx, dw, db)`` with ``db``
     None when ``b`` is None.
     """
-    kern, out_shape, stride, pad, dilation = _check(
+    kern, out_shape, stride, pad, dilation, groups = _check(
         x, w, b, stride, padding, dilation, groups, algo
     )
     float_array(g, "g", 4, "NCHW like the conv2d output")

@@ -57,12 +57,10 @@ def _groups(params, **state):
         lists[name] = items
     for i in range(len(ps)):
         where = "" if single else f"[{i}]"
-        first = ps[i]
-        float_array(first, f"params{where}")
-        for name, items in lists.items():
+        for name, items in lists.items():  # params first: the others are checked against it
             x = items[i]
             float_array(x, f"{name}{where}")
-            shape_is(x, f"{name}{where}", first.shape)
+            shape_is(x, f"{name}{where}", ps[i].shape)
             if name != "grads" and not x.flags.c_contiguous:
                 raise ValueError(
                     f"{name}{where} must be C-contiguous (it is updated in place), got a "

@@ -81,8 +81,9 @@ class Conv2D(Layer):
         if C % self.groups:
             raise ValueError(f"{self.name}: groups={self.groups} must divide the input channels {C}")
         R, S = self.kernel_size
+        # torch and Keras both count fan_out = K*R*S, whatever the groups
         fan_in = C // self.groups * R * S
-        fan_out = self.filters // self.groups * R * S
+        fan_out = self.filters * R * S
         self.add_weight("w", (self.filters, C // self.groups, R, S), self.kernel_initializer,
                         fan_in, fan_out)
         if self.use_bias:
@@ -148,7 +149,10 @@ class _Pool(Layer):
         C, H, W = require_image_shape(self, input_shape)
         OH, OW = self._out_hw(H, W)
         if OH < 1 or OW < 1:
-            raise ValueError(f"{self.name}: the window does not fit the input {(C, H, W)}")
+            raise ValueError(
+                f"{self.name}: the window ({self._kwargs()}) does not fit the input "
+                f"{(C, H, W)}: the output would be {(C, OH, OW)}"
+            )
         return (C, OH, OW)
 
     def forward(self, x, training=False):
@@ -178,7 +182,11 @@ def _pool_padding(padding, name):
 class MaxPool2D(_Pool):
     """Max pooling; ``strides`` defaults to ``pool_size``. Overlapping windows work too
     (AlexNet's ``MaxPool2D(3, strides=2)``). The argmax is saved for the backward pass.
-    PyTorch's names ``kernel_size``/``stride`` are accepted too."""
+    PyTorch's names ``kernel_size``/``stride`` are accepted too.
+
+    >>> MaxPool2D(3, strides=2).compute_output_shape((96, 55, 55))
+    (96, 27, 27)
+    """
 
     op = "max_pool2d"
 
@@ -213,7 +221,11 @@ class MaxPool2D(_Pool):
 
 @register
 class AvgPool2D(MaxPool2D):
-    """Average pooling (padding zeros count in the average, as PyTorch's default)."""
+    """Average pooling (padding zeros count in the average, as PyTorch's default).
+
+    >>> AvgPool2D(2).compute_output_shape((6, 28, 28))
+    (6, 14, 14)
+    """
 
     op = "avg_pool2d"
 
@@ -228,7 +240,11 @@ class AvgPool2D(MaxPool2D):
 class BlurPool2D(_Pool):
     """Anti-aliased downsampling (Zhang 2019): reflect-pad, blur each channel with a
     normalised binomial ``filt_size`` filter, keep every ``stride``-th pixel.
-    (C, H, W) -> (C, ceil(H / stride), ceil(W / stride))."""
+    (C, H, W) -> (C, ceil(H / stride), ceil(W / stride)).
+
+    >>> BlurPool2D(filt_size=3, stride=2).compute_output_shape((8, 7, 7))
+    (8, 4, 4)
+    """
 
     op = "blur_pool2d"
 
@@ -251,7 +267,11 @@ class BlurPool2D(_Pool):
 class MaxBlurPool2D(_Pool):
     """MaxPool(stride 1) then BlurPool(stride): the shift-robust replacement of
     ``MaxPool2D(pool_size)`` from Zhang 2019.
-    (C, H, W) -> (C, (H - k) // stride + 1, (W - k) // stride + 1) for pool_size k."""
+    (C, H, W) -> (C, (H - k) // stride + 1, (W - k) // stride + 1) for pool_size k.
+
+    >>> MaxBlurPool2D(2).compute_output_shape((6, 8, 8))  # as MaxPool2D(2)
+    (6, 4, 4)
+    """
 
     op = "max_blur_pool2d"
 

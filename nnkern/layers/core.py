@@ -78,7 +78,11 @@ class Dense(Layer):
 
 @register
 class Flatten(Layer):
-    """(N, C, H, W) -> (N, C*H*W), a reshape (no copy for a contiguous input)."""
+    """(N, C, H, W) -> (N, C*H*W), a reshape (no copy for a contiguous input).
+
+    >>> Flatten().compute_output_shape((6, 4, 4))
+    (96,)
+    """
 
     def compute_output_shape(self, input_shape):
         return (int(np.prod(input_shape)),)
@@ -108,7 +112,12 @@ class _Activation(Layer):
 
 @register
 class ReLU(_Activation):
-    """y = max(x, 0), element-wise."""
+    """y = max(x, 0), element-wise (the same as ``activation="relu"`` on the layer before).
+
+    >>> import numpy as np
+    >>> ReLU()(np.array([[-1.0, 2.0]]))
+    array([[0., 2.]])
+    """
 
     activation = "relu"
 
@@ -143,6 +152,8 @@ class Dropout(Layer):
     Each training step draws a fresh mask seed from the layer's own seed and a
     step counter, so a run is reproducible (and a resumed run continues the
     same sequence: the counter is saved with the weights).
+
+    >>> head = [Flatten(), Dropout(0.5), Dense(10)]
     """
 
     def __init__(self, rate, **kwargs):
@@ -182,9 +193,11 @@ class Add(Layer):
     """
 
     def compute_output_shape(self, input_shape):
+        if not (isinstance(input_shape, (list, tuple)) and len(input_shape) >= 2
+                and all(isinstance(s, (list, tuple)) for s in input_shape)):
+            raise ValueError(f"{self.name} (Add) takes a list of two or more tensors, got "
+                             f"per-sample shape(s) {input_shape}")
         shapes = [tuple(s) for s in input_shape]
-        if len(shapes) < 2 or not all(isinstance(s, tuple) for s in shapes):
-            raise ValueError(f"{self.name} (Add) takes a list of two or more tensors")
         if any(s != shapes[0] for s in shapes):
             raise ValueError(
                 f"{self.name} (Add) needs inputs of one shape, got {[(None,) + s for s in shapes]}"

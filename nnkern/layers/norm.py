@@ -13,12 +13,17 @@ class _BatchNorm(Layer):
     always runs in evaluation mode, as in Keras, so transfer learning keeps its
     statistics. ``gamma``/``beta`` are trainable; ``running_mean``/``running_var``
     are non-trainable state and count as such in ``summary()``.
-    """
 
-    ndim = None
+    ``momentum`` is PyTorch's: the weight of the NEW batch in the running
+    statistics (0.1), where Keras's ``momentum=0.99`` weighs the old value.
+    """
 
     def __init__(self, momentum=0.1, epsilon=1e-5, **kwargs):
         super().__init__(**kwargs)
+        if not 0.0 <= float(momentum) <= 1.0:
+            raise ValueError(f"{self.name}: momentum must be in [0, 1], got {momentum}")
+        if not float(epsilon) > 0.0:
+            raise ValueError(f"{self.name}: epsilon must be > 0, got {epsilon}")
         self.momentum = float(momentum)
         self.epsilon = float(epsilon)
 
@@ -55,7 +60,11 @@ class _BatchNorm(Layer):
 
 @register
 class BatchNorm1D(_BatchNorm):
-    """Batch norm of (N, features) activations, e.g. after a Dense layer."""
+    """Batch norm of (N, features) activations, e.g. after a Dense layer.
+
+    >>> from nnkern import layers
+    >>> block = [layers.Dense(64), layers.BatchNorm1D(), layers.ReLU()]
+    """
 
     def _channels(self, input_shape):
         if len(input_shape) != 1:
@@ -68,7 +77,12 @@ class BatchNorm1D(_BatchNorm):
 
 @register
 class BatchNorm2D(_BatchNorm):
-    """Batch norm of NCHW images, one mean/variance per channel over (N, H, W)."""
+    """Batch norm of NCHW images, one mean/variance per channel over (N, H, W).
+
+    >>> from nnkern import layers
+    >>> block = [layers.Conv2D(16, 3, padding="same", use_bias=False), layers.BatchNorm2D(),
+    ...          layers.ReLU()]
+    """
 
     def _channels(self, input_shape):
         return require_image_shape(self, input_shape)[0]

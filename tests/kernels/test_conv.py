@@ -5,6 +5,8 @@ simulator (one Python thread per CUDA thread) on tiny shapes only, and on
 real shapes with the ``gpu`` marker.
 """
 
+from typing import ClassVar
+
 import numpy as np
 import pytest
 from harness import BACKENDS, DTYPES, assert_close, check_gradients, check_op
@@ -32,6 +34,7 @@ CASES = [
     ((2, 3, 5, 30), (4, 3, 3, 3), {"padding": 1}),
     ((2, 4, 3, 28), (34, 2, 3, 3), {"padding": (0, 1), "groups": 2}),
     ((1, 2, 4, 29), (3, 2, 2, 3), {"stride": (1, 2), "dilation": (2, 1)}),
+    ((1, 2, 3, 32), (3, 2, 2, 3), {"dilation": (1, 2), "padding": (1, 2)}),
 ]
 IDS = [f"case{i}" for i in range(len(CASES))]
 
@@ -76,6 +79,28 @@ def test_conv2d_cuda_tiny(x_shape, w_shape, kwargs, algo, dtype):
 def test_conv2d_no_bias_auto(backend):
     x_shape, w_shape, kwargs = TINY[0]
     _run_case(backend, np.float32, x_shape, w_shape, kwargs, "auto", bias=False)
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kernels_write_every_output_element(backend, algo):
+    # The op surface hands kernels uninitialised outputs; NaN-filled ones must come back
+    # fully written (and equal to the reference).
+    from nnkern._dispatch import kernels
+
+    x, w, b = _inputs((1, 2, 5, 6), (4, 2, 2, 3))
+    g = np.random.default_rng(1).standard_normal((1, 4, 6, 3))  # conv2d output shape
+    args = ((1, 2), (1, 1), (1, 1), 1, algo)  # stride, (top, left) padding, dilation, groups
+    outs = {}
+    for name in ("numpy", backend):
+        kern = kernels("conv", name)
+        y, dx, dw, db = (np.full(s, np.nan) for s in (g.shape, x.shape, w.shape, b.shape))
+        kern.conv2d_forward(x, w, b, y, *args)
+        kern.conv2d_backward_data(g, w, dx, *args)
+        kern.conv2d_backward_weights(g, x, dw, db, *args)
+        outs[name] = (y, dx, dw, db)
+    for got, want in zip(outs[backend], outs["numpy"]):
+        assert_close(got, want, np.float64, f"{backend} {algo}")
 
 
 @pytest.mark.parametrize("backend", ["numpy", "cpu"])
@@ -165,7 +190,11 @@ def test_reference_algos_agree_with_torch(problem, bias):
     "x_shape,w_shape,kwargs",
     [
         ((2, 2, 5, 4), (3, 2, 3, 2), {"padding": 1}),
-        ((1, 4, 6, 5), (4, 2, 2, 3), {"stride": 2, "dilation": (1, 2), "padding": (1, 2), "groups": 2}),
+        (
+            (1, 4, 6, 5),
+            (4, 2, 2, 3),
+            {"stride": 2, "dilation": (1, 2), "padding": (1, 2), "groups": 2},
+        ),
         ((1, 2, 5, 5), (2, 2, 2, 2), {"padding": "same", "dilation": 2}),
     ],
 )
@@ -233,7 +262,7 @@ def test_conv2d_backward_errors():
 class _FakeGpuArray:
     """Looks like a CuPy array to the device checks (no GPU needed)."""
 
-    __cuda_array_interface__ = {}
+    __cuda_array_interface__: ClassVar[dict] = {}
 
     def __init__(self, like):
         self.shape, self.ndim, self.dtype = like.shape, like.ndim, like.dtype

@@ -132,6 +132,40 @@ def test_empty_eval_batch(backend):
     np.testing.assert_array_equal(to_numpy(dbeta), 0.0)
 
 
+@pytest.fixture(params=["kernel 1", "kernel 2"])
+def cpu_kernel(request, monkeypatch):
+    """Send every shape through one of the cpu module's two kernels (kernel 2 normally
+    takes only L = 1, kernel 1 the rest)."""
+    import nnkern.kernels.norm.cpu as K
+
+    monkeypatch.setattr(K, "ROW_MIN_L", 1 if request.param == "kernel 1" else 10**9)
+    return request.param
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", [(5, 3), (64, 10), (2, 3, 5, 7), (7, 4, 1, 1), (3, 5, 9, 9)])
+def test_both_cpu_kernels_match_reference(cpu_kernel, shape, training):
+    for dtype in DTYPES:
+        check_op("batch_norm", _inputs(shape), "cpu", dtype, {"training": training})
+    x, gamma, beta, rm, rv = _inputs(shape, seed=1)
+    rm_ref, rv_ref = rm.copy(), rv.copy()
+    F.batch_norm(x, gamma, beta, rm_ref, rv_ref, training=training, momentum=0.3)
+    with nnkern.device("cpu"):
+        F.batch_norm(x, gamma, beta, rm, rv, training=training, momentum=0.3)
+    assert_close(rm, rm_ref, np.float64, "running_mean")
+    assert_close(rv, rv_ref, np.float64, "running_var")
+
+
+def test_both_cpu_kernels_propagate_nan_and_take_empty_batches(cpu_kernel):
+    test_nan_propagates_within_its_channel("cpu")
+    test_empty_eval_batch("cpu")
+    x, gamma, beta, rm, rv = _inputs((6, 3))
+    x[2, 1] = np.nan
+    with nnkern.device("cpu"):
+        y = F.batch_norm(x, gamma, beta, rm, rv, training=True)
+    assert np.isnan(y[:, 1]).all() and np.isfinite(y[:, [0, 2]]).all()
+
+
 def test_strided_running_stats_are_updated():
     x, gamma, beta = _inputs((4, 3, 2, 2))[:3]
     buffer = np.zeros(6)

@@ -116,6 +116,30 @@ def test_softmax_cross_entropy_matches_torch_semantics():
     assert F.softmax_cross_entropy(x, np.array([0]), reduction="none").shape == (1,)
 
 
+def test_losses_match_torch_when_installed():
+    torch = pytest.importorskip("torch")
+    tF = torch.nn.functional
+    logits, labels = _ce_inputs((6, 5), seed=7)
+    t = np.random.default_rng(8).uniform(0, 1, logits.shape)
+    for reduction in ("mean", "sum", "none"):
+        for eps in (0.0, 0.3):
+            x = torch.tensor(logits, requires_grad=True)
+            ref = tF.cross_entropy(x, torch.tensor(labels), reduction=reduction,
+                                   label_smoothing=eps)
+            g = np.random.default_rng(9).standard_normal(ref.shape)
+            ref.backward(torch.tensor(g))
+            kwargs = {"reduction": reduction, "label_smoothing": eps}
+            assert_close(F.softmax_cross_entropy(logits, labels, **kwargs), ref.detach().numpy(),
+                         np.float64, "cross_entropy")
+            assert_close(F.softmax_cross_entropy_backward(g, logits, labels, **kwargs),
+                         x.grad.numpy(), np.float64, "cross_entropy grad")
+        for ours, theirs in ((F.binary_cross_entropy_with_logits, tF.binary_cross_entropy_with_logits),
+                             (F.mse_loss, tF.mse_loss)):
+            assert_close(ours(logits, t, reduction),
+                         theirs(torch.tensor(logits), torch.tensor(t), reduction=reduction).numpy(),
+                         np.float64, ours.__name__)
+
+
 @pytest.mark.parametrize("op", ["binary_cross_entropy_with_logits", "mse_loss"])
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -77,6 +77,40 @@ def test_layer_output_shape_and_gradient_shapes(make, shape):
 
 
 @pytest.mark.parametrize("make,shape", LAYER_CASES, ids=_case_id)
+def test_layer_gradients_match_finite_differences(make, shape):
+    """Each layer's backward (how it wires F.<op>_backward: arguments, saved values, fused
+    activation, dropout mask) against central differences of a random projection of its
+    output, for the input and every weight, in float64."""
+    layer = make()
+    model = nnkern.Sequential([layers.Input(shape, dtype="float64"), layer], seed=5)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3,) + shape)
+    proj = rng.standard_normal((3,) + layer.compute_output_shape(shape))
+
+    def loss():
+        if isinstance(layer, layers.Dropout):
+            layer.steps = 0  # the same mask on every call
+        return float((model.forward(x, training=True) * proj).sum())
+
+    loss()
+    model.zero_grad()
+    dx = model.backward(proj)
+    wrt = [("x", x, dx)] + [(k, layer.params[k], layer.grads[k].copy()) for k in layer.grads]
+    eps = 1e-6
+    for name, value, grad in wrt:
+        flat = value.reshape(-1)  # a view: the input and the weights are contiguous
+        for i in rng.choice(flat.size, size=min(flat.size, 8), replace=False):
+            old = flat[i]
+            flat[i] = old + eps
+            up = loss()
+            flat[i] = old - eps
+            down = loss()
+            flat[i] = old
+            num, got = (up - down) / (2 * eps), grad.reshape(-1)[i]
+            assert abs(num - got) <= 1e-6 * max(1.0, abs(num)), (name, int(i), num, got)
+
+
+@pytest.mark.parametrize("make,shape", LAYER_CASES, ids=_case_id)
 def test_every_layer_saves_and_loads(make, shape, tmp_path):
     model = nnkern.Sequential([layers.Input(shape), make()], seed=3)
     x = np.random.default_rng(0).standard_normal((2,) + shape).astype(np.float32)
@@ -111,6 +145,11 @@ def test_seeded_initialisation_is_reproducible():
     assert np.abs(w).max() <= limit and np.abs(w).max() > 0.9 * limit
     he = nnkern.Sequential([layers.Input((100,)), layers.Dense(50, kernel_initializer="he_normal")])
     assert abs(he.layers[0].params["w"].std() - np.sqrt(2 / 100)) < 0.01
+    # a grouped conv: fan_in = C/groups*R*S, fan_out = K*R*S (torch and Keras alike)
+    conv = nnkern.Sequential([layers.Input((8, 5, 5)), layers.Conv2D(64, 3, groups=4)])
+    w = conv.layers[0].params["w"]
+    limit = np.sqrt(6 / (2 * 9 + 64 * 9))
+    assert np.abs(w).max() <= limit and np.abs(w).max() > 0.95 * limit
 
 
 def test_lazy_sequential_builds_from_data():
@@ -166,6 +205,33 @@ def test_metrics():
     assert metrics.accuracy([1, 0], np.array([[2.5], [-1.0]])) == 1.0  # binary logits
     np.testing.assert_allclose(metrics.recall([0, 1, 2, 2], [0, 1, 1, 2], average=None),
                                [1, 1, 0.5])
+    assert metrics.precision([0, 1, 2, 2], [0, 1, 1, 2], average="macro") == pytest.approx(
+        (1 + 0.5 + 1) / 3)
+    np.testing.assert_allclose(
+        metrics.false_positive_rate([0, 1, 2, 2], [0, 1, 1, 2], average=None), [0, 1 / 3, 0])
+
+
+def test_metrics_edge_cases():
+    # an empty denominator gives 0 (sklearn's default), never NaN or an error
+    assert metrics.precision([1, 0], [0, 0]) == 0.0  # nothing predicted positive
+    assert metrics.recall([0, 0], [1, 0]) == 0.0  # no positive sample
+    assert metrics.false_positive_rate([1, 1], [1, 0]) == 0.0  # no negative sample
+    assert metrics.precision([0, 0], [0, 0]) == 0.0  # only class 0 seen: class 1 still counts
+    assert metrics.accuracy([], np.zeros((0, 3))) == 0.0
+    # probabilities of a binary model are thresholded at the given threshold
+    probs = np.array([[0.7], [0.4], [0.6]])
+    assert metrics.recall([1, 1, 0], probs, threshold=0.5) == 0.5
+    assert metrics.false_positive_rate([1, 1, 0], probs, threshold=0.5) == 1.0
+    np.testing.assert_array_equal(metrics.confusion_matrix([0, 1], [1, 1], num_classes=3),
+                                  [[0, 1, 0], [0, 1, 0], [0, 0, 0]])
+    with pytest.raises(ValueError, match="labels go up to 3 but num_classes is 2"):
+        metrics.confusion_matrix([0, 3], [0, 1], num_classes=2)
+    with pytest.raises(ValueError, match="labels must be >= 0, got a label -1"):
+        metrics.confusion_matrix([0, -1], [0, 1])
+    with pytest.raises(ValueError, match=r"positive must be a class in \[0, 2\), got 5"):
+        metrics.precision([0, 1], [0, 1], positive=5, num_classes=2)
+    with pytest.raises(ValueError, match="3 samples but y_pred has 2"):
+        metrics.accuracy([0, 1, 1], [0, 1])
 
 
 # --------------------------------------------------------------------------------------------
@@ -222,6 +288,17 @@ def test_compile_errors():
     fresh = nnkern.Sequential([layers.Input((4,)), layers.Dense(3)])
     with pytest.raises(RuntimeError, match="compile"):
         fresh.fit(np.zeros((2, 4)), np.zeros(2, int))
+    with pytest.raises(ValueError, match=r"batch_size must be an int >= 1, got 0"):
+        fresh.predict(np.zeros((2, 4)), batch_size=0)
+    fresh.compile("adam", losses.MeanSquaredError(reduction="none"))
+    with pytest.raises(ValueError, match=r"reduces to one number.*reduction='none'"):
+        fresh.fit(np.zeros((2, 4)), np.zeros((2, 3)), verbose=0)
+    with pytest.raises(ValueError, match=r"weight_decay must be >= 0, got -0.1"):
+        optimizers.SGD(lr=0.1, weight_decay=-0.1)
+    with pytest.raises(ValueError, match=r"nesterov=True needs momentum > 0, got momentum=0"):
+        optimizers.SGD(lr=0.1, nesterov=True)
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\], got 1.5"):
+        layers.BatchNorm2D(momentum=1.5)
 
 
 def test_graph_errors():

@@ -213,11 +213,14 @@ def test_callbacks_reduce_lr_early_stopping_csv_and_nan(tmp_path, capsys):
     model.optimizer.lr = 1e-3
     history = model.fit(x, y, epochs=10, verbose=0,
                         callbacks=[reduce, stop, callbacks.CSVLogger(log)])
-    assert len(history.epoch) == 4  # best at epoch 0, then 3 epochs without improvement
-    assert history.history["lr"][:3] == pytest.approx([1e-3, 1e-4, 1e-5])
+    # Keras semantics: best at epoch 0, then `patience` (2) epochs without improvement
+    assert len(history.epoch) == 3
+    # each epoch logs the lr it trained with; the plateau cuts it at the end of epochs 1, 2
+    assert history.history["lr"] == pytest.approx([1e-3, 1e-3, 1e-4])
+    assert model.optimizer.lr == pytest.approx(1e-5)
     with open(log, newline="") as f:
         rows = list(csv.reader(f))
-    assert rows[0][:2] == ["epoch", "loss"] and len(rows) == 5
+    assert rows[0][:2] == ["epoch", "loss"] and len(rows) == 4
 
     bad = _small_cnn(dropout=0.0)
     bad.compile(optimizers.SGD(lr=1e30), "mse")
@@ -251,6 +254,9 @@ def test_train_eval_modes_and_to_device():
     b = model.train().forward(x)  # dropout on; batch norm updates its running statistics
     assert not np.array_equal(a, b)
     c = model.eval().forward(x)
+    model.to("cpu")  # the Numba kernels: the same numbers up to float32 rounding
+    assert np.shares_memory(model.parameters().arrays()[0], model.layers[0].params["w"])
+    np.testing.assert_allclose(model.predict(x), c, rtol=1e-4, atol=1e-5)
     model.to("numpy")
     np.testing.assert_array_equal(model.predict(x), c)
 
@@ -318,3 +324,101 @@ def test_resume_restores_callback_counters_and_lr(tmp_path):
     assert history.history["lr"][-1] == pytest.approx(0.05 * 0.01)
     for a, b in zip(model.get_weights(), full_model.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+class _ScriptedModel:
+    """Just what EarlyStopping / ReduceLROnPlateau touch: an optimizer's lr, the stop flag,
+    and weights (a label of the epoch that produced them)."""
+
+    def __init__(self, lr=1.0):
+        self.optimizer = optimizers.SGD(lr=lr)
+        self.stop_training = False
+        self.weights = None
+
+    def get_weights(self):
+        return self.weights
+
+    def set_weights(self, weights):
+        self.weights = weights
+
+
+def _drive(callback, values, monitor="val_loss", lr=1.0):
+    """Feed ``values`` as the monitored log of successive epochs, as fit would; return
+    (epochs run, the lr each epoch logged, the model)."""
+    model = _ScriptedModel(lr)
+    callback.set_model(model)
+    callback.on_train_begin()
+    logged = []
+    for epoch, value in enumerate(values):
+        model.weights = f"epoch {epoch}"
+        logs = {monitor: value}
+        callback.on_epoch_end(epoch, logs)
+        logged.append(logs.get("lr"))
+        if model.stop_training:
+            return epoch + 1, logged, model
+    return len(values), logged, model
+
+
+def test_early_stopping_patience_counts_epochs_without_improvement():
+    # Keras: stop after `patience` epochs in a row without improvement (at least one)
+    assert _drive(callbacks.EarlyStopping(patience=2), [1.0, 0.9, 0.95, 0.93, 0.8])[0] == 4
+    assert _drive(callbacks.EarlyStopping(patience=0), [1.0, 1.1, 0.5])[0] == 2
+    assert _drive(callbacks.EarlyStopping(patience=3), [1.0, 1.1, 0.9, 1.0, 1.0])[0] == 5
+    # a NaN epoch is never the best one
+    nan = float("nan")
+    assert _drive(callbacks.EarlyStopping(patience=2), [nan, 1.0, 0.9, 0.8])[0] == 4
+    assert _drive(callbacks.EarlyStopping(patience=2), [1.0, nan, nan, 0.5])[0] == 3
+    # min_delta: a gain smaller than it is no improvement
+    assert _drive(callbacks.EarlyStopping(patience=1, min_delta=0.1), [1.0, 0.95, 0.5])[0] == 2
+    # accuracy-like quantities are maximised in mode "auto"
+    stop = callbacks.EarlyStopping(monitor="val_accuracy", patience=2)
+    assert _drive(stop, [0.5, 0.6, 0.6, 0.55, 0.9], monitor="val_accuracy")[0] == 4
+    # restore_best_weights puts back the best epoch's weights when it stops
+    stop = callbacks.EarlyStopping(patience=2, restore_best_weights=True)
+    ran, _, model = _drive(stop, [1.0, 0.5, 0.7, 0.6, 0.1])
+    assert ran == 4 and model.weights == "epoch 1" and stop.stopped_epoch == 3
+
+
+def test_reduce_lr_on_plateau_patience_cooldown_and_min_lr():
+    plateau = callbacks.ReduceLROnPlateau(factor=0.5, patience=2, cooldown=1, min_lr=0.2)
+    _, logged, model = _drive(plateau, [1.0] * 9)
+    # cut at the end of epochs 2, 4, 6 (the cooldown epoch after a cut counts again, as in
+    # Keras); the last cut stops at min_lr; each epoch logs the lr it trained with
+    assert logged == pytest.approx([1.0, 1.0, 1.0, 0.5, 0.5, 0.25, 0.25, 0.2, 0.2])
+    assert model.optimizer.lr == pytest.approx(0.2)
+    # an improvement resets the count
+    plateau = callbacks.ReduceLROnPlateau(factor=0.1, patience=2)
+    _, logged, model = _drive(plateau, [1.0, 1.0, 0.5, 0.5, 0.5])
+    assert logged == pytest.approx([1.0, 1.0, 1.0, 1.0, 1.0]) and model.optimizer.lr == 0.1
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_saved_file_gets_ordinary_permissions(tmp_path):
+    # the temp file of the atomic save starts 0600; the saved model must not stay private
+    model = _small_cnn()
+    model.save(tmp_path / "m.npz")
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")
+    assert (tmp_path / "m.npz").stat().st_mode == plain.stat().st_mode
+
+
+def test_csv_logger_continues_a_resumed_run(tmp_path):
+    x, y = _blobs(30)
+    ckpt, log = tmp_path / "ckpt.npz", tmp_path / "log.csv"
+
+    def run(kill=None):
+        model = _small_cnn(seed=4)
+        model.compile(optimizers.Adam(lr=0.01), "sparse_categorical_crossentropy", ["accuracy"])
+        cbs = [callbacks.CSVLogger(log), callbacks.ModelCheckpoint(ckpt, resume=True)]
+        return model.fit(x, y, epochs=4, verbose=0, callbacks=cbs + ([kill] if kill else []))
+
+    with pytest.raises(KeyboardInterrupt):
+        run(_Kill(2, 0))
+    with open(log, newline="") as f:
+        assert [row[0] for row in csv.reader(f)] == ["epoch", "0", "1"]  # finished epochs
+    history = run()
+    with open(log, newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["epoch", "loss", "accuracy"]
+    assert [row[0] for row in rows[1:]] == ["0", "1", "2", "3"]
+    assert [float(row[1]) for row in rows[1:]] == pytest.approx(history.history["loss"])
