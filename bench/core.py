@@ -21,7 +21,8 @@ How every case is measured (shared PERF.md, "How to measure"):
    for forward+backward); memory-bound ops by the bytes each tensor needs to
    be read or written once. Rates are compared with ceilings measured in the
    same run (a large SGEMM and a copy), and with every peer measured in the
-   same run: ``x peer = peer ms / nnkern ms`` (above 1: nnkern is faster).
+   same run: ``x peer`` = the median over rounds of peer sample / nnkern
+   sample (above 1: nnkern is faster); the ratio of the medians is kept too.
 """
 
 import contextlib
@@ -159,6 +160,7 @@ class Measurement:
     rate_unit: str = ""
     ceiling_fraction: float = float("nan")
     ratios: dict = field(default_factory=dict)
+    ratios_of_medians: dict = field(default_factory=dict)
     flops: float = 0.0
     bytes: float = 0.0
     note: str = ""
@@ -650,6 +652,18 @@ def time_interleaved(case, ready, settle_s=0.0):
         m.rate, m.rate_unit = rate_of(case, med)
 
 
+def paired_ratio(peer_samples, own_samples):
+    """Median over rounds of peer sample / own sample.
+
+    Sample i of every implementation was taken in round i, back to back with
+    the others, so each pair saw the same machine; the median of the pairs
+    stays fair when the machine's speed drifts during the case (a shared VM
+    here changed speed by 2x within a minute).
+    """
+    pairs = [p / o for p, o in zip(peer_samples, own_samples, strict=False) if o > 0]
+    return statistics.median(pairs) if pairs else float("nan")
+
+
 def rate_of(case, seconds):
     """(value, unit) of the case's metric for a call of ``seconds``."""
     if case.metric == "flop":
@@ -734,8 +748,9 @@ def run_case(case, env, devices, peers, repeats, ceilings, log, budget_s=20.0,
                 skipped.append(("impl", f"{case.name} {p} ({place})", str(exc)))
     ready = []
     for impl in impls:
-        reps = min(repeats, numpy_repeats) if impl.device == "numpy" else repeats
-        limit = numpy_limit_s if impl.device == "numpy" else None
+        reference_backend = impl.kind == "nnkern" and impl.device == "numpy"
+        reps = min(repeats, numpy_repeats) if reference_backend else repeats
+        limit = numpy_limit_s if reference_backend else None
         m, r = setup_impl(case, impl, inputs, reference, env, reps, budget_s, log, target_s,
                           slow_limit_s=limit)
         results.append(m)
@@ -751,7 +766,8 @@ def run_case(case, env, devices, peers, repeats, ceilings, log, budget_s=20.0,
             continue
         for p in results:
             if p.kind == "peer" and p.ok() and p.place == m.place:
-                m.ratios[p.impl] = p.ms / m.ms
+                m.ratios[p.impl] = paired_ratio(p.samples_ms, m.samples_ms)
+                m.ratios_of_medians[p.impl] = p.ms / m.ms
         bar = case.bars.get(m.place)
         if bar and m.impl != "nnkern[numpy]" and bar[0] in m.ratios:
             met = m.ratios[bar[0]] >= bar[1]

@@ -1,9 +1,10 @@
 """Outputs of a benchmark run: terminal table, JSON, Markdown and PNG plots.
 
-Ratios read ``x peer = peer ms / nnkern ms``: above 1 nnkern is faster, below 1
-the peer is. "% ceil" is the rate as a fraction of the ceiling measured in
-the same run on the same place (SGEMM GFLOP/s for compute-bound cases, copy
-GB/s for memory-bound ones).
+Ratios read ``x peer`` = peer time / nnkern time, the median over rounds of the
+two samples taken back to back: above 1 nnkern is faster, below 1 the peer is.
+"% ceil" is the rate as a fraction of the ceiling measured in the same run on
+the same place (SGEMM GFLOP/s for compute-bound cases, copy GB/s for
+memory-bound ones).
 """
 
 import importlib.util
@@ -132,9 +133,11 @@ def markdown(results, facts, ceilings, skipped):
         f"- git: {facts['git_commit'][:12]}"
         + (" (uncommitted changes)" if facts["git_dirty"] else ""),
         "",
-        ("Ratios: `x peer` = peer ms / nnkern ms, measured in this run (above 1: nnkern "
-         "faster). `% ceil` = rate / ceiling measured in this run. Medians of several "
-         "repeats; the machine is shared, so absolute times are noisy (about ±15%)."),
+        ("Ratios: `x peer` = peer time / nnkern time, the median over rounds of the two "
+         "samples taken back to back in this run (above 1: nnkern faster). `ms` = median "
+         "sample. `% ceil` = rate / ceiling measured in this run. The machine is shared "
+         "and its speed drifts (up to 2x within a minute here), so read the ratios, not "
+         "the absolute times."),
         "",
         "## Ceilings (measured in this run)",
         "",
@@ -242,7 +245,8 @@ def plot_ratios(results, path):
     axes[0][0].set_yticks(range(len(cases)))
     axes[0][0].set_yticklabels([_short(c) for c in cases], fontsize=9)
     axes[0][0].invert_yaxis()
-    fig.suptitle("nnkern vs peers in the same run (median of repeats; right of 1: nnkern faster)")
+    fig.suptitle("nnkern vs peers in the same run (median of paired samples; "
+                 "right of 1: nnkern faster)")
     fig.tight_layout(rect=(0, 0, 1, 0.98))
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -276,9 +280,10 @@ def plot_roofline(results, ceilings, place, path):
     x = [min(ais) / 3, max(ais) * 3, peak / bw]
     x = sorted(set(x))
     xs = [x[0], peak / bw, x[-1]]
-    ax.plot(xs, [min(peak, bw * a) for a in xs], color="black", lw=2)
-    ax.text(peak / bw, peak * 1.12, f"SGEMM ceiling {peak:.0f} GFLOP/s", fontsize=9)
-    ax.text(xs[0] * 1.3, bw * xs[0] * 1.3 * 2.2, f"copy ceiling {bw:.1f} GB/s", fontsize=9)
+    ax.plot(xs[:2], [bw * xs[0], peak], color="black", lw=2, ls="--",
+            label=f"copy ceiling {bw:.1f} GB/s")
+    ax.plot(xs[1:], [peak, peak], color="black", lw=2,
+            label=f"SGEMM ceiling {peak:.0f} GFLOP/s")
     impls = []
     for m in pts:
         if m.impl not in impls:
@@ -349,9 +354,10 @@ def plot_training(results, path):
             ax.text(x, y, f"{y:.0f}", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(range(len(cases)))
     ax.set_xticklabels([c.replace("LeNet-5 train step ", "") for c in cases])
+    ax.set_ylim(0, 1.25 * max(m.rate for m in pts))
     ax.set_ylabel("images / s (higher is better)")
     ax.set_title("LeNet-5 training step (28x28, Adam), same run")
-    ax.legend(fontsize=9)
+    ax.legend(fontsize=9, loc="upper left", ncol=len(impls))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

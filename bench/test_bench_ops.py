@@ -9,8 +9,8 @@ One test per (case, implementation): nnkern on each device found here
 each peer (numpy, torch, cupy where importable). Each test validates against
 nnkern's numpy reference first, warms up, then lets pytest-benchmark time
 it. ``extra_info`` carries the rate (GFLOP/s, GB/s, img/s or us/call) and,
-for nnkern tests, ``x_<peer>`` = peer median / nnkern median measured in the
-same test with the interleaved timer of bench/core.py.
+for nnkern tests, ``x_<peer>`` = peer time / nnkern time measured in the same
+test with the interleaved timer of bench/core.py (median of paired samples).
 """
 
 import os
@@ -117,4 +117,4 @@ def test_bench(benchmark, case, who):
         benchmark.extra_info["gbps"] = rate
     for pm, _ in peers:
         if m.ok() and pm.ok():
-            benchmark.extra_info[f"x_{pm.impl}"] = pm.ms / m.ms
+            benchmark.extra_info[f"x_{pm.impl}"] = core.paired_ratio(pm.samples_ms, m.samples_ms)

@@ -82,7 +82,10 @@ def test_run_case_validates_times_and_computes_ratios():
         assert math.isclose(m.rate, 8000.0 / (m.ms / 1e3) / 1e9)
         assert math.isclose(m.ceiling_fraction, m.rate / 10.0)
     cpu = by["nnkern[cpu]"]
-    assert math.isclose(cpu.ratios["numpy"], by["numpy"].ms / cpu.ms)
+    assert math.isclose(cpu.ratios_of_medians["numpy"], by["numpy"].ms / cpu.ms)
+    pairs = [p / o for p, o in zip(by["numpy"].samples_ms, cpu.samples_ms, strict=True)]
+    assert math.isclose(cpu.ratios["numpy"], sorted(pairs)[1])
+    assert by["numpy"].repeats == cpu.repeats == 3  # the numpy peer is not capped
     assert cpu.best_ms <= cpu.ms
     assert by["numpy"].ratios == {}
     assert cpu.bar == ">= 1e-06x numpy: met" and by["nnkern[numpy]"].bar == ""
@@ -116,6 +119,13 @@ def test_ceilings_keep_the_fastest_of_start_and_end():
                             samples_ms=[100.0, 80.0])
     folded = core.fold_vendor_sgemm({"host": {"flop": dict(merged)}}, [peer])
     assert folded["host"]["flop"]["rate"] == 100.0 and "numpy" in folded["host"]["flop"]["from"]
+
+
+def test_paired_ratio_cancels_a_drifting_machine():
+    own = [10.0, 10.0, 20.0, 20.0, 20.0]
+    peer = [5.0, 5.0, 10.0, 10.0]
+    assert core.paired_ratio(peer, own) == 0.5
+    assert core.paired_ratio([], own) != core.paired_ratio([], own)  # NaN
 
 
 def test_interleaved_timer_takes_one_sample_per_round():

@@ -24,6 +24,13 @@ import os
 
 import numpy as np
 
+# Launch cost: by default Numba synchronises the CuPy stream of EVERY array
+# argument of every launch (CUDA array interface v3). nnkern launches its
+# kernels on the legacy default stream, which CuPy also uses by default and
+# which is ordered against every blocking stream, so that sync buys nothing.
+# It must be decided before numba.cuda loads; a user's own setting wins.
+os.environ.setdefault("NUMBA_CUDA_ARRAY_INTERFACE_SYNC", "0")
+
 BACKENDS = ("numpy", "cpu", "cuda")
 CHOICES = ("auto",) + BACKENDS
 

@@ -271,3 +271,69 @@ class _FakeGpuArray:
 def test_conv2d_device_mismatch():
     with pytest.raises(F.DeviceMismatchError, match="current device is 'numpy'"):
         F.conv2d(X, _FakeGpuArray(Wt))
+
+
+# --- CPU direct paths, each forced ---------------------------------------------------------
+
+# (x shape, w shape, stride, (top, left) padding, dilation, groups). More than 32 input
+# channels per group (two channel blocks), output channels not a multiple of the tiles,
+# groups, strides and dilations, a batch of one (pixel bands).
+BW_CASES = [
+    ((2, 40, 6, 7), (9, 40, 3, 3), (1, 1), (1, 1), (1, 1), 1),
+    ((3, 6, 9, 8), (10, 3, 3, 2), (2, 1), (1, 0), (1, 2), 2),
+    ((1, 4, 11, 10), (13, 4, 2, 3), (1, 3), (0, 2), (2, 1), 1),
+    ((2, 34, 5, 31), (6, 17, 3, 3), (1, 1), (1, 1), (1, 1), 2),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", BW_CASES, ids=[f"bw{i}" for i in range(len(BW_CASES))])
+def test_cpu_backward_weights_both_versions(case, dtype):
+    # direct_backward_weights picks version 1 or 3 by lane use; both must agree with the
+    # reference on every shape.
+    from nnkern.kernels.conv import cpu, reference
+
+    x_shape, w_shape, stride, padding, dilation, groups = case
+    x, w, b = (a.astype(dtype) for a in _inputs(x_shape, w_shape))
+    OH = (x_shape[2] + 2 * padding[0] - dilation[0] * (w_shape[2] - 1) - 1) // stride[0] + 1
+    OW = (x_shape[3] + 2 * padding[1] - dilation[1] * (w_shape[3] - 1) - 1) // stride[1] + 1
+    g = np.random.default_rng(2).standard_normal((x_shape[0], w_shape[0], OH, OW)).astype(dtype)
+    args = (stride, padding, dilation, groups)
+    want_dw, want_db = np.empty(w.shape), np.empty(b.shape)
+    reference.conv2d_backward_weights(
+        g.astype(np.float64), x.astype(np.float64), want_dw, want_db, *args, "direct"
+    )
+    for version in (cpu.tile_backward_weights, cpu.cl_backward_weights):
+        dw, db = np.full(w.shape, np.nan, dtype), np.full(b.shape, np.nan, dtype)
+        version(g, x, dw, db, *args)
+        assert_close(dw, want_dw, dtype, version.__name__)
+        assert_close(db, want_db, dtype, version.__name__)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", BW_CASES, ids=[f"fw{i}" for i in range(len(BW_CASES))])
+def test_cpu_direct_forward_and_data(case, dtype):
+    # Forward and backward-data of the direct algorithm (the pixel-vectorised tile for
+    # stride 1, the channel tiles otherwise) against the reference, with and without bias.
+    from nnkern.kernels.conv import cpu, reference
+
+    x_shape, w_shape, stride, padding, dilation, groups = case
+    x, w, b = (a.astype(dtype) for a in _inputs(x_shape, w_shape))
+    OH = (x_shape[2] + 2 * padding[0] - dilation[0] * (w_shape[2] - 1) - 1) // stride[0] + 1
+    OW = (x_shape[3] + 2 * padding[1] - dilation[1] * (w_shape[3] - 1) - 1) // stride[1] + 1
+    g = np.random.default_rng(2).standard_normal((x_shape[0], w_shape[0], OH, OW)).astype(dtype)
+    args = (stride, padding, dilation, groups, "direct")
+    for bias in (b, None):
+        want = np.empty(g.shape)
+        reference.conv2d_forward(
+            x.astype(np.float64), w.astype(np.float64),
+            None if bias is None else bias.astype(np.float64), want, *args,
+        )
+        y = np.full(g.shape, np.nan, dtype)
+        cpu.conv2d_forward(x, w, bias, y, *args)
+        assert_close(y, want, dtype, "y")
+    want = np.empty(x.shape)
+    reference.conv2d_backward_data(g.astype(np.float64), w.astype(np.float64), want, *args)
+    dx = np.full(x.shape, np.nan, dtype)
+    cpu.conv2d_backward_data(g, w, dx, *args)
+    assert_close(dx, want, dtype, "dx")
