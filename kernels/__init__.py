@@ -29,7 +29,7 @@ import os
 # Passive waiting must be chosen before the OpenMP runtime loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
-import numba  # noqa: E402
+import numba
 
 # LLVM's SLP vectorizer turns the register-tiled GEMM/conv micro-kernels into
 # AVX2 FMA loops (about 10x); Numba leaves it off by default.

@@ -13,7 +13,7 @@ import sys
 def _version(module_name):
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:  # not installed, or broken: say which
+    except Exception as exc:  # noqa: BLE001 (not installed, or broken: say which)
         return f"not available ({type(exc).__name__}: {exc})".splitlines()[0]
     return getattr(module, "__version__", "installed")
 
@@ -32,11 +32,14 @@ def info_lines():
     lines = [
         f"nnkern {nnkern.__version__} on Python {platform.python_version()} ({platform.machine()})",
         f"auto device: {chosen} ({_auto_reason})",
-        f"numpy {_version('numpy')}, numba {_version('numba')}, "
-        f"numba-cuda {_version('numba_cuda')}, cupy {_version('cupy')}",
+        (
+            f"numpy {_version('numpy')}, numba {_version('numba')}, "
+            f"numba-cuda {_version('numba_cuda')}, cupy {_version('cupy')}"
+        ),
     ]
-    import nnkern.kernels  # noqa: F401  (fixes OMP_WAIT_POLICY and SLP before threads start)
     from numba import njit, prange
+
+    import nnkern.kernels
 
     @njit(parallel=True)
     def _touch(n):

@@ -55,7 +55,7 @@ def cuda_status():
         return _cuda_cache
     if cuda_simulated():
         try:
-            from numba import cuda  # noqa: F401
+            from numba import cuda
         except ImportError as exc:
             _cuda_cache = (False, f"NUMBA_ENABLE_CUDASIM=1 but numba-cuda is missing ({exc})")
         else:
@@ -68,7 +68,7 @@ def cuda_status():
         return _cuda_cache
     try:
         available = cuda.is_available()
-    except Exception as exc:  # a broken driver raises instead of returning False
+    except Exception as exc:  # noqa: BLE001 (a broken driver raises anything)
         available, why = False, f"CUDA driver error: {exc}"
     else:
         why = "numba-cuda finds no CUDA GPU or driver"
@@ -81,7 +81,7 @@ def cuda_status():
     except ImportError as exc:
         _cuda_cache = (False, f"a GPU is present but CuPy is not installed ({exc})")
         return _cuda_cache
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (CUDA runtime errors have many types)
         _cuda_cache = (False, f"a GPU is present but CuPy cannot use it ({exc})")
         return _cuda_cache
     if count < 1:
@@ -98,7 +98,7 @@ def gpu_name():
         props = cupy.cuda.runtime.getDeviceProperties(0)
         name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
         return f"{name}, {props['totalGlobalMem'] / 2**30:.1f} GiB"
-    except Exception:
+    except Exception:  # noqa: BLE001 (a name is optional: never fail for it)
         return None
 
 

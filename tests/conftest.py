@@ -13,10 +13,10 @@ if os.environ.get("NNKERN_TEST_GPU", "0") == "0":
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-import pytest  # noqa: E402
+import pytest
 
-import nnkern  # noqa: E402
-from nnkern.device import cuda_simulated, cuda_status  # noqa: E402
+import nnkern
+from nnkern.device import cuda_simulated, cuda_status
 
 
 def _real_gpu():

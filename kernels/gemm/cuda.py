@@ -102,14 +102,19 @@ def make_gemm_regtile(dtype, BM, BN, BK, TM, TN):
     B_LOADS = (BK * BN) // NT
     assert BN % TN == 0 and BM % TM == 0
     assert A_LOADS * NT == BM * BK and B_LOADS * NT == BK * BN
+    # padded row lengths of the shared tiles, computed here so the kernel sees compile-time
+    # constants (an expression like BM + 4 inside the kernel is typed as a runtime int64,
+    # which cuda.shared.array rejects on the real compiler; the simulator accepts it)
+    SA_W = BM + 4
+    SB_W = BN + 4
 
     @cuda.jit
     def gemm_regtile(a, b, c, M, N, K, trans_a, trans_b, accumulate, bias, has_bias, relu):
         # a: (M, K) or (K, M); b: (K, N) or (N, K); c: (M, N); bias: (N,) when has_bias
         # tiles stored k-major, rows padded by 4 so the loads below (consecutive
         # threads walking k when a or b is read along K) hit distinct banks
-        sa = cuda.shared.array((BK, BM + 4), dtype)  # op(a) tile: sa[k, m]
-        sb = cuda.shared.array((BK, BN + 4), dtype)  # op(b) tile: sb[k, n]
+        sa = cuda.shared.array((BK, SA_W), dtype)  # op(a) tile: sa[k, m]
+        sb = cuda.shared.array((BK, SB_W), dtype)  # op(b) tile: sb[k, n]
         acc = cuda.local.array((TM, TN), dtype)
         areg = cuda.local.array(TM, dtype)
         breg = cuda.local.array(TN, dtype)

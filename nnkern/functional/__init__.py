@@ -18,10 +18,10 @@ and are all re-exported here.
 """
 
 from ._checks import DeviceMismatchError  # noqa: F401
-from .gemm import *  # noqa: F401,F403
-from .conv import *  # noqa: F401,F403
-from .pool import *  # noqa: F401,F403
-from .softmax_ce import *  # noqa: F401,F403
-from .elementwise import *  # noqa: F401,F403
-from .norm import *  # noqa: F401,F403
-from .optim import *  # noqa: F401,F403
+from .conv import *
+from .elementwise import *
+from .gemm import *
+from .norm import *
+from .optim import *
+from .pool import *
+from .softmax_ce import *

@@ -4,10 +4,12 @@ Every message says what was expected and what came, so a user can fix the
 call without reading the kernel.
 """
 
+import itertools
+
 import numpy as np
 
-from ..device import cuda_simulated, get_device, is_gpu_array, where
 from .._dispatch import kernels
+from ..device import cuda_simulated, get_device, is_gpu_array, where
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -37,7 +39,7 @@ def backend_kernels(family, *arrays):
                 f"move it with nnkern.to_device({name}, '{backend}')"
             )
     present = [(n, x) for n, x in arrays if x is not None]
-    for (n1, x1), (n2, x2) in zip(present, present[1:]):
+    for (n1, x1), (n2, x2) in itertools.pairwise(present):
         if is_gpu_array(x1) and is_gpu_array(x2) and x1.device != x2.device:
             raise DeviceMismatchError(f"{n1} is on {x1.device} but {n2} is on {x2.device}")
     return kernels(family, backend)
