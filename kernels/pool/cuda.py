@@ -35,6 +35,12 @@ def _launch(kernel, n, *args):
 
 
 @cuda.jit(device=True)
+def _nchw(i, C, H, W):
+    # flat index of a C-contiguous (N, C, H, W) array -> (n, c, h, w)
+    return i // (W * H * C), (i // (W * H)) % C, (i // W) % H, i % W
+
+
+@cuda.jit(device=True)
 def _better(v, best):
     # first maximum in scan order wins; the first NaN beats everything
     return v > best or (math.isnan(v) and not math.isnan(best))
@@ -76,10 +82,7 @@ def _max_forward(x, y, indices, R, S, SH, SW, PH, PW):
     i = cuda.grid(1)
     if i >= N * C * OH * OW:
         return
-    ow = i % OW
-    oh = (i // OW) % OH
-    c = (i // (OW * OH)) % C
-    n = i // (OW * OH * C)
+    n, c, oh, ow = _nchw(i, C, OH, OW)
     h0 = oh * SH - PH
     w0 = ow * SW - PW
     r0, r1 = max(0, -h0), min(R, H - h0)
@@ -109,10 +112,7 @@ def _max_backward(grad_out, indices, dx, R, S, SH, SW, PH, PW):
     i = cuda.grid(1)
     if i >= N * C * H * W:
         return
-    w = i % W
-    h = (i // W) % H
-    c = (i // (W * H)) % C
-    n = i // (W * H * C)
+    n, c, h, w = _nchw(i, C, H, W)
     me = h * W + w
     acc = 0.0
     for oh in range(_first_window(h, R, SH, PH), min(OH - 1, (h + PH) // SH) + 1):
@@ -147,10 +147,7 @@ def _avg_forward(x, y, R, S, SH, SW, PH, PW, count_include_pad):
     i = cuda.grid(1)
     if i >= N * C * OH * OW:
         return
-    ow = i % OW
-    oh = (i // OW) % OH
-    c = (i // (OW * OH)) % C
-    n = i // (OW * OH * C)
+    n, c, oh, ow = _nchw(i, C, OH, OW)
     h0 = oh * SH - PH
     w0 = ow * SW - PW
     acc = 0.0
@@ -174,10 +171,7 @@ def _avg_backward(grad_out, dx, R, S, SH, SW, PH, PW, count_include_pad):
     i = cuda.grid(1)
     if i >= N * C * H * W:
         return
-    w = i % W
-    h = (i // W) % H
-    c = (i // (W * H)) % C
-    n = i // (W * H * C)
+    n, c, h, w = _nchw(i, C, H, W)
     acc = 0.0
     for oh in range(_first_window(h, R, SH, PH), min(OH - 1, (h + PH) // SH) + 1):
         hc = _count(oh, R, SH, PH, H, count_include_pad)
@@ -245,10 +239,7 @@ def _blur_forward(x, y, K, SH, SW):
     i = cuda.grid(1)
     if i >= N * C * OH * OW:
         return
-    ow = i % OW
-    oh = (i // OW) % OH
-    c = (i // (OW * OH)) % C
-    n = i // (OW * OH * C)
+    n, c, oh, ow = _nchw(i, C, OH, OW)
     p0 = (K - 1) // 2
     acc = 0.0
     for r in range(K):
@@ -272,10 +263,7 @@ def _blur_backward(grad_out, dx, K, SH, SW):
     i = cuda.grid(1)
     if i >= N * C * H * W:
         return
-    w = i % W
-    h = (i // W) % H
-    c = (i // (W * H)) % C
-    n = i // (W * H * C)
+    n, c, h, w = _nchw(i, C, H, W)
     dx[n, c, h, w] = _blur_grad_at(grad_out, n, c, h, w, H, W, K, SH, SW)
 
 
@@ -312,10 +300,7 @@ def _max_blur_forward(x, y, R, S, K, SH, SW):
     i = cuda.grid(1)
     if i >= N * C * OH * OW:
         return
-    ow = i % OW
-    oh = (i // OW) % OH
-    c = (i // (OW * OH)) % C
-    n = i // (OW * OH * C)
+    n, c, oh, ow = _nchw(i, C, OH, OW)
     p0 = (K - 1) // 2
     acc = 0.0
     for r in range(K):

@@ -162,36 +162,40 @@ def _check_pair(first, second, names, reduction, grad_out=None):
     return K
 
 
+def _elementwise_loss(forward, first, second, names, reduction):
+    K = _check_pair(first, second, names, reduction)
+    losses = empty((first.size,), first.dtype)
+    getattr(K, forward)(_flat(first), _flat(second), losses)
+    return _reduce(losses.reshape(first.shape), reduction)
+
+
+def _elementwise_loss_backward(backward, grad_out, first, second, names, reduction):
+    K = _check_pair(first, second, names, reduction, grad_out)
+    g, scale = _grad_and_scale(grad_out, reduction, first.size, first.dtype, first.shape)
+    dx = empty((first.size,), first.dtype)
+    getattr(K, backward)(_flat(g), scale, _flat(first), _flat(second), dx)
+    return dx.reshape(first.shape)
+
+
 def binary_cross_entropy_with_logits(logits, targets, reduction="mean"):
     """Binary cross-entropy of sigmoid(logits) against float targets (same shape), in the
     stable form max(x, 0) - x t + log(1 + exp(-|x|))."""
-    K = _check_pair(logits, targets, ("logits", "targets"), reduction)
-    losses = empty((logits.size,), logits.dtype)
-    K.bce_with_logits_forward(_flat(logits), _flat(targets), losses)
-    return _reduce(losses.reshape(logits.shape), reduction)
+    return _elementwise_loss("bce_with_logits_forward", logits, targets,
+                             ("logits", "targets"), reduction)
 
 
 def binary_cross_entropy_with_logits_backward(grad_out, logits, targets, reduction="mean"):
     """Gradient w.r.t. logits: g * (sigmoid(logits) - targets) [/ n]."""
-    K = _check_pair(logits, targets, ("logits", "targets"), reduction, grad_out)
-    g, scale = _grad_and_scale(grad_out, reduction, logits.size, logits.dtype, logits.shape)
-    dx = empty((logits.size,), logits.dtype)
-    K.bce_with_logits_backward(_flat(g), scale, _flat(logits), _flat(targets), dx)
-    return dx.reshape(logits.shape)
+    return _elementwise_loss_backward("bce_with_logits_backward", grad_out, logits, targets,
+                                      ("logits", "targets"), reduction)
 
 
 def mse_loss(pred, target, reduction="mean"):
     """Mean squared error (pred - target)^2, pred and target of the same shape."""
-    K = _check_pair(pred, target, ("pred", "target"), reduction)
-    losses = empty((pred.size,), pred.dtype)
-    K.mse_forward(_flat(pred), _flat(target), losses)
-    return _reduce(losses.reshape(pred.shape), reduction)
+    return _elementwise_loss("mse_forward", pred, target, ("pred", "target"), reduction)
 
 
 def mse_loss_backward(grad_out, pred, target, reduction="mean"):
     """Gradient w.r.t. pred: g * 2 (pred - target) [/ n]."""
-    K = _check_pair(pred, target, ("pred", "target"), reduction, grad_out)
-    g, scale = _grad_and_scale(grad_out, reduction, pred.size, pred.dtype, pred.shape)
-    dx = empty((pred.size,), pred.dtype)
-    K.mse_backward(_flat(g), scale, _flat(pred), _flat(target), dx)
-    return dx.reshape(pred.shape)
+    return _elementwise_loss_backward("mse_backward", grad_out, pred, target,
+                                      ("pred", "target"), reduction)
