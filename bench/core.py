@@ -611,10 +611,10 @@ def time_interleaved(case, ready, settle_s=0.0):
     On a shared machine the load changes from second to second; taking one
     sample of each implementation per round spreads that change over all of
     them alike, so their ratios stay fair even when absolute times drift.
-    Before each host sample the harness idles ``settle_s`` (OpenBLAS threads
-    spin for about 0.1 s after a call and would steal the cores of whatever
-    runs next, PERF.md) and, for short calls, makes one untimed call so the
-    sample starts with the implementation's own threads awake.
+    Before each host sample the harness idles ``settle_s`` (0 by default:
+    ``import bench`` cuts OpenBLAS's spinning instead, see bench/__init__.py)
+    and, for short calls, makes one untimed call so the sample starts with
+    the implementation's own threads awake.
     """
     rounds = max((r.repeats for r in ready), default=0)
     for i in range(rounds):

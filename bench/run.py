@@ -61,10 +61,9 @@ def parse_args(argv):
     p.add_argument("--sample-ms", type=float, default=None,
                    help="length of one timed sample (calls are repeated to fill it; "
                         "default 50, quick 20): long samples average out a busy machine")
-    p.add_argument("--settle-ms", type=float, default=None,
-                   help="idle time before each host sample, so the previous library's "
-                        "spinning threads (OpenBLAS: about 0.1 s) are asleep "
-                        "(default 120, quick 20)")
+    p.add_argument("--settle-ms", type=float, default=0.0,
+                   help="idle time before each host sample (default 0: OpenBLAS's "
+                        "spinning is cut to a few cycles instead, see bench/__init__.py)")
     p.add_argument("--out", default=None,
                    help="output folder (default bench/results/<machine>/, quick: .../quick/)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
@@ -78,8 +77,7 @@ def main(argv=None):
     repeats = args.repeats or (3 if args.quick else 7)
     budget = args.budget or (2.0 if args.quick else 20.0)
     sample_s = (args.sample_ms or (20.0 if args.quick else 50.0)) / 1e3
-    settle_ms = args.settle_ms if args.settle_ms is not None else (20.0 if args.quick else 120.0)
-    settle_s = settle_ms / 1e3
+    settle_s = args.settle_ms / 1e3
     t_start = time.perf_counter()
 
     def log(msg):

@@ -9,13 +9,13 @@ Versions (read top to bottom):
                (M*N*K <= 16^3), where packing would cost more than it saves.
     version 2  gemm_packed_{serial,parallel}: the Goto/BLIS scheme.
                - op(b) is packed once into strips of NR columns, k-major, cut
-                 into steps of KC along K (b_panel_buffer); op(a) is packed per
+                 into steps of KC along K (b_panel_shape); op(a) is packed per
                  thread, one row block (MC rows) and one step of K at a time,
-                 into strips of MR=6 rows (pack_a_block). The transposes are
+                 into strips of MR rows (pack_a_block). The transposes are
                  absorbed by the packing, so one compute loop serves all four
                  cases; ragged edges are zero-padded to whole strips.
                - the micro-kernel multiplies one A strip by one B strip: a
-                 6 x NR tile of c in 12 vector registers, 12 FMAs per step of K,
+                 MR x NR tile of c in 2*MR vector registers, 2*MR FMAs per step of K,
                  a stack tile only at the ragged edges of c.
                - blocks of c (about MC rows; columns split too when c has few
                  rows) go to threads with prange, no two writing one element;
@@ -46,13 +46,14 @@ that is all LLVM emits even on AVX-512 CPUs, which it tunes to prefer 256-bit
 vectors. Measured on the 2-vCPU AVX-512 development machine (one thread, data
 in L1): 103 GFLOP/s for that loop, 160 for the 6x32 tile of 512-bit vectors
 below; the whole SGEMM went from about 0.5x to 0.75-1x OpenBLAS. The vector
-width follows the CPU Numba compiles for (6x32 float32 with AVX-512, 6x16 with
-AVX2), so the tile is the same 12 registers everywhere.
+width follows the CPU Numba compiles for (8x32 float32 with AVX-512, 6x16 with
+AVX2), and the tile height fits its register file (32 or 16 registers).
 """
 
 import numba
 import numpy as np
 from llvmlite import ir
+from nnkern.kernels._workspace import workspace
 from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
@@ -114,14 +115,19 @@ def _vector_width():
 
 
 W32 = _vector_width()  # float32 lanes per vector register; float64 has half
-MR = 6  # rows of the micro-tile: 6 broadcasts of A per step
-# columns of the micro-tile: two vector registers per row, so the 6 x NR tile is
-# 12 accumulator registers (6x32 float32 with AVX-512, 6x16 with AVX2)
+# rows of the micro-tile (broadcasts of A per step of K): the 2*MR accumulators,
+# two B vectors and a broadcast must fit the vector register file. AVX-512 has
+# 32 registers: 8 rows (16 accumulators) measured 6-8% faster than 6 on the
+# AVX-512 development machine (1024^3 on 2 threads: 290 vs 268 GFLOP/s; 12
+# rows: no better). AVX2 and SSE have 16 registers: 6 rows, 12 accumulators.
+MR = 8 if W32 == 16 else 6
+# columns of the micro-tile: two vector registers per row (8x32 float32 tiles
+# with AVX-512, 6x16 with AVX2)
 NR32 = 2 * W32
 NR64 = W32
 NR = {np.dtype(np.float32): NR32, np.dtype(np.float64): NR64}
-KC = 256  # depth of one micro-kernel call: A strip 6 KB, B strip <= 32 KB: L1
-MC = 256  # rows of c per block (43 strips): the block's A panel (256 KB) in L2
+KC = 256  # depth of one micro-kernel call: A strip <= 8 KB, B strip <= 32 KB: L1
+MC = 256  # rows of c per block (32 strips): the block's A panel (256 KB) in L2
 TASKS_PER_THREAD = 4  # blocks of c per thread in the parallel version
 
 
@@ -338,16 +344,14 @@ def micro_kernel(kc, ap, bp, bnext, c, i0, j0, first, last, epilogue):
             c[i0 + i, j0 + j] = v
 
 
-@njit(cache=True)
-def b_panel_buffer(c, K):
-    # scratch for op(b) packed as (ceil(K/KC), ceil(N/NR), kc, NR): block [kb, s] holds
+def b_panel_shape(N, K, dtype):
+    # op(b) packed as (ceil(K/KC), ceil(N/NR), kc, NR): block [kb, s] holds
     # op(b)[kb*kc:(kb+1)*kc, s*NR:(s+1)*NR]. The strips of one step along K are
     # adjacent, so a row block's micro-kernels stream through one contiguous panel.
-    N = c.shape[1]
-    R = NR32 if c.itemsize == 4 else NR64
+    R = NR[np.dtype(dtype)]
     nk = (K + KC - 1) // KC
     kc = (K + nk - 1) // nk  # equal steps along K: 300 -> 150 + 150, not 256 + 44
-    return np.empty((nk, (N + R - 1) // R, kc, R), c.dtype)
+    return nk, (N + R - 1) // R, kc, R
 
 
 @njit(cache=True)
@@ -419,12 +423,12 @@ def pack_a_block(a, trans_a, ap, s0, s1, k0, kc):
 
 
 @njit(cache=True)
-def block(a, trans_a, bp, c, s0, s1, n0, n1, K, epilogue):
+def block(a, trans_a, bp, ap, c, s0, s1, n0, n1, K, epilogue):
     # c[s0*MR:s1*MR, n0*NR:n1*NR]: A strips [s0, s1) times B strips [n0, n1). Per
-    # step of KC along K, the block's A strips are packed (into L2-sized scratch),
-    # then every B strip (KC x NR, kept in L1) meets every A strip.
+    # step of KC along K, the block's A strips are packed into ap (this task's
+    # L2-sized scratch, >= s1-s0 strips), then every B strip (KC x NR, kept in
+    # L1) meets every A strip.
     NK, _, KC, R = bp.shape
-    ap = np.empty((s1 - s0, KC, MR), c.dtype)
     for kb in range(NK):
         k0 = kb * KC
         kc = min(KC, K - k0)
@@ -441,7 +445,7 @@ def block(a, trans_a, bp, c, s0, s1, n0, n1, K, epilogue):
 
 
 @njit(cache=True)
-def task_block(a, trans_a, bp, c, task, nbm, nbn, K, epilogue):
+def task_block(a, trans_a, bp, ap, c, task, nbm, nbn, K, epilogue):
     # task number -> (row block, column block) of c, each of about equal size
     SM = (c.shape[0] + MR - 1) // MR
     SN = bp.shape[1]
@@ -449,30 +453,41 @@ def task_block(a, trans_a, bp, c, task, nbm, nbn, K, epilogue):
     bn = task - bm * nbn
     s0, s1 = bm * SM // nbm, (bm + 1) * SM // nbm
     n0, n1 = bn * SN // nbn, (bn + 1) * SN // nbn
-    block(a, trans_a, bp, c, s0, s1, n0, n1, K, epilogue)
+    block(a, trans_a, bp, ap, c, s0, s1, n0, n1, K, epilogue)
 
 
 @njit(cache=True)
-def gemm_packed_serial(a, b, c, trans_a, trans_b, nbm, epilogue):
-    # version 2 on one thread: pack op(b), then the row blocks one after another
+def gemm_packed_serial(a, b, c, trans_a, trans_b, bp, ap, nbm, epilogue):
+    # version 2 on one thread: pack op(b) into bp, then the row blocks one after
+    # another, each packing its A strips into ap[0]
     K = a.shape[0] if trans_a else a.shape[1]
-    bp = b_panel_buffer(c, K)
     for t in range(bp.shape[0] * bp.shape[1]):
         pack_b_strip(b, trans_b, bp, t)
     for task in range(nbm):
-        task_block(a, trans_a, bp, c, task, nbm, 1, K, epilogue)
+        task_block(a, trans_a, bp, ap[0], c, task, nbm, 1, K, epilogue)
 
 
 @njit(parallel=True, cache=True)
-def gemm_packed_parallel(a, b, c, trans_a, trans_b, nbm, nbn, epilogue):
+def gemm_packed_parallel(a, b, c, trans_a, trans_b, bp, ap, nbm, nbn, epilogue):
     # version 2 on all threads: op(b) packed by strips, then nbm x nbn blocks of c,
-    # one per prange iteration (no two write the same element of c)
+    # one per prange iteration (no two write the same element of c), task t
+    # packing its A strips into ap[t]
     K = a.shape[0] if trans_a else a.shape[1]
-    bp = b_panel_buffer(c, K)
     for t in prange(bp.shape[0] * bp.shape[1]):
         pack_b_strip(b, trans_b, bp, t)
     for task in prange(nbm * nbn):
-        task_block(a, trans_a, bp, c, task, nbm, nbn, K, epilogue)
+        task_block(a, trans_a, bp, ap[task], c, task, nbm, nbn, K, epilogue)
+
+
+def packing_scratch(M, N, K, dtype, tasks, nbm):
+    # the packed op(b) and one A panel per task, from the reused workspace (so no
+    # call faults in fresh pages inside its parallel region; see _workspace.py)
+    bshape = b_panel_shape(N, K, dtype)
+    strips = (M + MR - 1) // MR
+    most = -(-strips // nbm)  # the most A strips one row block holds
+    bp = workspace("gemm.b_panel", bshape, dtype)
+    ap = workspace("gemm.a_panels", (tasks, most, bshape[2], MR), dtype)
+    return bp, ap
 
 
 SMALL_WORK = 4096  # M*N*K up to which version 1 wins (measured: about 16^3)
@@ -500,20 +515,22 @@ def gemm_bias_relu(a, b, c, trans_a, trans_b, accumulate, bias, relu):
         gemm_naive(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu)
         return
     threads = 1 if work < SERIAL_WORK else numba.get_num_threads()
+    strips = (M + MR - 1) // MR
     if threads == 1:
-        strips = (M + MR - 1) // MR
-        gemm_packed_serial(a, b, c, trans_a, trans_b, max(1, min(strips, round(M / MC))), epilogue)
+        nbm = max(1, min(strips, round(M / MC)))
+        bp, ap = packing_scratch(M, N, K, c.dtype, 1, nbm)
+        gemm_packed_serial(a, b, c, trans_a, trans_b, bp, ap, nbm, epilogue)
         return
     # At least TASKS_PER_THREAD row blocks of c per thread (of at most about MC
     # rows); only when c has too few rows for that are its columns split too,
     # since every column block packs its rows of op(a) again. (Handing the
     # blocks out dynamically, numba.parallel_chunksize(1), measured slower.)
     tasks = TASKS_PER_THREAD * threads
-    strips = (M + MR - 1) // MR
     nbm = min(strips, max(tasks, round(M / MC)))
     strips_n = (N + NR[c.dtype] - 1) // NR[c.dtype]
     nbn = max(1, min(strips_n, (tasks + nbm - 1) // nbm))
-    gemm_packed_parallel(a, b, c, trans_a, trans_b, nbm, nbn, epilogue)
+    bp, ap = packing_scratch(M, N, K, c.dtype, nbm * nbn, nbm)
+    gemm_packed_parallel(a, b, c, trans_a, trans_b, bp, ap, nbm, nbn, epilogue)
 
 
 # ----------------------------------------------------------------------------
