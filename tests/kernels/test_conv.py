@@ -337,3 +337,39 @@ def test_cpu_direct_forward_and_data(case, dtype):
     dx = np.full(x.shape, np.nan, dtype)
     cpu.conv2d_backward_data(g, w, dx, *args)
     assert_close(dx, want, dtype, "dx")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("per_batch", [1, 2])
+@pytest.mark.parametrize("case", BW_CASES[:3], ids=[f"ic{i}" for i in range(3)])
+def test_cpu_im2col_in_several_batches(case, per_batch, dtype, monkeypatch):
+    # The CPU im2col path copies a batch of samples per GEMM (about COL_ELEMENTS
+    # elements); the test shapes fit in one batch, so shrink it: one sample per batch,
+    # or two with a shorter last batch (N = 3), which also makes backward-weights
+    # accumulate over batches.
+    from nnkern.kernels.conv import cpu, reference
+
+    x_shape, w_shape, stride, padding, dilation, groups = case
+    x_shape = (3,) + x_shape[1:]
+    Q = w_shape[1] * w_shape[2] * w_shape[3]
+    OH = (x_shape[2] + 2 * padding[0] - dilation[0] * (w_shape[2] - 1) - 1) // stride[0] + 1
+    OW = (x_shape[3] + 2 * padding[1] - dilation[1] * (w_shape[3] - 1) - 1) // stride[1] + 1
+    monkeypatch.setattr(cpu, "COL_ELEMENTS", per_batch * Q * OH * OW)
+    assert len(cpu._batches(x_shape[0], Q, OH * OW)) == (3 if per_batch == 1 else 2)
+    x, w, b = (a.astype(dtype) for a in _inputs(x_shape, w_shape))
+    g = np.random.default_rng(3).standard_normal((x_shape[0], w_shape[0], OH, OW)).astype(dtype)
+    args = (stride, padding, dilation, groups, "im2col")
+    x64, w64, b64, g64 = (a.astype(np.float64) for a in (x, w, b, g))
+    want_y, want_dx = np.empty(g.shape), np.empty(x.shape)
+    want_dw, want_db = np.empty(w.shape), np.empty(b.shape)
+    reference.conv2d_forward(x64, w64, b64, want_y, *args)
+    reference.conv2d_backward_data(g64, w64, want_dx, *args)
+    reference.conv2d_backward_weights(g64, x64, want_dw, want_db, *args)
+    y, dx = np.full(g.shape, np.nan, dtype), np.full(x.shape, np.nan, dtype)
+    dw, db = np.full(w.shape, np.nan, dtype), np.full(b.shape, np.nan, dtype)
+    cpu.conv2d_forward(x, w, b, y, *args)
+    cpu.conv2d_backward_data(g, w, dx, *args)
+    cpu.conv2d_backward_weights(g, x, dw, db, *args)
+    for name, got, want in (("y", y, want_y), ("dx", dx, want_dx), ("dw", dw, want_dw),
+                            ("db", db, want_db)):
+        assert_close(got, want, dtype, name)
