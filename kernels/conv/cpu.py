@@ -943,28 +943,15 @@ def col2im(col, dx, n0, c0, Cg, R, S, sh, sw, ph, pw, dh, dw, OH, OW):
 
 
 @njit(parallel=True, cache=True)
-def unfold_samples(src, k0, dst):
-    # dst (Kg, nb*P) <- src (N, K, P) channels k0..k0+Kg-1 of nb samples, side by side
-    # (the GEMM's operand layout); one (channel, sample) row per iteration
-    Kg, NP = dst.shape
-    P = src.shape[2]
-    nb = NP // P
-    for t in prange(Kg * nb):
-        k, j = t // nb, t % nb
+def swap_leading_axes(src, dst):
+    # dst (B, A, P) = src (A, B, P) with the first two axes swapped, one row of P per
+    # iteration. It moves a batch's channels between y's or g's (nb, Kg, P) order and
+    # the GEMM's (Kg, nb*P) operand, seen as (Kg, nb, P). src is only read.
+    A, B, P = src.shape
+    for t in prange(A * B):
+        a, b = t // B, t % B
         for p in range(P):
-            dst[k, j * P + p] = src[j, k0 + k, p]
-
-
-@njit(parallel=True, cache=True)
-def fold_samples(src, k0, dst):
-    # dst (nb, K, P) channels k0..k0+Kg-1 <- src (Kg, nb*P): unfold_samples inverted
-    Kg, NP = src.shape
-    P = dst.shape[2]
-    nb = NP // P
-    for t in prange(Kg * nb):
-        k, j = t // nb, t % nb
-        for p in range(P):
-            dst[j, k0 + k, p] = src[k, j * P + p]
+            dst[b, a, p] = src[a, b, p]
 
 
 @njit(parallel=True, cache=True)
@@ -1017,7 +1004,7 @@ def im2col_forward(x, w, b, y, stride, padding, dilation, groups):
         for g in range(G):
             im2col(x, n0, g * Cg, col, R, S, *stride, *padding, *dilation, OH, OW)
             gemm_cpu.gemm(w2[g], col, out, False, False, False)
-            fold_samples(out, g * Kg, y3[n0 : n0 + m])
+            swap_leading_axes(out.reshape(Kg, m, P), y3[n0 : n0 + m, g * Kg : (g + 1) * Kg])
     if b is not None:
         add_bias(y3, b)
 
@@ -1035,7 +1022,7 @@ def im2col_backward_data(g, w, dx, stride, padding, dilation, groups):
         dcol = workspace("conv.col", (Q, m * P), dx.dtype)
         gk = workspace("conv.gemm_out", (Kg, m * P), dx.dtype)
         for grp in range(G):
-            unfold_samples(g3[n0 : n0 + m], grp * Kg, gk)
+            swap_leading_axes(g3[n0 : n0 + m, grp * Kg : (grp + 1) * Kg], gk.reshape(Kg, m, P))
             gemm_cpu.gemm(w2[grp], gk, dcol, True, False, False)
             col2im(dcol, dx, n0, grp * Cg, Cg, R, S, *stride, *padding, *dilation, OH, OW)
 
@@ -1054,7 +1041,7 @@ def im2col_backward_weights(g, x, dw, stride, padding, dilation, groups):
         gk = workspace("conv.gemm_out", (Kg, m * P), x.dtype)
         for grp in range(G):
             im2col(x, n0, grp * Cg, col, R, S, *stride, *padding, *dilation, OH, OW)
-            unfold_samples(g3[n0 : n0 + m], grp * Kg, gk)
+            swap_leading_axes(g3[n0 : n0 + m, grp * Kg : (grp + 1) * Kg], gk.reshape(Kg, m, P))
             gemm_cpu.gemm(gk, col, dw2[grp], False, True, n0 > 0)
 
 
