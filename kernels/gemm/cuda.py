@@ -173,7 +173,7 @@ def make_gemm_regtile(dtype, BM, BN, BK, TM, TN):
                             v += c[row, col]
                         if has_bias:
                             v += bias[col]
-                        if relu and not v > 0:
+                        if relu and v < 0:  # NaN stays NaN, as on every backend
                             v = dtype(0)
                         c[row, col] = v
 

@@ -102,9 +102,11 @@ def softmax_ce_forward(logits, labels, losses, label_smoothing):
     """Per-row loss: logits (N, C), labels (N,) -> losses (N,). One block per row."""
     N = logits.shape[0]
     if N:
-        # logits stands in for the unused gradient (never written when want_grad is False)
-        _softmax_ce_rows[N, THREADS](logits, labels, losses, 1.0, label_smoothing, losses,
-                                     logits, False)
+        # empty stand-ins for g and dlogits, read and written only when want_grad: not
+        # losses or logits themselves, since the CUDA simulator copies every argument
+        # back in order and a stale second copy could overwrite the results
+        _softmax_ce_rows[N, THREADS](logits, labels, losses[:0], 1.0, label_smoothing, losses,
+                                     logits[:, :0], False)
 
 
 def softmax_ce_forward_backward(logits, labels, g, scale, label_smoothing, losses, dlogits):

@@ -123,9 +123,16 @@ def sgd_step(params, grads, velocities, lr, momentum=0.0, weight_decay=0.0, nest
         lists, single, count = _groups(params, grads=grads, velocities=velocities)
     for i in range(count):
         p, g = lists["params"][i], lists["grads"][i]
-        buf = lists["velocities"][i] if velocities is not None else p
-        K = backend_kernels("optim", ("params", p), ("grads", g), ("velocities", buf))
-        K.sgd_step(_flat(p), _flat(g), _flat(buf), lr, momentum, weight_decay, nesterov)
+        if velocities is not None:
+            buf = lists["velocities"][i]
+            K = backend_kernels("optim", ("params", p), ("grads", g), ("velocities", buf))
+            buf = _flat(buf)
+        else:
+            # never read at momentum 0; an empty slice, not p itself: the CUDA simulator
+            # copies each argument back in order, and a second copy of p would undo the step
+            K = backend_kernels("optim", ("params", p), ("grads", g))
+            buf = _flat(p)[:0]
+        K.sgd_step(_flat(p), _flat(g), buf, lr, momentum, weight_decay, nesterov)
     return _result(lists, ("params", "velocities"), single)
 
 

@@ -306,3 +306,15 @@ def test_gemm_v1_gpu():
     c = cp.empty((1000, 999), cp.float32)
     G.gemm_v1(cp.asarray(a, cp.float32), cp.asarray(b, cp.float32), c, False, True, False)
     assert_close(c, a @ b.T, np.float32, "gemm_v1", rtol=1e-3)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_linear_relu_keeps_nan(backend):
+    # relu(NaN) is NaN on every backend (as torch's), also when fused into the GEMM
+    x = np.ones((3, 4), np.float32)
+    x[1, 2] = np.nan
+    w = np.ones((5, 4), np.float32)
+    with nnkern.device(backend):
+        y = nnkern.to_numpy(F.linear(nnkern.to_device(x), nnkern.to_device(w), None,
+                                     activation="relu"))
+    assert np.isnan(y[1]).all() and np.isfinite(y[[0, 2]]).all()

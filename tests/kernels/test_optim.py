@@ -104,12 +104,14 @@ def test_cuda_grid_stride_loop(monkeypatch):
     check_op("adam_step", [p, g, m, np.abs(v)], "cuda", np.float64, ADAM_CASES[1], backward=False)
 
 
-def test_sgd_without_momentum_needs_no_buffer():
-    p, g = _state((4, 5), 2)
-    expected = p - 0.1 * g
-    out, buf = F.sgd_step(p, g, None, lr=0.1)
-    assert buf is None and out is p
-    np.testing.assert_allclose(p, expected)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sgd_without_momentum_needs_no_buffer(backend):
+    with nnkern.device(backend):
+        p, g = (nnkern.to_device(a) for a in _state((4, 5), 2))
+        expected = nnkern.to_numpy(p) - 0.1 * nnkern.to_numpy(g)
+        out, buf = F.sgd_step(p, g, None, lr=0.1)
+        assert buf is None and out is p
+        np.testing.assert_allclose(nnkern.to_numpy(p), expected)
 
 
 @pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "cuda"])
