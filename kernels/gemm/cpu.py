@@ -470,23 +470,25 @@ def gemm_packed_serial(a, b, c, trans_a, trans_b, bp, ap, nbm, epilogue):
 @njit(parallel=True, cache=True)
 def gemm_packed_parallel(a, b, c, trans_a, trans_b, bp, ap, nbm, nbn, epilogue):
     # version 2 on all threads: op(b) packed by strips, then nbm x nbn blocks of c,
-    # one per prange iteration (no two write the same element of c), task t
-    # packing its A strips into ap[t]
+    # one per prange iteration (no two write the same element of c). A thread runs
+    # its blocks one after another, packing their A strips into its own panel
+    # ap[thread id], which stays in its L2.
     K = a.shape[0] if trans_a else a.shape[1]
     for t in prange(bp.shape[0] * bp.shape[1]):
         pack_b_strip(b, trans_b, bp, t)
     for task in prange(nbm * nbn):
-        task_block(a, trans_a, bp, ap[task], c, task, nbm, nbn, K, epilogue)
+        mine = ap[numba.get_thread_id()]
+        task_block(a, trans_a, bp, mine, c, task, nbm, nbn, K, epilogue)
 
 
-def packing_scratch(M, N, K, dtype, tasks, nbm):
-    # the packed op(b) and one A panel per task, from the reused workspace (so no
+def packing_scratch(M, N, K, dtype, threads, nbm):
+    # the packed op(b) and one A panel per thread, from the reused workspace (so no
     # call faults in fresh pages inside its parallel region; see _workspace.py)
     bshape = b_panel_shape(N, K, dtype)
     strips = (M + MR - 1) // MR
     most = -(-strips // nbm)  # the most A strips one row block holds
     bp = workspace("gemm.b_panel", bshape, dtype)
-    ap = workspace("gemm.a_panels", (tasks, most, bshape[2], MR), dtype)
+    ap = workspace("gemm.a_panels", (threads, most, bshape[2], MR), dtype)
     return bp, ap
 
 
@@ -529,7 +531,7 @@ def gemm_bias_relu(a, b, c, trans_a, trans_b, accumulate, bias, relu):
     nbm = min(strips, max(tasks, round(M / MC)))
     strips_n = (N + NR[c.dtype] - 1) // NR[c.dtype]
     nbn = max(1, min(strips_n, (tasks + nbm - 1) // nbm))
-    bp, ap = packing_scratch(M, N, K, c.dtype, nbm * nbn, nbm)
+    bp, ap = packing_scratch(M, N, K, c.dtype, threads, nbm)
     gemm_packed_parallel(a, b, c, trans_a, trans_b, bp, ap, nbm, nbn, epilogue)
 
 
