@@ -983,9 +983,10 @@ def bias_grad(g, db):
 COL_ELEMENTS = 1 << 21  # samples per im2col batch: col (Q, nb*P) of about 2M elements
 
 
-def _batches(N, Q, P):
-    # (first sample, sample count) of the batches of one im2col pass
-    nb = max(1, min(N, COL_ELEMENTS // max(1, Q * P)))
+def _batches(N, Q, P, Kg):
+    # (first sample, sample count) of the batches of one im2col pass: the column
+    # matrix (Q, nb*P) and the GEMM's other operand (Kg, nb*P) stay near COL_ELEMENTS
+    nb = max(1, min(N, COL_ELEMENTS // max(1, max(Q, Kg) * P)))
     return [(n0, min(nb, N - n0)) for n0 in range(0, N, nb)]
 
 
@@ -997,7 +998,7 @@ def im2col_forward(x, w, b, y, stride, padding, dilation, groups):
     G, Kg, Q, P = groups, K // groups, Cg * R * S, OH * OW
     w2 = w.reshape(G, Kg, Q)
     y3 = y.reshape(N, K, P)
-    batches = _batches(N, Q, P)
+    batches = _batches(N, Q, P, Kg)
     for n0, m in batches:
         col = workspace("conv.col", (Q, m * P), x.dtype)
         out = workspace("conv.gemm_out", (Kg, m * P), x.dtype)
@@ -1017,7 +1018,7 @@ def im2col_backward_data(g, w, dx, stride, padding, dilation, groups):
     G, Kg, Q, P = groups, K // groups, Cg * R * S, OH * OW
     w2 = w.reshape(G, Kg, Q)
     g3 = g.reshape(N, K, P)
-    batches = _batches(N, Q, P)
+    batches = _batches(N, Q, P, Kg)
     for n0, m in batches:
         dcol = workspace("conv.col", (Q, m * P), dx.dtype)
         gk = workspace("conv.gemm_out", (Kg, m * P), dx.dtype)
@@ -1035,7 +1036,7 @@ def im2col_backward_weights(g, x, dw, stride, padding, dilation, groups):
     G, Kg, Q, P = groups, K // groups, Cg * R * S, OH * OW
     dw2 = dw.reshape(G, Kg, Q)
     g3 = g.reshape(N, K, P)
-    batches = _batches(N, Q, P)
+    batches = _batches(N, Q, P, Kg)
     for n0, m in batches:
         col = workspace("conv.col", (Q, m * P), x.dtype)
         gk = workspace("conv.gemm_out", (Kg, m * P), x.dtype)
@@ -1049,7 +1050,7 @@ def im2col_backward_weights(g, x, dw, stride, padding, dilation, groups):
 # the KERNELS entry points
 
 
-def choose_algo(w, stride, padding, dilation, algo):
+def choose_algo(algo):
     """The algorithm "auto" stands for: direct, measured faster than im2col on every shape
     tried, pointwise ones included since version 4 (see the header)."""
     if algo != "auto":
@@ -1059,7 +1060,7 @@ def choose_algo(w, stride, padding, dilation, algo):
 
 def conv2d_forward(x, w, b, y, stride, padding, dilation, groups, algo):
     """y (N, K, OH, OW) = conv2d(x (N, C, H, W), w (K, Cg, R, S)) + b (K,) or no bias."""
-    if choose_algo(w, stride, padding, dilation, algo) == "im2col":
+    if choose_algo(algo) == "im2col":
         im2col_forward(x, w, b, y, stride, padding, dilation, groups)
     else:
         direct_forward(x, w, b, y, stride, padding, dilation, groups)
@@ -1067,7 +1068,7 @@ def conv2d_forward(x, w, b, y, stride, padding, dilation, groups, algo):
 
 def conv2d_backward_data(g, w, dx, stride, padding, dilation, groups, algo):
     """dx (N, C, H, W) = gradient of sum(conv2d(x, w) * g) w.r.t. x, g (N, K, OH, OW)."""
-    if choose_algo(w, stride, padding, dilation, algo) == "im2col":
+    if choose_algo(algo) == "im2col":
         im2col_backward_data(g, w, dx, stride, padding, dilation, groups)
     else:
         direct_backward_data(g, w, dx, stride, padding, dilation, groups)
@@ -1075,7 +1076,7 @@ def conv2d_backward_data(g, w, dx, stride, padding, dilation, groups, algo):
 
 def conv2d_backward_weights(g, x, dw, db, stride, padding, dilation, groups, algo):
     """dw (K, Cg, R, S) and db (K,) or None: gradients of sum((conv2d(x, w) + b) * g)."""
-    if choose_algo(dw, stride, padding, dilation, algo) == "im2col":
+    if choose_algo(algo) == "im2col":
         im2col_backward_weights(g, x, dw, stride, padding, dilation, groups)
         if db is not None:
             N, K = g.shape[0], g.shape[1]

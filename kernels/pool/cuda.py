@@ -326,10 +326,7 @@ def _max_blur_backward(grad_out, x, dx, R, S, K, SH, SW):
     t = cuda.grid(1)
     if t >= N * C * H * W:
         return
-    w = t % W
-    h = (t // W) % H
-    c = (t // (W * H)) % C
-    n = t // (W * H * C)
+    n, c, h, w = _nchw(t, C, H, W)
     me = h * W + w
     acc = 0.0
     for i in range(max(0, h - R + 1), min(Hm, h + 1)):

@@ -25,13 +25,6 @@ Output sizes: max/avg ``OH = (H + 2*PH - R) // SH + 1``; blur
 
 import numpy as np
 
-MAX_FILT_SIZE = 7
-
-
-def pool_out_size(H, R, SH, PH):
-    """Output length of a window R, stride SH, padding PH over length H (floor mode)."""
-    return (H + 2 * PH - R) // SH + 1
-
 
 def blur_pads(filt_size):
     """Reflect padding (before, after) of a blur filter of size filt_size."""

@@ -121,11 +121,12 @@ def _pointwise_loss(v, t, op):
 
 
 @njit(cache=True, error_model="numpy")      # no zero-divisor branch: the loop vectorises
-def _pointwise_loss_grad(v, t, op):
+def _pointwise_loss_grad(v, t, op, one):
+    # one: 1 in x's dtype (an integer literal would turn float32 math into float64)
     if op == BCE:
         e = fast_exp(-abs(v))
-        return (1 / (1 + e) if v >= 0 else e / (1 + e)) - t      # sigmoid(x) - t
-    return 2 * (v - t)
+        return (one / (one + e) if v >= 0 else e / (one + e)) - t      # sigmoid(x) - t
+    return (one + one) * (v - t)
 
 
 @njit(parallel=True, cache=True)
@@ -145,13 +146,14 @@ def _pointwise_backward(g, scale, x, t, dx, op):
     # dx (n,) = scale * g * dloss/dx; g (n,) or (1,)
     n = x.shape[0]
     real = x.dtype.type
+    one = real(1)
     step = 1 if g.shape[0] == n else 0       # g broadcast when it holds one value
     if n < SERIAL_BELOW:
         for i in range(n):
-            dx[i] = real(scale) * g[i * step] * _pointwise_loss_grad(x[i], t[i], op)
+            dx[i] = real(scale) * g[i * step] * _pointwise_loss_grad(x[i], t[i], op, one)
     else:
         for i in prange(n):
-            dx[i] = real(scale) * g[i * step] * _pointwise_loss_grad(x[i], t[i], op)
+            dx[i] = real(scale) * g[i * step] * _pointwise_loss_grad(x[i], t[i], op, one)
 
 
 def bce_with_logits_forward(x, t, losses):

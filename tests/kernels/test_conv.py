@@ -354,8 +354,9 @@ def test_cpu_im2col_in_several_batches(case, per_batch, dtype, monkeypatch):
     Q = w_shape[1] * w_shape[2] * w_shape[3]
     OH = (x_shape[2] + 2 * padding[0] - dilation[0] * (w_shape[2] - 1) - 1) // stride[0] + 1
     OW = (x_shape[3] + 2 * padding[1] - dilation[1] * (w_shape[3] - 1) - 1) // stride[1] + 1
-    monkeypatch.setattr(cpu, "COL_ELEMENTS", per_batch * Q * OH * OW)
-    assert len(cpu._batches(x_shape[0], Q, OH * OW)) == (3 if per_batch == 1 else 2)
+    monkeypatch.setattr(cpu, "COL_ELEMENTS", per_batch * max(Q, w_shape[0] // groups) * OH * OW)
+    assert len(cpu._batches(x_shape[0], Q, OH * OW, w_shape[0] // groups)) == (
+        3 if per_batch == 1 else 2)
     x, w, b = (a.astype(dtype) for a in _inputs(x_shape, w_shape))
     g = np.random.default_rng(3).standard_normal((x_shape[0], w_shape[0], OH, OW)).astype(dtype)
     args = (stride, padding, dilation, groups, "im2col")
