@@ -144,17 +144,10 @@ class Metric:
         self.reset()
 
     def reset(self):
-        self._true, self._pred = [], []
+        raise NotImplementedError
 
     def update(self, y_true, y_pred):
-        t, p = _pair(y_true, y_pred, self.threshold)
-        self._true.append(t)
-        self._pred.append(p)
-
-    def _labels(self):
-        if not self._true:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        return np.concatenate(self._true), np.concatenate(self._pred)
+        raise NotImplementedError
 
 
 class Accuracy(Metric):
@@ -174,22 +167,35 @@ class Accuracy(Metric):
         return self._correct / self._count if self._count else 0.0
 
 
-class Precision(Metric):
-    """Binary precision of class 1."""
+class _ClassOneCounts(Metric):
+    # running counts for class 1, so a result after every batch costs O(1), not a
+    # confusion matrix over all the labels seen so far
+    def reset(self):
+        self._hits, self._predicted, self._actual = 0, 0, 0
+
+    def update(self, y_true, y_pred):
+        t, p = _pair(y_true, y_pred, self.threshold)
+        self._hits += int(np.sum((t == 1) & (p == 1)))
+        self._predicted += int(np.sum(p == 1))
+        self._actual += int(np.sum(t == 1))
+
+
+class Precision(_ClassOneCounts):
+    """Binary precision of class 1 (0 before any predicted positive)."""
 
     name = "precision"
 
     def result(self):
-        return precision(*self._labels())
+        return self._hits / self._predicted if self._predicted else 0.0
 
 
-class Recall(Metric):
-    """Binary recall (true positive rate) of class 1."""
+class Recall(_ClassOneCounts):
+    """Binary recall (true positive rate) of class 1 (0 before any actual positive)."""
 
     name = "recall"
 
     def result(self):
-        return recall(*self._labels())
+        return self._hits / self._actual if self._actual else 0.0
 
 
 _ALIASES = {"accuracy": Accuracy, "acc": Accuracy, "precision": Precision, "recall": Recall}

@@ -716,14 +716,12 @@ class Model:
         mode, in batches."""
         x = self._check_x(x)
         batch_size = _batch_size(batch_size)
-        outs = []
+        out = np.empty((len(x),) + tuple(self.output_layer.output_shape), self.dtype)
         with self._on_device():
             for start in range(0, len(x), batch_size):
                 xb = to_device(x[start:start + batch_size], self._backend)
-                outs.append(to_numpy(self.forward(xb, training=False)).copy())
-        if not outs:
-            return np.zeros((0,) + tuple(self.output_layer.output_shape), self.dtype)
-        return np.concatenate(outs)
+                out[start:start + batch_size] = to_numpy(self.forward(xb, training=False))
+        return out
 
     # --- summary -------------------------------------------------------------------------------
 

@@ -314,3 +314,19 @@ def test_graph_errors():
         nnkern.Model(inp, layers.Add()([h, other]))
     with pytest.raises(ValueError, match="same.*strides=1"):
         layers.Conv2D(2, 3, strides=2, padding="same")
+
+
+def test_streaming_precision_recall_match_the_whole_set():
+    # the running counts of Precision/Recall give what precision()/recall() give on
+    # all the batches' labels at once (scores: class 1 when above the threshold 0)
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 257)
+    scores = rng.standard_normal(257) + (y - 0.5)
+    stream = {m: m() for m in (metrics.Precision, metrics.Recall)}
+    for s in range(0, 257, 40):
+        for m in stream.values():
+            m.update(y[s:s + 40], scores[s:s + 40])
+    labels = (scores > 0).astype(np.int64)
+    assert stream[metrics.Precision].result() == pytest.approx(metrics.precision(y, labels))
+    assert stream[metrics.Recall].result() == pytest.approx(metrics.recall(y, labels))
+    assert metrics.Precision().result() == 0.0 and metrics.Recall().result() == 0.0
