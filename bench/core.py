@@ -877,7 +877,8 @@ def machine_facts(env, argv):
             "cupy-cuda13x", "matplotlib", "pytest-benchmark")},
         "gpu": None,
         "settings": {k: os.environ.get(k) for k in (
-            "OMP_WAIT_POLICY", "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER",
+            "OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT", "NUMBA_NUM_THREADS",
+            "NUMBA_THREADING_LAYER",
             "NVIDIA_TF32_OVERRIDE", "CUPY_TF32", "NUMBA_CUDA_ARRAY_INTERFACE_SYNC")},
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
@@ -907,9 +908,3 @@ def machine_facts(env, argv):
     return facts
 
 
-def import_optional(name):
-    """Import a module or return None (used by case modules for peers)."""
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        return None

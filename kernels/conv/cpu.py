@@ -540,7 +540,7 @@ def _run_direct(src, w, bias, yf, G, Kout_g, Cq, R, S, dilation, Hz, Wz, OH, OW,
 
 
 def direct_forward(x, w, b, y, stride, padding, dilation, groups):
-    """y = conv2d(x, w) + b with the register-tiled direct kernel (version 1)."""
+    """y = conv2d(x, w) + b by the direct kernels (version 4 for stride 1, else version 1)."""
     H, W = x.shape[2], x.shape[3]
     K, Cg, R, S = w.shape
     OH, OW = y.shape[2], y.shape[3]
@@ -553,7 +553,7 @@ def direct_forward(x, w, b, y, stride, padding, dilation, groups):
 
 def direct_backward_data(g, w, dx, stride, padding, dilation, groups):
     """dx = the gradient of conv2d w.r.t. x, as a stride-1 convolution of the
-    zero-stuffed, padded gradient with the flipped, transposed weights (version 1)."""
+    zero-stuffed, padded gradient with the flipped, transposed weights (version 4)."""
     H, W = dx.shape[2], dx.shape[3]
     K, Cg, R, S = w.shape
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation

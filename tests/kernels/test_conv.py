@@ -30,10 +30,14 @@ CASES = [
     ((2, 5, 6, 6), (7, 5, 1, 1), {}),
     ((1, 2, 5, 6), (20, 2, 5, 3), {"padding": (2, 0), "stride": (1, 2)}),
     ((2, 3, 4, 4), (2, 3, 1, 1), {"padding": 2, "stride": 3}),
-    # Rows of >= 28 pixels take the CPU's row tiles (ragged last piece here: 30 = 14+14+2).
+    # Wide rows (stride 1 too: the CPU's pixel-vectorised tiles, rows of 32 pixels).
     ((2, 3, 5, 30), (4, 3, 3, 3), {"padding": 1}),
     ((2, 4, 3, 28), (34, 2, 3, 3), {"padding": (0, 1), "groups": 2}),
     ((1, 2, 4, 29), (3, 2, 2, 3), {"stride": (1, 2), "dilation": (2, 1)}),
+    # Rows of >= 28 pixels with a vertical stride take the CPU's row tiles (ragged last
+    # piece here: 30 = 14+14+2).
+    ((2, 3, 9, 30), (4, 3, 3, 3), {"padding": 1, "stride": (2, 1)}),
+    ((2, 4, 7, 28), (34, 2, 3, 3), {"padding": (0, 1), "groups": 2, "stride": (3, 1)}),
     ((1, 2, 3, 32), (3, 2, 2, 3), {"dilation": (1, 2), "padding": (1, 2)}),
 ]
 IDS = [f"case{i}" for i in range(len(CASES))]

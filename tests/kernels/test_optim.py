@@ -94,7 +94,6 @@ def test_lists_equal_one_call_per_array(backend):
         assert p[0] is arrays[0][0]
 
 
-@pytest.mark.skipif("cuda" not in BACKENDS, reason="no cuda backend")
 def test_cuda_grid_stride_loop(monkeypatch):
     # fewer threads than elements: each thread updates several (the path large buffers take)
     import nnkern.kernels.optim.cuda as K
