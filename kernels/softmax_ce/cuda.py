@@ -17,21 +17,10 @@ Versions (read top to bottom):
 
 import math
 
+# the block sizes and flat launches of the element-wise family: THREADS (a power of
+# two) per row kernel, ELEMENT_THREADS per element-wise kernel, small under the simulator
+from nnkern.kernels.elementwise.cuda import THREADS, _launch_flat
 from numba import cuda, float64
-
-from nnkern.device import cuda_simulated
-
-# Threads per block: the row kernels need a power of two. The simulator runs every
-# thread as a Python thread, so it gets small blocks (the same code path: rows longer
-# than a block still loop).
-THREADS = 16 if cuda_simulated() else 128           # row kernels
-ELEMENT_THREADS = 32 if cuda_simulated() else 256   # element-wise kernels
-MAX_BLOCKS = 65535     # grid-stride loops cover the rest
-
-
-def _blocks(n, threads):
-    return max(1, min(MAX_BLOCKS, (n + threads - 1) // threads))
-
 
 # ----------------------------------------------------------------------------
 # version 1: one block per row, fused forward and backward
@@ -160,11 +149,6 @@ def _mse_backward(g, scale, x, t, dx):
     real = x.dtype.type
     for i in range(start, n, step):
         dx[i] = real(2.0 * scale) * (g[i] if g.shape[0] == n else g[0]) * (x[i] - t[i])
-
-
-def _launch_flat(kernel, n, *args):
-    if n:
-        kernel[_blocks(n, ELEMENT_THREADS), ELEMENT_THREADS](*args)
 
 
 def bce_with_logits_forward(x, t, losses):

@@ -119,3 +119,9 @@ def zeros(shape, dtype):
     """Allocate a zeroed output on the current backend."""
     from ..device import array_module
     return array_module().zeros(shape, dtype=dtype)
+
+
+def contiguous(x):
+    """x as a C-contiguous array of the current backend (no copy when it already is)."""
+    from ..device import array_module
+    return array_module().ascontiguousarray(x)

@@ -14,9 +14,9 @@ recomputing it (the result is the same without it).
 
 import numpy as np
 
-from ..device import array_module
 from ..kernels.elementwise import dropout_threshold
 from ._checks import backend_kernels, empty, float_array, same_dtype, shape_is
+from ._checks import contiguous as _contiguous
 
 __all__ = [
     "bias_add",
@@ -36,10 +36,6 @@ __all__ = [
 ]
 
 FAMILY = "elementwise"
-
-
-def _contiguous(x):
-    return array_module().ascontiguousarray(x)
 
 
 def _check_grad(grad_out, x):

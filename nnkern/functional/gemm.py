@@ -13,6 +13,7 @@ import numpy as np
 
 from ..device import array_module
 from ._checks import backend_kernels, empty, float_array, same_dtype, shape_is, zeros
+from ._checks import contiguous as _contiguous
 
 __all__ = ["linear", "linear_backward", "matmul", "matmul_backward"]
 
@@ -23,10 +24,6 @@ def _flag(value, name):
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a bool, got {value!r}")
     return bool(value)
-
-
-def _contiguous(x):
-    return array_module().ascontiguousarray(x)
 
 
 def _run_gemm(K, a, b, c, trans_a, trans_b):

@@ -20,8 +20,8 @@ takes the upstream gradient followed by the forward's own arguments and returns 
 
 import numpy as np
 
-from ..device import array_module
 from ._checks import backend_kernels, empty, float_array, int_pair, same_dtype, shape_is
+from ._checks import contiguous as _contiguous
 
 __all__ = [
     "avg_pool2d",
@@ -35,10 +35,6 @@ __all__ = [
 ]
 
 MAX_FILT_SIZE = 7
-
-
-def _contiguous(x):
-    return array_module().ascontiguousarray(x)
 
 
 def _image(op, x):
