@@ -18,6 +18,8 @@ takes the upstream gradient followed by the forward's own arguments and returns 
            [13, 15]])
 """
 
+from types import SimpleNamespace
+
 import numpy as np
 
 from ._checks import backend_kernels, empty, float_array, int_pair, same_dtype, shape_is
@@ -32,6 +34,7 @@ __all__ = [
     "max_blur_pool2d_backward",
     "max_pool2d",
     "max_pool2d_backward",
+    "pool2d_output_shape",
 ]
 
 MAX_FILT_SIZE = 7
@@ -214,6 +217,32 @@ def blur_pool2d_backward(grad_out, x, filt_size=3, stride=2):
 
 # ----------------------------------------------------------------------------
 # max-blur pooling
+
+
+def pool2d_output_shape(op, x_shape, **kwargs):
+    """The (N, C, OH, OW) shape pooling op ``op`` gives for an (N, C, H, W) input, with
+    the op's own checks of its arguments (layers use it to build their shapes).
+
+    >>> pool2d_output_shape("max_pool2d", (8, 3, 28, 28), kernel_size=2)
+    (8, 3, 14, 14)
+    >>> pool2d_output_shape("blur_pool2d", (8, 3, 7, 7), filt_size=3, stride=2)
+    (8, 3, 4, 4)
+    """
+    x = SimpleNamespace(shape=tuple(x_shape))  # the checks read only the shape
+    if op in ("max_pool2d", "avg_pool2d"):
+        *_, OH, OW = _window(op, x, kwargs["kernel_size"], kwargs.get("stride"),
+                             kwargs.get("padding", 0))
+    elif op == "blur_pool2d":
+        *_, OH, OW = _blur(op, *x.shape[2:], kwargs.get("filt_size", 3), kwargs.get("stride", 2))
+    elif op == "max_blur_pool2d":
+        *_, OH, OW = _max_blur(op, x, kwargs.get("kernel_size", 2), kwargs.get("filt_size", 3),
+                               kwargs.get("stride", 2))
+    else:
+        raise ValueError(
+            "op must be one of max_pool2d, avg_pool2d, blur_pool2d, max_blur_pool2d, "
+            f"got {op!r}"
+        )
+    return (*x.shape[:2], OH, OW)
 
 
 def _max_blur(op, x, kernel_size, filt_size, stride):

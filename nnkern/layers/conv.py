@@ -146,13 +146,13 @@ class _Pool(Layer):
         raise NotImplementedError
 
     def compute_output_shape(self, input_shape):
+        # the functional op's own shape rule and argument checks, so a layer that builds
+        # also runs
         C, H, W = require_image_shape(self, input_shape)
-        OH, OW = self._out_hw(H, W)
-        if OH < 1 or OW < 1:
-            raise ValueError(
-                f"{self.name}: the window ({self._kwargs()}) does not fit the input "
-                f"{(C, H, W)}: the output would be {(C, OH, OW)}"
-            )
+        try:
+            _, C, OH, OW = F.pool2d_output_shape(self.op, (1, C, H, W), **self._kwargs())
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"layer {self.name!r}: {exc} (layer input {(C, H, W)})") from exc
         return (C, OH, OW)
 
     def forward(self, x, training=False):
@@ -201,10 +201,6 @@ class MaxPool2D(_Pool):
 
     def _kwargs(self):
         return {"kernel_size": self.pool_size, "stride": self.strides, "padding": self.padding}
-
-    def _out_hw(self, H, W):
-        (R, S), (SH, SW), (PH, PW) = self.pool_size, self.strides, self.padding
-        return (H + 2 * PH - R) // SH + 1, (W + 2 * PW - S) // SW + 1
 
     def forward(self, x, training=False):
         self._x = x
@@ -256,9 +252,6 @@ class BlurPool2D(_Pool):
     def _kwargs(self):
         return {"filt_size": self.filt_size, "stride": self.stride}
 
-    def _out_hw(self, H, W):
-        return (H - 1) // self.stride[0] + 1, (W - 1) // self.stride[1] + 1
-
     def get_config(self):
         return {**super().get_config(), "filt_size": self.filt_size, "stride": list(self.stride)}
 
@@ -285,10 +278,6 @@ class MaxBlurPool2D(_Pool):
     def _kwargs(self):
         return {"kernel_size": self.pool_size, "filt_size": self.filt_size,
                 "stride": self.stride}
-
-    def _out_hw(self, H, W):
-        (R, S), (SH, SW) = self.pool_size, self.stride
-        return (H - R) // SH + 1, (W - S) // SW + 1
 
     def get_config(self):
         return {**super().get_config(), "pool_size": list(self.pool_size),

@@ -330,3 +330,15 @@ def test_streaming_precision_recall_match_the_whole_set():
     assert stream[metrics.Precision].result() == pytest.approx(metrics.precision(y, labels))
     assert stream[metrics.Recall].result() == pytest.approx(metrics.recall(y, labels))
     assert metrics.Precision().result() == 0.0 and metrics.Recall().result() == 0.0
+
+
+@pytest.mark.parametrize("layer,match", [
+    (lambda: layers.MaxPool2D(2, padding=2), "padding must be at most half"),
+    (lambda: layers.AvgPool2D(9), "does not fit"),
+    (lambda: layers.BlurPool2D(filt_size=9), "filt_size must be in"),
+    (lambda: layers.MaxBlurPool2D(6, filt_size=5), "reflect padding"),
+])
+def test_pool_layer_arguments_are_checked_when_the_model_is_built(layer, match):
+    # the functional op's checks run at build time, not first at the first forward pass
+    with pytest.raises(ValueError, match=match):
+        nnkern.Sequential([layers.Input((2, 7, 7)), layer(), layers.Flatten(), layers.Dense(2)])
