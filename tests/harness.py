@@ -125,20 +125,23 @@ def check_op(op, inputs, backend, dtype, kwargs=None, backward=True, rtol=None, 
     return outs, grads
 
 
-def numerical_gradient(f, x, eps=1e-6):
+def numerical_gradient(f, x, eps=1e-6, indices=None):
     """Central differences of the scalar function ``f()`` with respect to ``x`` (changed in place
-    and restored)."""
-    grad = np.zeros_like(x, dtype=np.float64)
-    flat, gflat = x.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
+    and restored; x must be contiguous). With ``indices``, only at those flat positions:
+    a 1-D array in their order."""
+    flat = x.reshape(-1)
+    assert np.may_share_memory(flat, x), "numerical_gradient needs a contiguous x"
+    where = range(flat.size) if indices is None else [int(i) for i in indices]
+    values = np.zeros(len(where))
+    for k, i in enumerate(where):
         old = flat[i]
         flat[i] = old + eps
         up = f()
         flat[i] = old - eps
         down = f()
         flat[i] = old
-        gflat[i] = (up - down) / (2 * eps)
-    return grad
+        values[k] = (up - down) / (2 * eps)
+    return values.reshape(x.shape) if indices is None else values
 
 
 def check_gradients(op, inputs, kwargs=None, wrt=None, eps=1e-6, rtol=1e-6, seed=0):

@@ -3,6 +3,7 @@
 numpy backend. A sample of parameters and of input elements is perturbed."""
 
 import numpy as np
+from harness import numerical_gradient
 
 import nnkern
 from nnkern import layers, losses
@@ -38,30 +39,17 @@ def test_whole_model_gradients_match_finite_differences():
     grad = model.parameters().grad_arrays()[0].copy()
     assert flat.dtype == np.float64 and flat.size == grad.size
 
-    eps = 1e-6
-
-    def numeric(buf, i):
-        old = buf[i]
-        buf[i] = old + eps
-        up = loss_value()
-        buf[i] = old - eps
-        down = loss_value()
-        buf[i] = old
-        return (up - down) / (2 * eps)
-
     # every layer's weights are sampled: take a few indices inside each parameter view
     offsets, start = [], 0
     for p in model.parameters():
         picks = rng.choice(p.size, size=min(p.size, 4), replace=False)
         offsets += [start + int(k) for k in picks]
         start += p.size
-    for i in offsets:
-        num = numeric(flat, i)
+    for i, num in zip(offsets, numerical_gradient(loss_value, flat, indices=offsets)):
         assert abs(num - grad[i]) <= 1e-6 * (abs(num) + 1e-3), (i, num, grad[i])
 
-    xf = x.reshape(-1)
-    for i in rng.choice(xf.size, size=24, replace=False):
-        num = numeric(xf, int(i))
+    picks = rng.choice(x.size, size=24, replace=False)
+    for i, num in zip(picks, numerical_gradient(loss_value, x, indices=picks)):
         got = dx.reshape(-1)[i]
         assert abs(num - got) <= 1e-6 * (abs(num) + 1e-3), (i, num, got)
 
