@@ -44,6 +44,11 @@ class Loss:
         self._saved = (y_pred, y_true)
         return self._forward(y_pred, y_true)
 
+    def value(self, y_pred, y_true):
+        """The loss alone, for evaluation: nothing is kept for ``backward()`` (and a
+        fused loss computes no gradient)."""
+        return self._forward(y_pred, y_true)
+
     def backward(self, grad=None):
         """Gradient of the loss with respect to ``y_pred`` of the last call; ``grad`` is the
         upstream gradient of the loss value (default 1)."""
@@ -78,6 +83,9 @@ class SparseCategoricalCrossentropy(Loss):
             y_pred, y_true, self.reduction, self.label_smoothing
         )
         return value
+
+    def value(self, y_pred, y_true):
+        return F.softmax_cross_entropy(y_pred, y_true, self.reduction, self.label_smoothing)
 
     def backward(self, grad=None):
         if grad is None and self._saved is not None and self.reduction != "none":

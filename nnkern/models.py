@@ -682,7 +682,7 @@ class Model:
                 xb = to_device(x[start:start + batch_size], self._backend)
                 yb = to_device(y[start:start + batch_size], self._backend)
                 out = self.forward(xb, training=False)
-                total += float(self.loss(out, yb)) * len(xb)
+                total += float(self.loss.value(out, yb)) * len(xb)
                 count += len(xb)
                 self._update_metrics(y[start:start + batch_size], out)
         logs = {"loss": total / max(count, 1)}

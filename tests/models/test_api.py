@@ -337,3 +337,18 @@ def test_pool_layer_arguments_are_checked_when_the_model_is_built(layer, match):
     # the functional op's checks run at build time, not first at the first forward pass
     with pytest.raises(ValueError, match=match):
         nnkern.Sequential([layers.Input((2, 7, 7)), layer(), layers.Flatten(), layers.Dense(2)])
+
+
+@pytest.mark.parametrize("name", ["sparse_categorical_crossentropy", "binary_crossentropy", "mse"])
+def test_loss_value_equals_the_training_call(name):
+    # evaluate uses loss.value(): the same number as the training call, no gradient kept
+    rng = np.random.default_rng(1)
+    pred = rng.standard_normal((6, 3))
+    true = rng.integers(0, 3, 6) if name.startswith("sparse") else rng.random((6, 3))
+    fn = losses.get(name)
+    with nnkern.device("numpy"):
+        assert float(fn.value(pred, true)) == pytest.approx(float(fn(pred, true)), rel=1e-12)
+        fresh = losses.get(name)
+        fresh.value(pred, true)
+        with pytest.raises(RuntimeError, match="before the loss"):
+            fresh.backward()
