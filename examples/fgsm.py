@@ -52,13 +52,14 @@ def build(seed=0):
 
 
 def input_gradient(model, X, y):
-    """d loss / d X for a batch: forward, loss, backward to the input."""
+    """d loss / d X for a batch: the input is a Tensor that requires grad, the model runs
+    in evaluation mode on the tape, and the loss's backward reaches the input."""
     loss_fn = losses.get("sparse_categorical_crossentropy")
-    X_dev, y_dev = nnkern.to_device(X), nnkern.to_device(y)
-    loss_fn(model.forward(X_dev, training=False), y_dev)
-    grad = model.backward(loss_fn.backward())  # (N, 1, 8, 8), same shape as X
+    X_t = nnkern.tensor(X, requires_grad=True)
+    loss = loss_fn(model(X_t, training=False), nnkern.to_device(y))
+    loss.backward()
     model.zero_grad()  # the weights' gradients are not wanted
-    return nnkern.to_numpy(grad)
+    return nnkern.to_numpy(X_t.grad)  # (N, 1, 8, 8), the shape of X
 
 
 def fgsm(model, X, y, eps):

@@ -2,8 +2,8 @@
 
 ``python -m nnkern`` trains the same network with ``model.fit``; this
 script writes the loop out, the way the d2l course does, so every step is
-visible: mini-batches from ``data.DataLoader``, ``model.forward``, the loss
-and its gradient, ``model.backward``, ``optimizer.step``.
+visible: mini-batches from ``data.DataLoader``, the model called on a Tensor,
+the loss, ``loss.backward()`` (autograd back through the net), ``optimizer.step``.
 
     Input (1, 8, 8)
     Conv2D 32 3x3 same + ReLU -> MaxPool2D 2 -> (32, 4, 4)
@@ -67,16 +67,12 @@ def main(num_epochs=15, batch_size=32, lr=3e-3, verbose=True):
         total, count = 0.0, 0
         model.train()
         for X, y_batch in train_iter:
-            X, y_batch = (
-                nnkern.to_device(X),
-                nnkern.to_device(y_batch),
-            )  # to the device
+            X = nnkern.tensor(X)  # on the current device
+            y_batch = nnkern.to_device(y_batch)
             model.zero_grad()
-            y_hat = model.forward(X)  # logits (batch, 10)
+            y_hat = model(X)  # logits (batch, 10), recorded on the tape
             loss = loss_fn(y_hat, y_batch)  # mean softmax cross-entropy
-            model.backward(
-                loss_fn.backward()
-            )  # d loss / d logits, back through the net
+            loss.backward()  # d loss / d every weight, back through the net
             trainer.step()
             total += float(loss) * len(X)
             count += len(X)

@@ -9,6 +9,16 @@
 __version__ = "0.1.0"
 
 from . import functional  # noqa: F401
+from .autograd import (  # noqa: F401
+    Parameter,
+    Tensor,
+    concatenate,
+    enable_grad,
+    is_grad_enabled,
+    no_grad,
+    stack,
+    tensor,
+)
 from .device import (  # noqa: F401
     device,
     get_device,
@@ -18,7 +28,8 @@ from .device import (  # noqa: F401
 )
 
 _LAZY = {"Sequential": "models", "Model": "models"}
-_SUBMODULES = ("layers", "losses", "optimizers", "metrics", "callbacks", "models", "data")
+_SUBMODULES = ("layers", "losses", "optimizers", "metrics", "callbacks", "models", "data",
+               "testing")
 
 
 def __getattr__(name):

@@ -16,7 +16,14 @@ import warnings
 
 
 class Callback:
-    """Base class; override the hooks you need."""
+    """Base class; override the hooks you need.
+
+    ``runs_last``: fit calls this callback after all others and after the History (a
+    checkpoint saves the epoch as the others left it). ``resume_point(model)`` may restore
+    the model before training and return the info to resume from (see ModelCheckpoint).
+    """
+
+    runs_last = False
 
     def __init__(self):
         self.model = None
@@ -27,6 +34,11 @@ class Callback:
 
     def set_params(self, params):
         self.params = params
+
+    def resume_point(self, model):
+        """Restore ``model`` from this callback's saved run and return the checkpoint info
+        (``epoch``, ``history``, ``callbacks``), or None to start afresh."""
+        return
 
     def get_state(self):
         """JSON-able counters a checkpoint saves so a resumed run continues them."""
@@ -225,6 +237,8 @@ class ModelCheckpoint(_Monitor):
     fit's callbacks (plateau and early-stopping patience, best values) are saved and
     restored with it.
     """
+
+    runs_last = True
 
     def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto",
                  resume=False, verbose=0):

@@ -100,6 +100,9 @@ class Optimizer:
                                     for slot in self._state["slots"]]
         self._update(params, grads, self._state)
         self.iterations += 1  # counted after the update, so a refused step changes nothing
+        mark = getattr(self.params, "mark_updated", None)
+        if mark is not None:  # a backward through a graph recorded before now is refused
+            mark()
 
     def zero_grad(self):
         """Set every gradient to zero (gradients accumulate across backward calls)."""

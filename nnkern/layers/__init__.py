@@ -5,13 +5,13 @@
 
 Images are NCHW: ``(batch, channels, height, width)``; a layer given a
 channels-last shape says so. See ``nnkern.layers.base`` for the protocol
-(``build``, ``forward``, ``backward``, ``compute_output_shape``, ``params``,
+(``build``, ``call`` on Tensors, ``compute_output_shape``, ``variables``, ``params``,
 ``grads``, ``trainable``).
 """
 
 from .base import Input, Layer, SymbolicTensor
 from .conv import AvgPool2D, BlurPool2D, Conv2D, MaxBlurPool2D, MaxPool2D
-from .core import Add, Dense, Dropout, Flatten, ReLU, Sigmoid, Softmax, Tanh
+from .core import Add, Dense, Dropout, Flatten, Lambda, ReLU, Sigmoid, Softmax, Tanh
 from .norm import BatchNorm1D, BatchNorm2D
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "Dropout",
     "Flatten",
     "Input",
+    "Lambda",
     "Layer",
     "MaxBlurPool2D",
     "MaxPool2D",

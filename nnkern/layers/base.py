@@ -1,18 +1,22 @@
 """The Layer protocol, the symbolic tensors of the functional API, and initialisers.
 
-Every layer follows one protocol (Caffe's one-interface-per-layer, Keras's names):
+Every layer is a module (Keras's names, PyTorch's semantics):
 
 * ``build(input_shape)`` creates the weights for a per-sample input shape
   (the batch axis is left out: ``(C, H, W)`` for images, ``(features,)``
   for vectors); ``compute_output_shape(input_shape)`` infers the output
   shape without running anything, so ``summary()`` needs no dummy pass;
-* ``forward(x, training)`` computes the output from a batch and keeps what
-  the backward pass needs; ``backward(grad)`` takes the gradient of the
-  output, ADDS the parameter gradients into ``grads`` (they accumulate until
-  ``zero_grad``) and returns the gradient of the input;
-* ``params`` / ``grads`` map a weight name to its array (inside a model they
-  are views into one flat buffer per dtype); ``state`` holds non-trainable
-  buffers such as batch-norm running statistics;
+* ``call(x, training)`` computes the output from a batch of ``nnkern.Tensor``
+  by calling ``nnkern.functional``; every op records itself on the autograd
+  tape, so a layer caches nothing and has no backward method of its own;
+* calling the layer, ``layer(x)``, on a Tensor returns a Tensor on the tape;
+  on an array it returns an array (nothing recorded); on a symbolic tensor of
+  the functional API it adds a node to the graph. The same layer called twice
+  shares its weights, and both calls contribute gradients;
+* ``variables`` maps a weight name to its ``Parameter`` (a leaf Tensor);
+  ``params`` / ``grads`` give their arrays (inside a model, views into one flat
+  buffer per dtype); ``state`` holds non-trainable buffers such as batch-norm
+  running statistics;
 * ``trainable = False`` freezes the layer: its weights get no gradient and
   no optimizer update.
 
@@ -26,6 +30,7 @@ import re
 import numpy as np
 
 import nnkern.functional as F
+from nnkern.autograd import Parameter, Tensor, no_grad
 
 _REGISTRY = {}
 _NAME_COUNTS = {}
@@ -103,24 +108,14 @@ def check_activation(activation):
     return None if activation == "linear" else activation
 
 
-def activation_forward(activation, z):
-    """y = activation(z); the softmax runs over axis 1 (classes / channels)."""
+def apply_activation(activation, z):
+    """y = activation(z) through ``F`` (recorded on Tensors); the softmax runs over axis 1
+    (classes / channels)."""
     if activation is None:
         return z
     if activation == "softmax":
         return F.softmax(z, axis=1)
     return getattr(F, activation)(z)
-
-
-def activation_backward(activation, grad, z, y):
-    """dz from dy for y = activation(z)."""
-    if activation is None:
-        return grad
-    if activation == "relu":
-        return F.relu_backward(grad, z)
-    if activation == "softmax":
-        return F.softmax_backward(grad, z, axis=1, out=y)
-    return getattr(F, activation + "_backward")(grad, z, out=y)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,20 +150,41 @@ def require_image_shape(layer, shape):
 # symbolic tensors: what a layer returns when called on an Input in the functional API
 
 
-class SymbolicTensor:
-    """The future output of a layer in a functional graph: a shape, a dtype, and its origin.
+class CallNode:
+    """One call of a layer in a functional graph: the layer, the symbolic tensors it was
+    called on (a list when ``many``, e.g. Add), and the symbolic tensors it returned."""
 
-    ``shape`` includes the batch axis as ``None`` (Keras style); ``layer`` made it from
-    ``inputs`` (a list of SymbolicTensor), given to it as a list when ``many`` (Add).
+    def __init__(self, layer, inputs, many):
+        self.layer = layer
+        self.inputs = list(inputs)
+        self.many = bool(many)
+        self.outputs = []
+
+    def __repr__(self):
+        return f"<CallNode {self.layer.name} on {len(self.inputs)} input(s)>"
+
+
+class SymbolicTensor:
+    """The future output of a layer call in a functional graph: a shape, a dtype and the
+    call that makes it.
+
+    ``shape`` includes the batch axis as ``None`` (Keras style); ``node`` is the
+    ``CallNode`` that produces it (``None`` for a model input) and ``index`` which of that
+    call's outputs it is.
     """
 
-    def __init__(self, shape, dtype, layer, inputs, many=False):
+    def __init__(self, shape, dtype, layer, node=None, index=0):
         self.sample_shape = tuple(shape)
         self.shape = (None,) + self.sample_shape
         self.dtype = np.dtype(dtype)
         self.layer = layer
-        self.inputs = list(inputs)
-        self.many = bool(many)
+        self.node = node
+        self.index = index
+
+    @property
+    def inputs(self):
+        """The symbolic tensors the producing call read (empty for a model input)."""
+        return [] if self.node is None else self.node.inputs
 
     def __repr__(self):
         return f"<SymbolicTensor shape={self.shape} dtype={self.dtype} from {self.layer.name}>"
@@ -184,30 +200,68 @@ def as_symbolic(value):
 # ---------------------------------------------------------------------------------------------
 
 
+def _as_tensor(value, dtype=None):
+    if isinstance(value, Tensor):
+        return value
+    if not hasattr(value, "shape") or not hasattr(value, "dtype"):
+        raise TypeError(
+            f"layers take arrays or nnkern.Tensors of shape (batch, ...), got "
+            f"{type(value).__name__}"
+        )
+    return Tensor(value)
+
+
 class Layer:
     """Base class of every layer. See the module docstring for the protocol.
 
-    Subclasses set ``self.params`` (trainable weights), ``self.state``
-    (non-trainable buffers) in ``build`` through ``add_weight``/``add_state``,
-    and implement ``forward``, ``backward``, ``compute_output_shape`` and
-    ``get_config``.
+    Subclasses create weights in ``build`` with ``add_weight``/``add_state`` and
+    implement ``call``, ``compute_output_shape`` and ``get_config``:
+
+    >>> class Scale(Layer):
+    ...     def build(self, input_shape):
+    ...         self.add_weight("s", input_shape, "ones")
+    ...     def call(self, x, training=False):
+    ...         return x * self.variables["s"]
     """
 
     def __init__(self, name=None, trainable=True, dtype=None, seed=None, input_shape=None):
         self.name = name or unique_name(_snake(type(self).__name__))
         # Keras 2 style `Dense(128, input_shape=(784,))` as the first layer of a Sequential
         self.declared_input_shape = None if input_shape is None else tuple(input_shape)
-        self.trainable = bool(trainable)
+        self._trainable = bool(trainable)
         self.dtype = None if dtype is None else np.dtype(dtype)
         self.seed = seed
         self.built = False
         self.input_shape = None
         self.output_shape = None
-        self.params = {}
-        self.grads = {}
+        self.variables = {}
         self.state = {}
-        self.inbound = None  # list of SymbolicTensor once called in a functional graph
-        self.output = None  # the SymbolicTensor this layer produces in its model's graph
+        self.call_nodes = []  # the calls of this layer in functional graphs
+
+    # --- weights -------------------------------------------------------------------------------
+
+    @property
+    def trainable(self):
+        """Whether the weights get gradients and optimizer updates."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value):
+        self._trainable = bool(value)
+        for p in self.variables.values():
+            p.requires_grad = self._trainable
+            if not self._trainable:
+                p.grad = None
+
+    @property
+    def params(self):
+        """The weight arrays by name (inside a model, views into its flat buffer)."""
+        return {name: p.data for name, p in self.variables.items()}
+
+    @property
+    def grads(self):
+        """The gradient arrays by name, for the weights that have one."""
+        return {name: p.grad for name, p in self.variables.items() if p.grad is not None}
 
     # --- construction --------------------------------------------------------------------
 
@@ -230,10 +284,12 @@ class Layer:
         self.built = True
 
     def add_weight(self, name, shape, initializer, fan_in=1, fan_out=1):
-        """Create a trainable weight drawn by ``initializer`` (host array of the layer dtype)."""
+        """Create a trainable weight drawn by ``initializer`` (host array of the layer dtype);
+        returns its ``Parameter``."""
         value = initialize(initializer, tuple(shape), fan_in, fan_out, self._rng)
-        self.params[name] = np.ascontiguousarray(value, dtype=self.dtype)
-        return self.params[name]
+        param = Parameter(np.ascontiguousarray(value, dtype=self.dtype), self.trainable)
+        self.variables[name] = param
+        return param
 
     def add_state(self, name, value):
         """Create a non-trainable buffer (e.g. a running mean), updated by the layer itself."""
@@ -243,6 +299,11 @@ class Layer:
     def compute_output_shape(self, input_shape):
         """The per-sample output shape for a per-sample input shape."""
         return tuple(input_shape)
+
+    def fits(self, input_shape):
+        """Whether the built weights fit a call on ``input_shape`` (a shared layer's later
+        calls): layers without weights take any shape, others the one they were built for."""
+        return not self.variables or _same_shapes(input_shape, self.input_shape)
 
     def get_config(self):
         """The constructor arguments as JSON-able values (saved in the architecture)."""
@@ -259,51 +320,87 @@ class Layer:
 
     # --- running -------------------------------------------------------------------------
 
-    def forward(self, x, training=False):
-        raise NotImplementedError
-
-    def backward(self, grad):
-        raise NotImplementedError
-
-    def accumulate(self, name, value):
-        """Add a parameter gradient into ``grads[name]`` (no-op for a frozen layer)."""
-        if self.trainable and name in self.grads:
-            self.grads[name] += value
+    def call(self, inputs, training=False):
+        """The layer's computation on Tensors (a list of them for multi-input layers)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement call()")
 
     def count_params(self):
         """(trainable, non-trainable) scalar counts of this layer's weights and buffers."""
-        n_params = sum(int(np.prod(p.shape)) for p in self.params.values())
+        n_params = sum(int(np.prod(p.shape)) for p in self.variables.values())
         n_state = sum(int(np.prod(s.shape)) for s in self.state.values())
         if self.trainable:
             return n_params, n_state
         return 0, n_params + n_state
 
-    def __call__(self, inputs, training=False):
-        """Functional API: on symbolic tensors, record the edge and return the output tensor.
-        On arrays, run ``forward`` eagerly (building first when needed)."""
+    @property
+    def output(self):
+        """The symbolic output of this layer's one call in a functional graph."""
+        if len(self.call_nodes) != 1:
+            raise AttributeError(
+                f"layer {self.name!r} has been called {len(self.call_nodes)} times in "
+                f"functional graphs; use the tensor each call returned"
+            )
+        outputs = self.call_nodes[0].outputs
+        return outputs[0] if len(outputs) == 1 else list(outputs)
+
+    def num_outputs(self):
+        """How many tensors one call returns (models may return several)."""
+        return 1
+
+    def __call__(self, inputs, training=None):
+        """On symbolic tensors, add a call to the functional graph and return its output
+        tensor(s); on Tensors, run ``call`` (recorded on the tape) and return Tensors; on
+        arrays, run without recording and return arrays."""
         many = isinstance(inputs, (list, tuple))
         items = [as_symbolic(v) for v in (inputs if many else [inputs])]
-        if all(isinstance(v, SymbolicTensor) for v in items):
-            if self.inbound is not None:
-                raise ValueError(
-                    f"layer {self.name!r} is already used in a graph; nnkern does not share a "
-                    f"layer between two call sites: create a second layer"
-                )
-            shapes = [v.sample_shape for v in items]
-            out_shape = self.compute_output_shape(shapes if many else shapes[0])
-            self.inbound = items
-            dtype = self.dtype or items[0].dtype
-            self.output = SymbolicTensor(out_shape, dtype, self, items, many)
-            return self.output
-        if any(isinstance(v, SymbolicTensor) for v in items):
+        symbolic = [isinstance(v, SymbolicTensor) for v in items]
+        if all(symbolic):
+            return self._call_symbolic(items, many)
+        if any(symbolic):
             raise TypeError(f"{self.name}: cannot mix symbolic tensors and arrays in one call")
+        training = bool(training)
+        if any(isinstance(v, Tensor) for v in items):
+            tensors = [_as_tensor(v) for v in items]
+            self._ensure_built(tensors, many)
+            return self.call(tensors if many else tensors[0], training=training)
+        tensors = [_as_tensor(v) for v in items]
+        self._ensure_built(tensors, many)
+        with no_grad():
+            out = self.call(tensors if many else tensors[0], training=training)
+        return _arrays_of(out)
+
+    def _ensure_built(self, tensors, many):
         if not self.built:
-            shapes = [tuple(v.shape[1:]) for v in items]
-            self._build(shapes if many else shapes[0], items[0].dtype, 0)
-        return self.forward(list(items) if many else items[0], training=training)
+            shapes = [tuple(t.shape[1:]) for t in tensors]
+            self._build(shapes if many else shapes[0], tensors[0].dtype, 0)
+
+    def _call_symbolic(self, items, many):
+        shapes = [v.sample_shape for v in items]
+        out_shape = self.compute_output_shape(shapes if many else shapes[0])
+        node = CallNode(self, items, many)
+        dtype = self.dtype or items[0].dtype
+        shapes_out = out_shape if self.num_outputs() > 1 else [out_shape]
+        node.outputs = [SymbolicTensor(shape, dtype, self, node, i)
+                        for i, shape in enumerate(shapes_out)]
+        self.call_nodes.append(node)
+        return node.outputs[0] if len(node.outputs) == 1 else list(node.outputs)
 
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name!r} built={self.built}>"
+
+
+def _same_shapes(a, b):
+    if isinstance(a, list) or isinstance(b, list):
+        return [tuple(x) for x in a] == [tuple(x) for x in b]
+    return tuple(a) == tuple(b)
+
+
+def _arrays_of(value):
+    if isinstance(value, Tensor):
+        return value.data
+    if isinstance(value, (list, tuple)):
+        return type(value)(_arrays_of(v) for v in value)
+    return value
 
 
 @register
@@ -332,8 +429,13 @@ class Input(Layer):
         if self.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
             raise TypeError(f"Input dtype must be float32 or float64, got {self.dtype}")
         self.shape = shape
-        self.output = SymbolicTensor(shape, self.dtype, self, [])
-        self.inbound = []
+        self.input_shape = self.output_shape = shape
+        self.built = True
+        self._tensor = SymbolicTensor(shape, self.dtype, self)
+
+    @property
+    def output(self):
+        return self._tensor
 
     def get_config(self):
         return {"shape": list(self.shape), "dtype": self.dtype.name, "name": self.name}
@@ -341,8 +443,5 @@ class Input(Layer):
     def compute_output_shape(self, input_shape):
         return self.shape
 
-    def forward(self, x, training=False):
+    def call(self, x, training=False):
         return x
-
-    def backward(self, grad):
-        return grad

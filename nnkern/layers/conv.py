@@ -3,14 +3,7 @@
 import nnkern.functional as F
 from nnkern.functional._checks import int_pair
 
-from .base import (
-    Layer,
-    activation_backward,
-    activation_forward,
-    check_activation,
-    register,
-    require_image_shape,
-)
+from .base import Layer, apply_activation, check_activation, register, require_image_shape
 
 
 def _alias(kwargs, torch_name, keras_name, value, default):
@@ -89,6 +82,10 @@ class Conv2D(Layer):
         if self.use_bias:
             self.add_weight("b", (self.filters,), self.bias_initializer, fan_in, fan_out)
 
+    def fits(self, input_shape):
+        # any image size: only the channels must match the weights
+        return len(input_shape) == 3 and input_shape[0] == self.input_shape[0]
+
     def compute_output_shape(self, input_shape):
         C, H, W = require_image_shape(self, input_shape)
         R, S = self.kernel_size
@@ -103,22 +100,10 @@ class Conv2D(Layer):
             )
         return (K, OH, OW)
 
-    def forward(self, x, training=False):
+    def call(self, x, training=False):
         # x (N, C, H, W), w (K, C/groups, R, S) -> (N, K, OH, OW)
-        z = F.conv2d(x, self.params["w"], self.params.get("b"), **self._args())
-        y = activation_forward(self.activation, z)
-        self._cache = (x, z, y)
-        return y
-
-    def backward(self, grad):
-        x, z, y = self._cache
-        dz = activation_backward(self.activation, grad, z, y)
-        dx, dw, db = F.conv2d_backward(dz, x, self.params["w"], self.params.get("b"),
-                                       **self._args())
-        self.accumulate("w", dw)
-        if db is not None:
-            self.accumulate("b", db)
-        return dx
+        z = F.conv2d(x, self.variables["w"], self.variables.get("b"), **self._args())
+        return apply_activation(self.activation, z)
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters,
@@ -155,12 +140,8 @@ class _Pool(Layer):
             raise ValueError(f"layer {self.name!r}: {exc} (layer input {(C, H, W)})") from exc
         return (C, OH, OW)
 
-    def forward(self, x, training=False):
-        self._x = x
+    def call(self, x, training=False):
         return getattr(F, self.op)(x, **self._kwargs())
-
-    def backward(self, grad):
-        return getattr(F, self.op + "_backward")(grad, self._x, **self._kwargs())
 
     @classmethod
     def from_config(cls, config):
@@ -202,14 +183,6 @@ class MaxPool2D(_Pool):
     def _kwargs(self):
         return {"kernel_size": self.pool_size, "stride": self.strides, "padding": self.padding}
 
-    def forward(self, x, training=False):
-        self._x = x
-        y, self._indices = F.max_pool2d(x, return_indices=True, **self._kwargs())
-        return y
-
-    def backward(self, grad):
-        return F.max_pool2d_backward(grad, self._x, indices=self._indices, **self._kwargs())
-
     def get_config(self):
         return {**super().get_config(), "pool_size": list(self.pool_size),
                 "strides": list(self.strides), "padding": list(self.padding)}
@@ -224,12 +197,6 @@ class AvgPool2D(MaxPool2D):
     """
 
     op = "avg_pool2d"
-
-    def forward(self, x, training=False):
-        return _Pool.forward(self, x, training)
-
-    def backward(self, grad):
-        return _Pool.backward(self, grad)
 
 
 @register

@@ -3,14 +3,9 @@
 import numpy as np
 
 import nnkern.functional as F
+from nnkern.autograd import Tensor, no_grad
 
-from .base import (
-    Layer,
-    activation_backward,
-    activation_forward,
-    check_activation,
-    register,
-)
+from .base import Layer, apply_activation, check_activation, register
 
 
 @register
@@ -48,27 +43,12 @@ class Dense(Layer):
     def compute_output_shape(self, input_shape):
         return (self.units,)
 
-    def forward(self, x, training=False):
+    def call(self, x, training=False):
         # x (N, in), w (out, in) -> (N, out)
-        w, b = self.params["w"], self.params.get("b")
+        w, b = self.variables["w"], self.variables.get("b")
         fused = "relu" if self.activation == "relu" else None
         z = F.linear(x, w, b, activation=fused)
-        y = z if self.activation in (None, "relu") else activation_forward(self.activation, z)
-        self._cache = (x, z, y)
-        return y
-
-    def backward(self, grad):
-        x, z, y = self._cache
-        w, b = self.params["w"], self.params.get("b")
-        if self.activation == "relu":
-            dx, dw, db = F.linear_backward(grad, x, w, b, activation="relu", out=y)
-        else:
-            dz = activation_backward(self.activation, grad, z, y)
-            dx, dw, db = F.linear_backward(dz, x, w, b)
-        self.accumulate("w", dw)
-        if b is not None:
-            self.accumulate("b", db)
-        return dx
+        return z if self.activation in (None, "relu") else apply_activation(self.activation, z)
 
     def get_config(self):
         return {**super().get_config(), "units": self.units, "activation": self.activation,
@@ -87,12 +67,8 @@ class Flatten(Layer):
     def compute_output_shape(self, input_shape):
         return (int(np.prod(input_shape)),)
 
-    def forward(self, x, training=False):
-        self._shape = x.shape
+    def call(self, x, training=False):
         return x.reshape(x.shape[0], -1)
-
-    def backward(self, grad):
-        return grad.reshape(self._shape)
 
 
 class _Activation(Layer):
@@ -100,14 +76,8 @@ class _Activation(Layer):
 
     activation = None
 
-    def forward(self, x, training=False):
-        y = activation_forward(self.activation, x)
-        self._cache = (x, y)
-        return y
-
-    def backward(self, grad):
-        x, y = self._cache
-        return activation_backward(self.activation, grad, x, y)
+    def call(self, x, training=False):
+        return apply_activation(self.activation, x)
 
 
 @register
@@ -163,21 +133,14 @@ class Dropout(Layer):
         self.rate = float(rate)
         self.steps = 0
 
-    def forward(self, x, training=False):
-        self._active = bool(training) and self.rate > 0.0
-        if not self._active:
+    def call(self, x, training=False):
+        if not training or self.rate == 0.0:
             return x
-        self._step_seed = int(
+        step_seed = int(
             np.random.default_rng([self.seed or 0, self.steps]).integers(0, 2**31 - 1)
         )
         self.steps += 1
-        self._x = x
-        return F.dropout(x, self.rate, training=True, seed=self._step_seed)
-
-    def backward(self, grad):
-        if not self._active:
-            return grad
-        return F.dropout_backward(grad, self._x, self.rate, training=True, seed=self._step_seed)
+        return F.dropout(x, self.rate, training=True, seed=step_seed)
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate}
@@ -204,12 +167,60 @@ class Add(Layer):
             )
         return shapes[0]
 
-    def forward(self, xs, training=False):
-        self._count = len(xs)
+    def call(self, xs, training=False):
         y = xs[0] + xs[1]
         for x in xs[2:]:
-            y += x
+            y = y + x
         return y
 
-    def backward(self, grad):
-        return [grad] * self._count
+
+@register
+class Lambda(Layer):
+    """A layer made of a function of Tensors built from nnkern ops, e.g. the distance of a
+    Siamese pair:
+
+    >>> from nnkern.layers import Input
+    >>> a, b = Input((16,)), Input((16,))
+    >>> distance = Lambda(lambda t: ((t[0] - t[1]) ** 2).sum(axis=1, keepdims=True))([a, b])
+    >>> distance.shape
+    (None, 1)
+
+    The output shape is found by running the function once on a batch of zeros. The
+    function is Python code, which model files never store: rebuild such a model in
+    Python and load its weights with ``load_weights``.
+    """
+
+    def __init__(self, function, **kwargs):
+        super().__init__(**kwargs)
+        if not callable(function):
+            raise TypeError(f"Lambda takes a function, got {type(function).__name__}")
+        self.function = function
+
+    def compute_output_shape(self, input_shape):
+        from nnkern.autograd import tensor
+        from nnkern.device import device
+
+        many = isinstance(input_shape, list)
+        shapes = input_shape if many else [input_shape]
+        with no_grad(), device("numpy"):
+            probe = [tensor(np.zeros((1,) + tuple(s), np.float32)) for s in shapes]
+            out = self.function(probe if many else probe[0])
+        if not isinstance(out, Tensor):
+            raise TypeError(f"{self.name} (Lambda): the function must return an nnkern.Tensor, "
+                            f"got {type(out).__name__}")
+        return tuple(out.shape[1:])
+
+    def call(self, inputs, training=False):
+        return self.function(inputs)
+
+    def get_config(self):
+        return {**super().get_config(), "function": getattr(self.function, "__name__", "lambda")}
+
+    @classmethod
+    def from_config(cls, config):
+        raise ValueError(
+            f"layer {config.get('name')!r} is a Lambda of the function "
+            f"{config.get('function')!r}, which model files do not store (never code); "
+            f"rebuild the model in Python and load its weights with load_weights"
+        )
+

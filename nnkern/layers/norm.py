@@ -38,21 +38,15 @@ class _BatchNorm(Layer):
         self._channels(input_shape)
         return tuple(input_shape)
 
-    def _args(self):
-        p, s = self.params, self.state
-        return (p["gamma"], p["beta"], s["running_mean"], s["running_var"], self._training,
-                self.momentum, self.epsilon)
+    def fits(self, input_shape):
+        # one set of statistics per channel: any image size
+        return len(input_shape) == len(self.input_shape) and input_shape[0] == self.input_shape[0]
 
-    def forward(self, x, training=False):
-        self._training = bool(training) and self.trainable
-        self._x = x
-        return F.batch_norm(x, *self._args())
-
-    def backward(self, grad):
-        dx, dgamma, dbeta = F.batch_norm_backward(grad, self._x, *self._args())
-        self.accumulate("gamma", dgamma)
-        self.accumulate("beta", dbeta)
-        return dx
+    def call(self, x, training=False):
+        # a frozen layer keeps its statistics: evaluation mode, as in Keras
+        v, s = self.variables, self.state
+        return F.batch_norm(x, v["gamma"], v["beta"], s["running_mean"], s["running_var"],
+                            bool(training) and self.trainable, self.momentum, self.epsilon)
 
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon}

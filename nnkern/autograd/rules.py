@@ -1,0 +1,293 @@
+"""One table from each op of ``nnkern.functional`` to its gradient rule.
+
+Every forward op ``F.<op>`` has a backward twin ``F.<op>_backward(grad_out, *inputs,
+**kwargs)`` that returns the gradients of its leading inputs, in order. So one
+generic rule records any op: run the forward on the arrays, and on backward call
+the twin with the same arguments. The table only says which inputs are
+differentiable and which extra value the backward can reuse:
+
+    differentiable  names of the inputs that get a gradient, in the order the
+                    backward returns them
+    reuse_output    the backward accepts the forward output as ``out=`` (sigmoid,
+                    tanh, softmax, log_softmax, linear with relu) and skips
+                    recomputing it
+
+Ops with something to add beyond that have a small custom rule below (max-pool
+passes its argmax to the backward; softmax cross-entropy runs its fused
+forward+backward kernel once and scales the saved gradient).
+
+``wrap(namespace)`` replaces each op in ``F``'s namespace by a wrapper: plain
+arrays go straight to the op (a type check is all they pay), Tensors are
+unwrapped, the op runs, and the result is a Tensor, recorded when an input
+requires grad. Non-differentiable ops (the backward twins themselves, optimizer
+steps, shape helpers) accept Tensors too and return Tensors (or None) without
+recording.
+"""
+
+import functools
+import inspect
+
+from . import engine
+from .tensor import Tensor
+
+# op -> (differentiable inputs in the order <op>_backward returns their gradients, reuse_output)
+TABLE = {
+    "relu": (("x",), False),
+    "sigmoid": (("x",), True),
+    "tanh": (("x",), True),
+    "softmax": (("x",), True),
+    "log_softmax": (("x",), True),
+    "bias_add": (("x", "b"), False),
+    "dropout": (("x",), False),
+    "matmul": (("a", "b"), False),
+    "linear": (("x", "w", "b"), True),
+    "conv2d": (("x", "w", "b"), False),
+    "max_pool2d": (("x",), False),
+    "avg_pool2d": (("x",), False),
+    "blur_pool2d": (("x",), False),
+    "max_blur_pool2d": (("x",), False),
+    "batch_norm": (("x", "gamma", "beta"), False),
+    "local_response_norm": (("x",), False),
+    "softmax_cross_entropy": (("logits",), False),
+    "binary_cross_entropy_with_logits": (("logits",), False),
+    "mse_loss": (("pred", "target"), False),
+}
+
+# ops that take ``out=`` in their backward only for some arguments
+_REUSE_WHEN = {"linear": lambda kw: kw.get("activation") == "relu"}
+
+
+def _unwrap(value):
+    return value.data if isinstance(value, Tensor) else value
+
+
+class Rule:
+    """How one F op records itself: its signature, differentiable inputs and backward."""
+
+    def __init__(self, name, forward, backward, differentiable, reuse_output):
+        self.name = name
+        self.forward = forward
+        self.backward = backward
+        self.params = list(inspect.signature(forward).parameters)
+        self.differentiable = differentiable
+        self.reuse_output = reuse_output
+
+    def bind(self, args, kwargs):
+        """All arguments by name (positional ones included), as the op received them."""
+        bound = dict(zip(self.params, args))
+        bound.update(kwargs)
+        return bound
+
+    def apply(self, args, kwargs):
+        bound = self.bind(args, kwargs)
+        inputs = [bound.get(n) for n in self.differentiable]
+        raw = {k: _unwrap(v) for k, v in bound.items()}
+        if not engine.needs_grad([t for t in inputs if isinstance(t, Tensor)]):
+            return _to_tensors(self.forward(**raw))
+        return self.record(bound, raw, inputs)
+
+    def record(self, bound, raw, inputs):
+        result = self.forward(**raw)
+        out = Tensor(result)
+        backward, name = self.backward, self.name
+        reuse = self.reuse_output and _REUSE_WHEN.get(name, lambda kw: True)(raw)
+        if reuse:
+            raw = {**raw, "out": result}
+        tensors = [t for t in inputs if isinstance(t, Tensor)]
+
+        def grads_of(g):
+            grads = backward(g, **raw)
+            return grads if isinstance(grads, tuple) else (grads,)
+
+        return engine.record(out, name, tensors, _aligned(grads_of, inputs), tensors)
+
+
+def _aligned(grads_of, inputs):
+    """Backward that keeps the gradients of the Tensor inputs that require one."""
+    def backward(g):
+        grads = grads_of(g)
+        return [gi if t.requires_grad else None
+                for t, gi in zip(inputs, grads) if isinstance(t, Tensor)]
+    return backward
+
+
+class MaxPoolRule(Rule):
+    """max_pool2d keeps its argmax so the backward is a pure scatter (no recompute)."""
+
+    def record(self, bound, raw, inputs):
+        want_indices = bool(raw.get("return_indices", False))
+        y, indices = self.forward(**{**raw, "return_indices": True})
+        out = Tensor(y)
+        kwargs = {k: v for k, v in raw.items() if k != "return_indices"}
+        backward = self.backward
+
+        def grads_of(g):
+            return (backward(g, indices=indices, **kwargs),)
+
+        x = inputs[0]
+        engine.record(out, self.name, [x], _aligned(grads_of, inputs), [x])
+        return (out, Tensor(indices)) if want_indices else out
+
+
+class SoftmaxCrossEntropyRule(Rule):
+    """The loss and d loss / d logits for an upstream gradient of 1 come from ONE fused
+    kernel pass; the backward scales that saved gradient (and runs the plain backward
+    for per-sample losses, whose upstream gradient is a vector)."""
+
+    def __init__(self, *args, fused=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fused = fused
+
+    def record(self, bound, raw, inputs):
+        if raw.get("reduction", "mean") == "none":
+            return super().record(bound, raw, inputs)
+        value, unit_grad = self.fused(**raw)
+        out = Tensor(value)
+        logits = inputs[0]
+
+        def backward(g):
+            if not logits.requires_grad:
+                return [None]
+            # g is the loss's 0-d upstream gradient: 1 for a loss that is the root
+            return [unit_grad if _is_one(g) else unit_grad * g]
+
+        return engine.record(out, self.name, [logits], backward, [logits])
+
+
+def _is_one(g):
+    return getattr(g, "ndim", 1) == 0 and type(g).__module__ == "numpy" and g == 1
+
+
+class MSERule(Rule):
+    """mse_loss_backward gives d/d pred; the target gets its negative."""
+
+    def record(self, bound, raw, inputs):
+        out = Tensor(self.forward(**raw))
+        backward = self.backward
+        tensors = [t for t in inputs if isinstance(t, Tensor)]
+
+        def grads_of(g):
+            d = backward(g, **raw)
+            return (d, -d)
+
+        return engine.record(out, self.name, tensors, _aligned(grads_of, inputs), tensors)
+
+
+class BatchNormRule(Rule):
+    """In evaluation the backward reads the running statistics: keep a copy of those the
+    forward used (C values each), since a later training forward updates them in place."""
+
+    def record(self, bound, raw, inputs):
+        if not raw.get("training", True):
+            raw = dict(raw)
+            for key in ("running_mean", "running_var"):
+                if raw.get(key) is not None:
+                    raw[key] = raw[key].copy()
+        return super().record(bound, raw, inputs)
+
+
+_CUSTOM = {"max_pool2d": MaxPoolRule, "softmax_cross_entropy": SoftmaxCrossEntropyRule,
+           "mse_loss": MSERule, "batch_norm": BatchNormRule}
+
+
+def _to_tensors(result):
+    if result is None:
+        return None
+    if isinstance(result, tuple):
+        return tuple(_to_tensors(r) for r in result)
+    if isinstance(result, list):
+        return [_to_tensors(r) for r in result]
+    if hasattr(result, "shape") and hasattr(result, "dtype"):
+        return Tensor(result)
+    return result
+
+
+def _has_tensor(args, kwargs):
+    for a in args:
+        if isinstance(a, Tensor):
+            return True
+        if isinstance(a, (list, tuple)):
+            for item in a:
+                if isinstance(item, Tensor):
+                    return True
+    for a in kwargs.values():
+        if isinstance(a, Tensor):
+            return True
+    return False
+
+
+def _unwrap_all(value):
+    if isinstance(value, Tensor):
+        return value.data
+    if isinstance(value, list):
+        return [_unwrap_all(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_unwrap_all(v) for v in value)
+    return value
+
+
+def _recorded(fn, rule):
+    @functools.wraps(fn)
+    def op(*args, **kwargs):
+        for a in args:
+            if isinstance(a, Tensor):
+                return rule.apply(args, kwargs)
+        if kwargs:
+            for a in kwargs.values():
+                if isinstance(a, Tensor):
+                    return rule.apply(args, kwargs)
+        return fn(*args, **kwargs)
+
+    op.rule = rule
+    return op
+
+
+def _plain(fn, in_place):
+    """A non-differentiable op: Tensors are unwrapped; results come back as Tensors, except
+    for in-place ops (optimizer steps), whose Tensor arguments get a new version."""
+    @functools.wraps(fn)
+    def op(*args, **kwargs):
+        if not _has_tensor(args, kwargs):
+            return fn(*args, **kwargs)
+        result = fn(*[_unwrap_all(a) for a in args],
+                    **{k: _unwrap_all(v) for k, v in kwargs.items()})
+        if in_place:
+            _bump_versions(args, kwargs)
+            return result
+        return _to_tensors(result)
+
+    return op
+
+
+def _bump_versions(args, kwargs):
+    for a in list(args) + list(kwargs.values()):
+        items = a if isinstance(a, (list, tuple)) else [a]
+        for t in items:
+            if isinstance(t, Tensor):
+                t._version.count += 1
+
+
+IN_PLACE = ("sgd_step", "adam_step")
+
+
+def wrap(namespace, names):
+    """Replace each op named in ``names`` inside ``namespace`` (F's globals) by its
+    Tensor-aware wrapper; returns the rules by op name."""
+    rules = {}
+    for name in names:
+        fn = namespace[name]
+        if not callable(fn) or isinstance(fn, type):
+            continue
+        spec = TABLE.get(name)
+        if spec is None:
+            namespace[name] = _plain(fn, name in IN_PLACE)
+            continue
+        backward = namespace[name + "_backward"]
+        cls = _CUSTOM.get(name, Rule)
+        extra = {}
+        if cls is SoftmaxCrossEntropyRule:
+            extra["fused"] = namespace["softmax_cross_entropy_with_grad"]
+        rule = cls(name, fn, backward, *spec, **extra)
+        rules[name] = rule
+        namespace[name] = _recorded(fn, rule)
+    return rules

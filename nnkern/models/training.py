@@ -1,0 +1,324 @@
+"""The Keras workflow of a model: ``compile``, ``fit``, ``evaluate``, ``predict``.
+
+A training step is the tape's: ``out = model.call(x)``, ``loss = loss_fn(out, y)``,
+``loss.backward()``, ``optimizer.step()``. The model's weights live in one flat
+buffer per dtype (``parameters.py``), so the optimizer step is one kernel call.
+Data stay on the host and each batch moves to the model's device. Checks of the
+targets belong to the loss (``Loss.check_targets``); callbacks say themselves
+whether they run last (``runs_last``) and how to resume (``resume_point``).
+"""
+
+import math
+
+import numpy as np
+
+from .. import callbacks as callbacks_mod
+from .. import losses as losses_mod
+from .. import metrics as metrics_mod
+from .. import optimizers as optimizers_mod
+from ..autograd import Tensor, enable_grad, no_grad
+from ..device import is_gpu_array, to_device, to_numpy
+from ..progress import ProgressBar
+
+
+def _batch_size(value):
+    if isinstance(value, bool) or int(value) != value or value < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {value!r}")
+    return int(value)
+
+
+def _take(data, idx):
+    """Rows ``idx`` of an array, or of each array of a list (several inputs or targets)."""
+    if isinstance(data, list):
+        return [a[idx] for a in data]
+    return data[idx]
+
+
+def _slice(data, start, stop):
+    if isinstance(data, list):
+        return [a[start:stop] for a in data]
+    return data[start:stop]
+
+
+class Trainer:
+    """compile / fit / evaluate / predict for ``Model`` (a mixin: it uses the model's graph,
+    parameters and device)."""
+
+    def compile(self, optimizer="adam", loss=None, metrics=None):
+        """Choose the optimizer (``"adam"``, ``"sgd"`` or an instance), the loss
+        (``"sparse_categorical_crossentropy"`` / ``"softmax_cross_entropy"``,
+        ``"binary_crossentropy"``, ``"mse"``, a Loss, or a plain function of
+        ``(y_true, y_pred)`` Tensors) and the metrics (``"accuracy"``, ``"precision"``,
+        ``"recall"``). Built-in losses take logits: do not end the model with a
+        softmax/sigmoid before a cross-entropy."""
+        self.optimizer = optimizers_mod.get(optimizer)
+        self.loss = None if loss is None else losses_mod.get(loss)
+        self.metrics = [metrics_mod.get(m) for m in (metrics or [])]
+        threshold = self.loss.prediction_threshold if self.loss is not None else 0.0
+        for m in self.metrics:
+            m.threshold = threshold
+        if self.built:
+            if self.loss is not None:
+                self.loss.check_head(self)
+            self.optimizer.bind(self.parameters())
+
+    def _ready_to_train(self):
+        if self.optimizer is None or self.loss is None:
+            raise RuntimeError("call model.compile(optimizer=..., loss=...) before fit/evaluate")
+        if self.loss.reduction == "none":
+            raise ValueError(
+                f"fit/evaluate need a loss that reduces to one number, got {self.loss.name!r} "
+                f"with reduction='none'; compile with reduction='mean' (the default)"
+            )
+        params = self.parameters()
+        if self.optimizer.params is not params:
+            self.loss.check_head(self)
+            self.optimizer.bind(params)
+
+    # --- data checks -------------------------------------------------------------------------
+
+    def _check_x(self, x, what="x"):
+        """Host arrays of the model's dtype, one per input, checked against the inputs."""
+        many = len(self._inputs) > 1 if self.built else False
+        if many:
+            if not isinstance(x, (list, tuple)) or len(x) != len(self._inputs):
+                raise ValueError(
+                    f"{what} must be a list of {len(self._inputs)} arrays, one per input of "
+                    f"model {self.name!r}, got {type(x).__name__}"
+                )
+            items = [(f"{what}[{i}]", a) for i, a in enumerate(x)]
+        else:
+            items = [(what, x)]
+        arrays = []
+        for i, (name, a) in enumerate(items):
+            if a is None:
+                raise ValueError(f"{name} (the input data) is required")
+            if is_gpu_array(a):
+                a = to_numpy(a)
+            a = np.asarray(a)
+            if a.dtype.kind not in "fiub":
+                raise TypeError(f"{name} must be a numeric array, got dtype {a.dtype}")
+            if a.ndim < 2:
+                raise ValueError(f"{name} must have a batch axis: shape (N, ...), got shape "
+                                 f"{a.shape}")
+            self._ensure_built(a)
+            expected = self._inputs[i].sample_shape
+            if tuple(a.shape[1:]) != expected:
+                raise ValueError(self._shape_message(name, tuple(a.shape), expected))
+            a = np.ascontiguousarray(a, dtype=self._inputs[i].dtype)
+            bad = ~np.isfinite(a)
+            if bad.any():
+                first = int(np.argwhere(bad.reshape(len(a), -1).any(axis=1))[0, 0])
+                raise ValueError(
+                    f"{name} contains {int(bad.sum())} NaN or infinite values (first in "
+                    f"sample {first}); clean or impute the data before training"
+                )
+            if arrays and len(a) != len(arrays[0]):
+                raise ValueError(f"the inputs have different lengths: {len(arrays[0])} samples "
+                                 f"in {items[0][0]} but {len(a)} in {name}")
+            arrays.append(a)
+        return arrays if many else arrays[0]
+
+    def _check_y(self, y, n, what="y", x_what="x"):
+        if y is None:
+            raise ValueError(f"{what} (the targets) is required")
+        out_shape = self._outputs[0].sample_shape
+        return self.loss.check_targets(y, n, out_shape, self.dtype, what, x_what)
+
+    # --- fit ---------------------------------------------------------------------------------
+
+    def fit(self, x=None, y=None, batch_size=32, epochs=1, verbose="auto", callbacks=None,
+            validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0, seed=None):
+        """Train for ``epochs`` epochs on (x, y); returns a ``History``.
+
+        ``x`` is an array (a list of arrays for a model with several inputs). The data stay
+        on the host; each batch moves to the model's device. The shuffle order of epoch
+        ``e`` is a function of (``seed``, e), so a run resumed from a checkpoint
+        (``initial_epoch``, or ``ModelCheckpoint(resume=True)``) sees the same batches as an
+        uninterrupted one. ``validation_split`` holds out the LAST fraction of the data
+        (before shuffling), as Keras does. ``verbose``: 0 silent, 1 (``"auto"``) progress
+        bar, 2 one line per epoch.
+        """
+        x = self._check_x(x)
+        self._ready_to_train()
+        n = len(x[0] if isinstance(x, list) else x)
+        if n == 0:
+            raise ValueError("fit needs at least one sample, got x with 0 samples")
+        y = self._check_y(y, n)
+        if validation_data is not None and validation_split:
+            raise ValueError("give validation_data or validation_split, not both")
+        if validation_split:
+            if not 0.0 < validation_split < 1.0:
+                raise ValueError(f"validation_split must be in (0, 1), got {validation_split}")
+            split = int(n * (1.0 - validation_split))
+            if split < 1 or split >= n:
+                raise ValueError(f"validation_split={validation_split} leaves an empty part "
+                                 f"of {n} samples")
+            val = (_slice(x, split, n), _slice(y, split, n))
+            x, y, n = _slice(x, 0, split), _slice(y, 0, split), split
+        elif validation_data is not None:
+            if not isinstance(validation_data, (list, tuple)) or len(validation_data) != 2:
+                raise ValueError(f"validation_data must be a pair (x_val, y_val), got a "
+                                 f"{type(validation_data).__name__}")
+            xv = self._check_x(validation_data[0], "x_val")
+            nv = len(xv[0] if isinstance(xv, list) else xv)
+            val = (xv, self._check_y(validation_data[1], nv, "y_val", "x_val"))
+        else:
+            val = None
+        batch_size = _batch_size(batch_size)
+        verbose = 1 if verbose == "auto" else int(verbose)
+        steps = math.ceil(n / batch_size)
+        if steps > 1 and n % batch_size == 1:
+            steps -= 1  # fold a last batch of one sample into the previous one (batch norm
+            #             cannot normalise a single sample)
+        seed = 0 if seed is None else int(seed)
+
+        history = callbacks_mod.History()
+        self.history = history
+        user_callbacks = list(callbacks or [])
+        self._fit_callbacks = user_callbacks
+        resumed = None
+        for cb in user_callbacks:
+            info = cb.resume_point(self)
+            if info is not None and info["epoch"] > initial_epoch:
+                resumed, initial_epoch = info, info["epoch"]
+                history.history = {k: list(v) for k, v in info["history"].items()}
+                history.epoch = list(range(initial_epoch))
+        params = {"epochs": epochs, "steps": steps, "batch_size": batch_size,
+                  "initial_epoch": initial_epoch, "verbose": verbose}
+        # callbacks that run last (checkpoints) save the epoch as every other callback left
+        # it (a reduced lr, updated patience counters, the history including this epoch)
+        ordered = ([cb for cb in user_callbacks if not cb.runs_last] + [history]
+                   + [cb for cb in user_callbacks if cb.runs_last])
+        cbs = callbacks_mod.CallbackList(ordered, self, params)
+        self.stop_training = False
+        cbs.on_train_begin()
+        if resumed is not None:
+            saved = {}
+            for name, state in resumed.get("callbacks", []):
+                saved.setdefault(name, []).append(state)
+            for cb in user_callbacks:  # matched by class, in order of appearance
+                states = saved.get(type(cb).__name__)
+                if states:
+                    cb.set_state(states.pop(0))
+        was_training = self.training
+        try:
+            for epoch in range(initial_epoch, epochs):
+                if verbose:
+                    print(f"Epoch {epoch + 1}/{epochs}", flush=True)
+                cbs.on_epoch_begin(epoch)
+                order = (np.random.default_rng([seed, epoch]).permutation(n) if shuffle
+                         else np.arange(n))
+                logs, bar = self._train_epoch(x, y, order, batch_size, steps, cbs, verbose)
+                if val is not None:
+                    val_logs = self._evaluate_arrays(val[0], val[1], batch_size)
+                    logs.update({f"val_{k}": v for k, v in val_logs.items()})
+                bar.finish(logs)
+                cbs.on_epoch_end(epoch, logs)
+                if self.stop_training:
+                    break
+        finally:
+            self.training = was_training
+        cbs.on_train_end()
+        return history
+
+    def _batch_tensors(self, xb):
+        if isinstance(xb, list):
+            return [Tensor(to_device(a, self._backend)) for a in xb]
+        return Tensor(to_device(xb, self._backend))
+
+    def _batch_targets(self, yb):
+        if isinstance(yb, list):
+            return [to_device(a, self._backend) for a in yb]
+        return to_device(yb, self._backend)
+
+    def _train_epoch(self, x, y, order, batch_size, steps, cbs, verbose):
+        n = len(order)
+        self.training = True
+        bar = ProgressBar(steps, verbose)
+        for m in self.metrics:
+            m.reset()
+        total, count = 0.0, 0
+        logs = {}
+        with self._on_device(), enable_grad():
+            params = self._params
+            for step in range(steps):
+                end = n if step == steps - 1 else (step + 1) * batch_size
+                idx = order[step * batch_size:end]
+                cbs.on_train_batch_begin(step)
+                xb = self._batch_tensors(_take(x, idx))
+                yb = self._batch_targets(_take(y, idx))
+                params.zero_grad()
+                out = self.call(xb, training=True)
+                loss = self.loss(out, yb)
+                loss.backward()
+                self.optimizer.step()
+                total += float(loss.data) * len(idx)  # the one host sync of a step
+                count += len(idx)
+                logs = {"loss": total / count}
+                self._update_metrics(_take(y, idx), out, logs)
+                cbs.on_train_batch_end(step, logs)
+                bar.update(step + 1, logs)
+                if self.stop_training:
+                    break
+        return dict(logs), bar
+
+    def _evaluate_arrays(self, x, y, batch_size):
+        for m in self.metrics:
+            m.reset()
+        total, count = 0.0, 0
+        n = len(x[0] if isinstance(x, list) else x)
+        with self._on_device(), no_grad():
+            for start in range(0, n, batch_size):
+                xb = self._batch_tensors(_slice(x, start, start + batch_size))
+                yb = self._batch_targets(_slice(y, start, start + batch_size))
+                out = self.call(xb, training=False)
+                size = min(batch_size, n - start)
+                total += float(to_numpy(self.loss.value(out, yb))) * size
+                count += size
+                self._update_metrics(_slice(y, start, start + batch_size), out)
+        logs = {"loss": total / max(count, 1)}
+        logs.update({m.name: m.result() for m in self.metrics})
+        return logs
+
+    def _update_metrics(self, y_true, out, logs=None):
+        """Feed one batch to every metric (one device-to-host copy of the outputs for all of
+        them); write their running results into ``logs`` when given."""
+        if not self.metrics:
+            return
+        first = out[0] if isinstance(out, list) else out
+        pred = to_numpy(first.data if isinstance(first, Tensor) else first)
+        truth = y_true[0] if isinstance(y_true, list) else y_true
+        for m in self.metrics:
+            m.update(truth, pred)
+            if logs is not None:
+                logs[m.name] = m.result()
+
+    def evaluate(self, x=None, y=None, batch_size=32, verbose=0):
+        """Loss and metrics over (x, y) in evaluation mode -> ``{"loss": ..., "accuracy": ...}``."""
+        x = self._check_x(x)
+        self._ready_to_train()
+        n = len(x[0] if isinstance(x, list) else x)
+        if n == 0:
+            raise ValueError("evaluate needs at least one sample, got x with 0 samples")
+        y = self._check_y(y, n)
+        batch_size = _batch_size(batch_size)
+        bar = ProgressBar(math.ceil(n / batch_size), 1 if verbose == "auto" else verbose)
+        logs = self._evaluate_arrays(x, y, batch_size)
+        bar.finish(logs)
+        return logs
+
+    def predict(self, x, batch_size=32, verbose=0):
+        """The model's outputs (logits for a classifier) for x, as a NumPy array (a list for
+        several outputs); evaluation mode, in batches, nothing recorded."""
+        x = self._check_x(x)
+        batch_size = _batch_size(batch_size)
+        n = len(x[0] if isinstance(x, list) else x)
+        outs = [np.empty((n,) + t.sample_shape, self.dtype) for t in self._outputs]
+        with self._on_device(), no_grad():
+            for start in range(0, n, batch_size):
+                xb = self._batch_tensors(_slice(x, start, start + batch_size))
+                result = self.call(xb, training=False)
+                for target, o in zip(outs, result if isinstance(result, list) else [result]):
+                    target[start:start + batch_size] = to_numpy(o.data)
+        return outs[0] if len(outs) == 1 else outs
