@@ -136,5 +136,12 @@ def test_fgsm_lowers_accuracy():
     assert results[0.2] < results[0.0] - 0.3
 
 
+def test_siamese_shared_encoder_learns_pairs():
+    # one encoder called on both images, a plain-function contrastive loss: the pair
+    # accuracy goes well above chance (0.5) within a few epochs
+    assert load_example("siamese_digits").main(num_epochs=3, n_train=1500, n_test=400,
+                                               verbose=False) > 0.8
+
+
 def test_examples_run_on_the_chosen_backend():
     assert nnkern.get_device() == BACKEND
