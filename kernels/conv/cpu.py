@@ -84,30 +84,16 @@ Timings on this shared 2-core machine vary by +-30%.
 
 import numba
 import numpy as np
+from nnkern.kernels._cpu import AVX512, stack_array, wide_vectors
 from nnkern.kernels._workspace import workspace
 from nnkern.kernels.gemm import cpu as gemm_cpu
-from numba import njit, prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
-
-
-def _host_has_avx512():
-    # The features Numba compiles for: its configured ones, else the host's.
-    import llvmlite.binding as llvm
-
-    if numba.config.CPU_FEATURES is not None:
-        return "+avx512f" in numba.config.CPU_FEATURES
-    if numba.config.CPU_NAME not in (None, "host"):
-        return False
-    return bool(llvm.get_host_cpu_features().get("avx512f", False))
-
+from numba import njit, prange
 
 # Register tile: TP pixels (forward) or reduction rows (backward-weights) x TK output
 # channels, accumulated in TP*TK/lanes vector registers. With AVX-512 (32 registers)
 # TK = 32 is two zmm vectors per pixel (12 accumulators); with AVX2 (16 registers)
 # TK = 16 is two ymm vectors (12 accumulators). Either way one q step is TP broadcasts,
 # 2 vector loads and 12 FMAs.
-AVX512 = _host_has_avx512()
 TK = 32 if AVX512 else 16
 TP = 6
 # Row tile (stride-1 rows, whose pixels sit next to each other in the input): TKR output
@@ -116,54 +102,10 @@ TP = 6
 # broadcast operands; measured about 1.1x the 6-pixel tile on the AVX-512 forward.
 TKR = 16 if AVX512 else 8
 RP = 14
+TILE, ROW_TILE = TP * TK, RP * TKR  # accumulators per tile (stack_array sizes)
 
 # 'contract' lets LLVM fuse a*b+c into one FMA; it keeps NaN/inf semantics.
 FM = {"contract"}
-
-
-@intrinsic
-def _stack_tile(typingctx, dtype):
-    """A pointer to TP*TK uninitialised elements on the stack (an alloca): the
-    accumulators of one register tile.
-
-    Unlike np.empty (heap memory LLVM must assume escapes), a stack buffer of
-    constant size indexed by unrolled constant indices is promoted to registers.
-    """
-    dt = dtype.dtype
-
-    def codegen(context, builder, signature, args):
-        return cgutils.alloca_once(builder, context.get_value_type(dt), size=TP * TK)
-
-    return types.CPointer(dt)(dtype), codegen
-
-
-@intrinsic
-def _stack_row(typingctx, dtype):
-    """Like _stack_tile, for the RP*TKR accumulators of a row tile."""
-    dt = dtype.dtype
-
-    def codegen(context, builder, signature, args):
-        return cgutils.alloca_once(builder, context.get_value_type(dt), size=RP * TKR)
-
-    return types.CPointer(dt)(dtype), codegen
-
-
-@intrinsic
-def _wide_vectors(typingctx):
-    """Let LLVM vectorise the calling function with 512-bit vectors on AVX-512 hosts.
-
-    LLVM's x86 tuning prefers 256-bit vectors on AVX-512 cores and Numba exposes no
-    switch, so the function attributes are set here (llvmlite only validates the
-    names it knows, hence set.add). Measured on the issue-3 shape: about 1.1x.
-    """
-
-    def codegen(context, builder, signature, args):
-        if AVX512:
-            set.add(builder.function.attributes, '"prefer-vector-width"="512"')
-            set.add(builder.function.attributes, '"min-legal-vector-width"="512"')
-        return context.get_dummy_value()
-
-    return types.none(), codegen
 
 
 # ----------------------------------------------------------------------------
@@ -212,8 +154,8 @@ def _tile_fwd(xf, wpk, blk, Q, crs_off, o0, o1, o2, o3, o4, o5, yf, ybase, P, nk
     # xf: one sample's padded input, flat; wpk: (blocks, Q, TK) packed weights;
     # crs_off (Q,) uint64; o0..o5: uint64 offsets of the 6 pixels' receptive fields;
     # yf: output, flat; the tile's channel k, pixel p lands at ybase + k*P + p.
-    _wide_vectors()
-    acc = numba.carray(_stack_tile(yf.dtype), TP * TK)
+    wide_vectors()
+    acc = stack_array(yf, TILE)
     for i in range(TP * TK):
         acc[i] = 0
     for q in range(Q):
@@ -244,8 +186,8 @@ def _tile_row(xf, wpk, blk, Q, crs_off, o, yf, ybase, P, nk, npix, bias, kbase, 
     # which read consecutive input elements (stride 1), so pixel i of the tap at crs_off[q]
     # is xf[o + crs_off[q] + i]. Lanes past npix read the row's neighbours (the buffer has
     # RP elements of slack at its end) and are never stored.
-    _wide_vectors()
-    acc = numba.carray(_stack_row(yf.dtype), RP * TKR)
+    wide_vectors()
+    acc = stack_array(yf, ROW_TILE)
     for i in range(RP * TKR):
         acc[i] = 0
     for q in range(Q):
@@ -405,17 +347,7 @@ def _use_rows(OW, sw):
 # (16 zmm with AVX-512).
 KX = 8
 PX = 32 if AVX512 else 8
-
-
-@intrinsic
-def _stack_px(typingctx, dtype):
-    """Like _stack_tile, for the KX*PX accumulators of a version-4 tile."""
-    dt = dtype.dtype
-
-    def codegen(context, builder, signature, args):
-        return cgutils.alloca_once(builder, context.get_value_type(dt), size=KX * PX)
-
-    return types.CPointer(dt)(dtype), codegen
+PX_TILE = KX * PX
 
 
 @njit(fastmath=FM, cache=True)
@@ -426,8 +358,8 @@ def _tile_px(xf, wpk, blk, Q, crs_off, p0, yb, yo, Pp):
     # at ow >= OW are computed and dropped). Per q: PX/lanes loads, KX broadcasts of the
     # packed weights wpk[blk, q, :KX], KX*PX/lanes FMAs. Channel i of the tile goes to
     # yb[yo + i*Pp + 0 .. PX] with whole-vector stores.
-    _wide_vectors()
-    acc = numba.carray(_stack_px(yb.dtype), KX * PX)
+    wide_vectors()
+    acc = stack_array(yb, PX_TILE)
     for i in range(KX * PX):
         acc[i] = 0
     for q in range(Q):
@@ -575,8 +507,8 @@ def _tile_dw(xf, c0, c1, c2, c3, c4, c5, pix_off, P, gt, blk, part, piece, q0):
     # xf: the sample's padded input, flat; c0..c5: uint64 crs offsets of the 6 rows;
     # gt: (blocks, P, TK) the sample's gradient with TK channels contiguous;
     # part: (pieces, blocks, Qpad, TK) partial sums; this piece owns part[piece].
-    _wide_vectors()
-    acc = numba.carray(_stack_tile(part.dtype), TP * TK)
+    wide_vectors()
+    acc = stack_array(part, TILE)
     for i in range(TP * TK):
         acc[i] = 0
     for p in range(P):
@@ -681,17 +613,7 @@ def reduce_dw(part, dbpart, dw, db, has_bias, G):
 # The dw tile of version 3: KW output channels x TK input channels of one tap (r, s),
 # KW*TK/lanes accumulators (16 zmm with AVX-512).
 KW = 8
-
-
-@intrinsic
-def _stack_dwt(typingctx, dtype):
-    """Like _stack_tile, for the KW*TK accumulators of a version-3 dw tile."""
-    dt = dtype.dtype
-
-    def codegen(context, builder, signature, args):
-        return cgutils.alloca_once(builder, context.get_value_type(dt), size=KW * TK)
-
-    return types.CPointer(dt)(dtype), codegen
+DWT_TILE = KW * TK
 
 
 @njit(fastmath=FM, cache=True)
@@ -701,8 +623,8 @@ def _tile_dwt(xt, xb, tap, pix_off, gf, o0, o1, o2, o3, o4, o5, o6, o7, P, part,
     # xt: the sample's padded input, channels last in blocks of TK (flat); gf: the
     # gradient as it is (flat), o0..o7 the starts of the tile's KW channel rows;
     # part (flat) gets row i of acc added at pb + i*ps.
-    _wide_vectors()
-    acc = numba.carray(_stack_dwt(part.dtype), KW * TK)
+    wide_vectors()
+    acc = stack_array(part, DWT_TILE)
     for i in range(KW * TK):
         acc[i] = 0
     for p in range(P):
