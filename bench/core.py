@@ -23,6 +23,18 @@ How every case is measured (shared PERF.md, "How to measure"):
    same run (a large SGEMM and a copy), and with every peer measured in the
    same run: ``x peer`` = the median over rounds of peer sample / nnkern
    sample (above 1: nnkern is faster); the ratio of the medians is kept too.
+6. Spread and stability: each ratio carries the interquartile range of its
+   paired ratios. A ratio is "unstable" (never a headline) when that range is
+   wider than ``Limits.max_spread`` of the median, when either side's median
+   sample is more than ``Limits.max_median_over_best`` times its fastest, when
+   it rests on fewer than ``Limits.min_samples`` pairs, or when other
+   processes took more than ``Limits.max_busy`` of the machine's CPU time
+   while the case was timed (read from /proc/stat, minus this process's own
+   CPU time and that of its child processes).
+
+Peers are named by a key: a library, optionally with a setting in brackets
+(``"torch"``, ``"torch[channels_last]"``, ``"numpy[alternating]"``); each key
+is a peer of its own. ``--peers torch`` selects every setting of torch.
 """
 
 import contextlib
@@ -31,6 +43,7 @@ import importlib
 import importlib.metadata
 import math
 import os
+import pickle
 import platform
 import re
 import shlex
@@ -82,6 +95,14 @@ class Impl:
     the work once and returns the outputs to validate; ``fetch(outputs)``
     turns them into NumPy arrays. ``context`` is entered around everything
     (nnkern's device choice). ``place`` is "host" or "gpu".
+
+    ``sample(states, number)``, when given, times ``number`` calls itself and
+    returns ``(seconds per call, wall seconds per call or None)`` (a peer in a
+    child process times itself there). A ``solo`` Impl is not sampled in turn
+    with the others: its samples are taken in a block of their own after the
+    rounds (for a library whose idle threads would spin into the next sample),
+    and its ratios are unpaired. ``close()`` releases what ``prepare`` holds
+    (a child process) once the case is done.
     """
 
     label: str
@@ -92,6 +113,9 @@ class Impl:
     fetch: Callable[[Any], tuple]
     context: Callable[[], Any] = contextlib.nullcontext
     device: str = ""
+    sample: Callable[[list, int], tuple] | None = None
+    solo: bool = False
+    close: Callable[[], None] | None = None
 
 
 @dataclass
@@ -140,7 +164,17 @@ class Case:
 
 @dataclass
 class Measurement:
-    """The timing of one Impl on one Case (or why it was not timed)."""
+    """The timing of one Impl on one Case (or why it was not timed).
+
+    For an nnkern row, per peer key: ``ratios`` (median of the paired ratios
+    peer/nnkern), ``ratio_iqr`` (their 25th and 75th percentiles),
+    ``ratio_paired`` (False when one side was timed solo: every cross pair is
+    used) and ``unstable`` (why that ratio is no headline; absent when it is
+    sound). ``busy``: the share of the machine's CPU time other processes took
+    while the case was timed. ``unsteady``: why this measurement alone cannot
+    be trusted (its median far from its fastest sample, too few samples, a
+    busy machine), or "".
+    """
 
     case: str
     family: str
@@ -161,13 +195,203 @@ class Measurement:
     ceiling_fraction: float = float("nan")
     ratios: dict = field(default_factory=dict)
     ratios_of_medians: dict = field(default_factory=dict)
+    ratio_iqr: dict = field(default_factory=dict)
+    ratio_paired: dict = field(default_factory=dict)
+    unstable: dict = field(default_factory=dict)
     flops: float = 0.0
     bytes: float = 0.0
     note: str = ""
     bar: str = ""
+    solo: bool = False
+    busy: float | None = None
+    unsteady: str = ""
 
     def ok(self):
         return self.status == "ok"
+
+    @property
+    def library(self):
+        """The peer library of a peer key ("torch[fused]" -> "torch"); nnkern's rows: "nnkern"."""
+        return peer_library(self.impl) if self.kind == "peer" else "nnkern"
+
+
+def peer_library(key):
+    """The library of a peer key: ``"torch[channels_last]"`` -> ``"torch"``."""
+    return key.split("[", 1)[0]
+
+
+def select_peers(keys, requested):
+    """The peer keys among ``keys`` that ``requested`` asks for: a library name asks for
+    every setting of that library, a full key for that one only."""
+    return [k for k in keys if k in requested or peer_library(k) in requested]
+
+
+# --------------------------------------------------------------------------------------
+# spread and stability
+
+
+@dataclass
+class Limits:
+    """When a ratio is "unstable" and never shown as a headline.
+
+    ``max_spread``: the interquartile range of the ratio's pairs, as a share of
+    their median (a quiet run of the development VM stays under 0.12 on every
+    compiled-backend row; the PyTorch pooling row of a loaded run reached
+    0.58). ``max_median_over_best``: either side's median sample over its
+    fastest (quiet: 1.01-1.12; the NumPy SGEMM 256 of issue 17 on a loaded
+    machine: 20). ``max_busy``: the share of the machine's CPU time that other
+    processes may take while a case is timed. ``min_samples``: fewer pairs
+    say nothing about the spread.
+    """
+
+    max_spread: float = 0.15
+    max_median_over_best: float = 1.25
+    max_busy: float = 0.10
+    min_samples: int = 3
+
+
+@dataclass
+class RatioStats:
+    """A ratio (peer time / nnkern time) and its spread."""
+
+    median: float
+    q25: float
+    q75: float
+    count: int
+    paired: bool
+
+    @property
+    def spread(self):
+        """The interquartile range as a share of the median."""
+        return (self.q75 - self.q25) / self.median if self.median > 0 else math.inf
+
+
+def ratio_stats(peer_samples, own_samples, paired=True):
+    """The median and quartiles of peer/own over the samples' pairs.
+
+    Paired: sample i of both sides was taken in round i, back to back, so each
+    pair saw the same machine. Unpaired (one side was timed solo): every
+    sample of one side against every sample of the other. None when there is
+    no pair.
+    """
+    if paired:
+        pairs = [p / o for p, o in zip(peer_samples, own_samples, strict=False) if o > 0]
+    else:
+        pairs = [p / o for p in peer_samples for o in own_samples if o > 0]
+    if not pairs:
+        return None
+    q25, med, q75 = np.percentile(pairs, [25, 50, 75])
+    count = len(pairs) if paired else min(len(peer_samples), len(own_samples))
+    return RatioStats(float(med), float(q25), float(q75), count, paired)
+
+
+def unsteady_reason(m, limits):
+    """Why measurement ``m`` on its own cannot be trusted, or ""."""
+    if m.busy is not None and m.busy > limits.max_busy:
+        return f"busy: other processes took {m.busy:.0%} of the CPUs"
+    if len(m.samples_ms) < limits.min_samples:
+        return f"{len(m.samples_ms)} samples"
+    if m.best_ms > 0 and m.ms / m.best_ms > limits.max_median_over_best:
+        return f"median {m.ms / m.best_ms:.2f}x its best"
+    return ""
+
+
+def unstable_reason(stats, own, peer, limits):
+    """Why the ratio ``stats`` of nnkern row ``own`` to ``peer`` is no headline, or ""."""
+    for m in (own, peer):
+        if m.unsteady:
+            return f"{m.impl} {m.unsteady}"
+    if stats.count < limits.min_samples:
+        return f"{stats.count} pairs"
+    if stats.spread > limits.max_spread:
+        return f"spread {stats.spread:.0%} of the ratio"
+    return ""
+
+
+# --------------------------------------------------------------------------------------
+# the machine's load: CPU time taken by other processes
+
+_CLOCK_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+# /proc/stat and the per-process times count whole clock ticks; a few ticks of
+# disagreement between the two counts are not another process.
+_TICK_SLACK_S = 3.0 / _CLOCK_TICK
+_CHILD_PIDS = set()
+
+
+@dataclass
+class CpuSnapshot:
+    """Where the machine's CPU time stood at one moment (seconds).
+
+    ``total``: every CPU's time since boot, idle included; ``busy``: the part
+    not idle (steal included: another virtual machine on our CPU); ``own``:
+    this process's time and that of its children. ``total`` and ``busy`` are
+    None where /proc/stat cannot be read.
+    """
+
+    wall: float
+    total: float | None
+    busy: float | None
+    own: float
+
+
+def _proc_cpu_seconds(pid):
+    """User + system CPU seconds of a live process (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICK
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def own_cpu_seconds():
+    """CPU seconds of this process, its finished children and its live child peers."""
+    t = os.times()
+    own = t.user + t.system + t.children_user + t.children_system
+    return own + sum(_proc_cpu_seconds(pid) for pid in list(_CHILD_PIDS))
+
+
+def cpu_snapshot(stat_path="/proc/stat"):
+    """The machine's and this process's CPU time now (see CpuSnapshot)."""
+    total = busy = None
+    try:
+        with open(stat_path) as f:
+            fields = f.readline().split()
+        if fields[0] == "cpu":
+            # user nice system idle iowait irq softirq steal (guest is inside user)
+            v = [int(x) for x in fields[1:9]]
+            total = sum(v) / _CLOCK_TICK
+            busy = (sum(v) - v[3] - v[4]) / _CLOCK_TICK
+    except (OSError, ValueError, IndexError):
+        pass
+    return CpuSnapshot(time.perf_counter(), total, busy, own_cpu_seconds())
+
+
+def others_cpu(before, after):
+    """``(seconds, share)``: CPU time other processes took between two snapshots, and
+    its share of the machine's CPU time; ``(None, None)`` where it cannot be known."""
+    if before.total is None or after.total is None or after.total <= before.total:
+        return None, None
+    others = (after.busy - before.busy) - (after.own - before.own)
+    others = max(0.0, others - _TICK_SLACK_S)
+    return others, others / (after.total - before.total)
+
+
+def run_load(start, end, results, limits, load_average_at_start=None):
+    """The load figures of a whole run for its header: other processes' CPU seconds
+    and share between two snapshots, the cases timed while busy, load averages."""
+    seconds, share = others_cpu(start, end)
+    cases = {m.case for m in results if m.busy is not None and m.busy > limits.max_busy}
+    return {"others_cpu_s": seconds, "others_share": share,
+            "wall_s": end.wall - start.wall, "cpus": os.cpu_count(),
+            "busy_cases": len(cases), "load_average_at_start": load_average_at_start,
+            "load_average_at_end": load_average()}
+
+
+def is_busy(load, limits):
+    """Whether a run's header must say the machine was busy."""
+    share = load.get("others_share")
+    return bool(load.get("busy_cases")) or (share is not None and share > limits.max_busy)
 
 
 # --------------------------------------------------------------------------------------
@@ -348,7 +572,8 @@ class Env:
 
 
 def probe(devices, peers):
-    """Find which requested devices and peers can run; set thread counts alike."""
+    """Find which requested devices and peers (keys or libraries) can run; set thread
+    counts alike."""
     skipped = []
     env = Env(devices=[], peers={}, skipped=skipped)
     try:
@@ -357,12 +582,13 @@ def probe(devices, peers):
         env.threads = numba.get_num_threads()
     except ImportError:
         env.threads = os.cpu_count() or 1
-    try:
-        from nnkern.device import cuda_simulated, cuda_status
-    except Exception as exc:  # noqa: BLE001  (a broken tree still lets the peers run)
-        for d in devices:
-            skipped.append(("device", d, f"nnkern does not import ({exc})"))
-        devices = []
+    if devices:
+        try:
+            from nnkern.device import cuda_simulated, cuda_status
+        except Exception as exc:  # noqa: BLE001  (a broken tree still lets the peers run)
+            for d in devices:
+                skipped.append(("device", d, f"nnkern does not import ({exc})"))
+            devices = []
     for d in devices:
         if d in HOST_DEVICES:
             env.devices.append(d)
@@ -381,7 +607,24 @@ def probe(devices, peers):
             skipped.append(("device", "cuda", why))
             continue
         env.devices.append("cuda")
-    for p in peers:
+    libraries = list(dict.fromkeys(peer_library(p) for p in peers))
+    probe_peers(env, libraries, gpu="cuda" in env.devices)
+    if "cuda" in env.devices:
+        try:
+            import cupy
+
+            env.cupy = env.cupy or cupy
+            attrs = cupy.cuda.Device().attributes
+            env.gpu_l2 = int(attrs.get("L2CacheSize", GPU_L2_FALLBACK))
+        except Exception as exc:  # noqa: BLE001  (the fallback size is fine for rotation)
+            skipped.append(("fact", "GPU L2 size", f"unknown ({exc}); assuming 50 MiB"))
+    return env
+
+
+def probe_peers(env, libraries, gpu):
+    """Import the peer libraries into ``env`` (``gpu``: a GPU run), noting what is missing."""
+    skipped = env.skipped
+    for p in libraries:
         if p == "numpy":
             env.peers["numpy"] = np.__version__
         elif p == "torch":
@@ -393,7 +636,7 @@ def probe(devices, peers):
             torch.set_num_threads(env.threads)
             env.torch = torch
             env.peers["torch"] = torch.__version__
-            if "cuda" in env.devices:
+            if gpu:
                 if torch.cuda.is_available():
                     env.torch_cuda = True
                     torch.backends.cuda.matmul.allow_tf32 = False
@@ -405,7 +648,7 @@ def probe(devices, peers):
                                                  "torch is a host peer only"))
                     )
         elif p == "cupy":
-            if "cuda" not in env.devices:
+            if not gpu:
                 skipped.append(("peer", "cupy", "no cuda device in this run (CuPy is a GPU peer)"))
                 continue
             try:
@@ -417,16 +660,153 @@ def probe(devices, peers):
             env.peers["cupy"] = cupy.__version__
         else:
             skipped.append(("peer", p, f"unknown peer (choose from {ALL_PEERS})"))
-    if "cuda" in env.devices:
-        try:
-            import cupy
 
-            env.cupy = env.cupy or cupy
-            attrs = cupy.cuda.Device().attributes
-            env.gpu_l2 = int(attrs.get("L2CacheSize", GPU_L2_FALLBACK))
-        except Exception as exc:  # noqa: BLE001  (the fallback size is fine for rotation)
-            skipped.append(("fact", "GPU L2 size", f"unknown ({exc}); assuming 50 MiB"))
+
+# --------------------------------------------------------------------------------------
+# peers in a child process
+
+
+def child_environment(unset=(), setenv=None):
+    """The environment ``python -m bench`` started with (``bench.START_ENV``: before
+    nnkern's import added its settings), TF32 off, less ``unset``, plus ``setenv``."""
+    from bench import START_ENV
+
+    env = dict(START_ENV)
+    env.setdefault("NVIDIA_TF32_OVERRIDE", "0")
+    env.setdefault("CUPY_TF32", "0")
+    for k in unset:
+        env.pop(k, None)
+    env.update(setenv or {})
     return env
+
+
+class ChildPeer:
+    """A peer library in a Python process of its own, driven over a pipe.
+
+    The child imports only the bench's core and the peer library, so the
+    library keeps its own defaults (OpenBLAS's threads spin 0.1 s after a
+    call; nnkern's import would shorten that), and nothing it sets reaches
+    the parent. ``builder(place, env)`` (a module-level function or a partial
+    of one: it is pickled) makes the Impl inside the child; the child times
+    its own samples, so the pipe is outside the timing. Its CPU time counts
+    as the benchmark's own in the load figures.
+    """
+
+    def __init__(self, builder, library, place, threads, environ):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from bench.core import serve_child; serve_child()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=environ, cwd=REPO)
+        _CHILD_PIDS.add(self.proc.pid)
+        try:
+            self.call("path", list(sys.path))
+            self.info = self.call("build", builder, library, place, threads)
+        except BaseException:
+            self.close()
+            raise
+
+    def call(self, command, *args):
+        """Send one command; return its result, or raise what the child raised."""
+        if self.proc.stdin.closed:
+            raise RuntimeError("the peer's child process was closed")
+        try:
+            pickle.dump((command, args), self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            self.proc.stdin.flush()
+            status, value = pickle.load(self.proc.stdout)
+        except (EOFError, BrokenPipeError, OSError):
+            code = self.proc.wait()
+            raise RuntimeError(f"the peer's child process ended (exit status {code})") from None
+        if status == "skip":
+            raise Skip(value)
+        if status == "error":
+            raise RuntimeError(f"in the peer's child process: {value}")
+        return value
+
+    def close(self):
+        """End the child and wait for it (its CPU time then counts as a finished child's)."""
+        if self.proc.poll() is None:
+            try:
+                self.call("close")
+            except (RuntimeError, Skip):
+                pass
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout):
+            f.close()
+        _CHILD_PIDS.discard(self.proc.pid)
+
+
+def child_impl(builder, library, place, env, unset=(), setenv=None, solo=True):
+    """The Impl of a peer that runs in a ChildPeer (see bench.cases._common.child_peer)."""
+    child = ChildPeer(builder, library, place, env.threads, child_environment(unset, setenv))
+    label, kind, child_place, device = child.info
+    return Impl(label=label, kind=kind, place=child_place,
+                prepare=lambda inputs: child.call("prepare", inputs),
+                run=lambda state: child.call("run", state),
+                fetch=lambda _outputs: child.call("fetch"),
+                device=f"{device} (child process {child.proc.pid})",
+                sample=lambda states, number: child.call("sample", list(states), number),
+                solo=solo, close=child.close)
+
+
+def serve_child():
+    """The child side of ChildPeer: read pickled commands on stdin, answer on stdout.
+
+    Commands: path (sys.path), build (the Impl), prepare (a state; answers its
+    number), run, fetch (the last run's outputs as NumPy), sample, close.
+    """
+    answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # anything a library prints goes to stderr, not into the answers
+    commands = sys.stdin.buffer
+    impl = env = timer = last = None
+    states = []
+    while True:
+        try:
+            command, args = pickle.load(commands)
+        except EOFError:
+            return
+        try:
+            value = None
+            if command == "close":
+                pickle.dump(("ok", None), answers)
+                answers.flush()
+                return
+            if command == "path":
+                sys.path[:] = args[0]
+            elif command == "build":
+                builder, library, place, threads = args
+                env = Env(devices=["cuda"] if place == "gpu" else [], peers={}, skipped=[],
+                          threads=threads)
+                probe_peers(env, [library], gpu=place == "gpu")
+                if library not in env.peers:
+                    raise Skip("; ".join(why for _, _, why in env.skipped))
+                impl = builder(place, env)
+                timer = env.timer(impl.place)
+                value = (impl.label, impl.kind, impl.place, impl.device)
+            elif command == "prepare":
+                with impl.context():
+                    states.append(impl.prepare(args[0]))
+                value = len(states) - 1
+            elif command == "run":
+                with impl.context():
+                    last = impl.run(states[args[0]])
+            elif command == "fetch":
+                value = impl.fetch(last)
+            elif command == "sample":
+                ids, number = args
+                with impl.context():
+                    value = take_sample(impl, timer, [states[i] for i in ids], number)
+            else:
+                raise ValueError(f"unknown command {command!r}")
+            answer = ("ok", value)
+        except Skip as exc:
+            answer = ("skip", str(exc))
+        except Exception as exc:  # noqa: BLE001  (sent to the parent, which reports it)
+            answer = ("error", f"{type(exc).__name__}: {exc}")
+        pickle.dump(answer, answers, protocol=pickle.HIGHEST_PROTOCOL)
+        answers.flush()
 
 
 # --------------------------------------------------------------------------------------
@@ -591,7 +971,7 @@ def setup_impl(case, impl, inputs, reference, env, repeats, budget_s, log, targe
             states = [state] + [impl.prepare(copy_inputs(inputs)) for _ in range(k - 1)]
             for s in states:
                 impl.run(s)
-            one, _ = timer.sample(impl.run, states, 1)
+            one, _ = take_sample(impl, timer, states, 1)
     except Skip as exc:
         m.status = f"skipped: {exc}"
         log(f"  {impl.label:<14} skipped: {exc}")
@@ -602,20 +982,23 @@ def setup_impl(case, impl, inputs, reference, env, repeats, budget_s, log, targe
         return m, None
     number, reps = plan(one, repeats, target_s=target_s, budget_s=budget_s)
     m.rotated = k
+    m.solo = impl.solo
     return m, _Ready(impl=impl, m=m, states=states, timer=timer, number=number, repeats=reps)
 
 
-def time_interleaved(case, ready, settle_s=0.0):
-    """Sample every ready Impl in turn, round after round.
+def take_sample(impl, timer, states, number):
+    """One sample of ``number`` calls: ``(seconds per call, wall seconds or None)``."""
+    if impl.sample is not None:
+        return impl.sample(states, number)
+    return timer.sample(impl.run, states, number)
 
-    On a shared machine the load changes from second to second; taking one
-    sample of each implementation per round spreads that change over all of
-    them alike, so their ratios stay fair even when absolute times drift.
-    Before each host sample the harness idles ``settle_s`` (0 by default:
-    ``import bench`` cuts OpenBLAS's spinning instead, see bench/__init__.py)
-    and, for short calls, makes one untimed call so the sample starts with
-    the implementation's own threads awake.
-    """
+
+# a solo peer's idle threads may spin this long after its last call (OpenBLAS at
+# its defaults: 2^28 cycles, about 0.1 s); nothing is timed before they stop
+SOLO_SETTLE_S = 0.25
+
+
+def _rounds(ready, settle_s):
     rounds = max((r.repeats for r in ready), default=0)
     for i in range(rounds):
         for r in ready:
@@ -628,7 +1011,7 @@ def time_interleaved(case, ready, settle_s=0.0):
                             time.sleep(settle_s)
                         if r.number > 1:
                             r.impl.run(r.states[0])
-                    s, w = r.timer.sample(r.impl.run, r.states, r.number)
+                    s, w = take_sample(r.impl, r.timer, r.states, r.number)
             except Exception as exc:  # noqa: BLE001  (recorded in the status)
                 r.m.status = f"error while timing: {type(exc).__name__}: {exc}"
                 r.repeats = i
@@ -636,6 +1019,27 @@ def time_interleaved(case, ready, settle_s=0.0):
             r.samples.append(s)
             if w is not None:
                 r.walls.append(w)
+
+
+def time_interleaved(case, ready, settle_s=0.0):
+    """Sample every ready Impl in turn, round after round; solo Impls after, alone.
+
+    On a shared machine the load changes from second to second; taking one
+    sample of each implementation per round spreads that change over all of
+    them alike, so their ratios stay fair even when absolute times drift.
+    Before each host sample the harness idles ``settle_s`` (0 by default: an
+    idle gap of 10 ms or more made the next parallel call on the 2-vCPU
+    development VM start with both threads on one vCPU) and, for short
+    calls, makes one untimed call so the sample starts with the
+    implementation's own threads awake. A solo Impl (a library whose idle
+    threads spin after each call, see Impl) takes all its samples in a block
+    of its own, followed by a pause of ``SOLO_SETTLE_S``.
+    """
+    _rounds([r for r in ready if not r.impl.solo], settle_s)
+    for r in ready:
+        if r.impl.solo:
+            _rounds([r], settle_s)
+            time.sleep(SOLO_SETTLE_S)
     for r in ready:
         m = r.m
         if not r.samples or not m.ok():
@@ -647,6 +1051,8 @@ def time_interleaved(case, ready, settle_s=0.0):
         m.ms = med * 1e3
         m.best_ms = (min(r.walls) if case.metric == "call" and r.walls else min(r.samples)) * 1e3
         m.samples_ms = [x * 1e3 for x in r.samples]
+        if case.metric == "call" and r.walls:
+            m.samples_ms = [x * 1e3 for x in r.walls]
         m.wall_ms = wall * 1e3 if wall is not None else float("nan")
         m.repeats, m.number = len(r.samples), r.number
         m.rate, m.rate_unit = rate_of(case, med)
@@ -660,8 +1066,39 @@ def paired_ratio(peer_samples, own_samples):
     stays fair when the machine's speed drifts during the case (a shared VM
     here changed speed by 2x within a minute).
     """
-    pairs = [p / o for p, o in zip(peer_samples, own_samples, strict=False) if o > 0]
-    return statistics.median(pairs) if pairs else float("nan")
+    stats = ratio_stats(peer_samples, own_samples)
+    return stats.median if stats else float("nan")
+
+
+def compute_ratios(results, bars, limits):
+    """Fill each nnkern row's ratios to the peers on its place, their spread, their
+    stability and the issue bar (``bars``: place -> (peer key, least ratio))."""
+    for m in results:
+        if m.ok():
+            m.unsteady = unsteady_reason(m, limits)
+    for m in results:
+        if m.kind != "nnkern" or not m.ok():
+            continue
+        for p in results:
+            if p.kind != "peer" or not p.ok() or p.place != m.place:
+                continue
+            stats = ratio_stats(p.samples_ms, m.samples_ms, paired=not (p.solo or m.solo))
+            if stats is None:
+                continue
+            m.ratios[p.impl] = stats.median
+            m.ratio_iqr[p.impl] = [stats.q25, stats.q75]
+            m.ratio_paired[p.impl] = stats.paired
+            m.ratios_of_medians[p.impl] = p.ms / m.ms
+            why = unstable_reason(stats, m, p, limits)
+            if why:
+                m.unstable[p.impl] = why
+        bar = bars.get(m.place)
+        if bar and m.impl != "nnkern[numpy]" and bar[0] in m.ratios:
+            if bar[0] in m.unstable:
+                m.bar = f">= {bar[1]:g}x {bar[0]}: unsure (unstable)"
+            else:
+                met = m.ratios[bar[0]] >= bar[1]
+                m.bar = f">= {bar[1]:g}x {bar[0]}: {'met' if met else 'NOT met'}"
 
 
 def rate_of(case, seconds):
@@ -690,12 +1127,14 @@ def compute_reference(case, inputs):
 
 def run_case(case, env, devices, peers, repeats, ceilings, log, budget_s=20.0,
              numpy_repeats=3, numpy_limit_s=10.0, target_s=0.02, ref_cache=None,
-             settle_s=0.0):
+             settle_s=0.0, limits=None):
     """All requested implementations of one case; returns (measurements, skipped).
 
-    nnkern's numpy backend is timed with at most ``numpy_repeats`` samples, and
-    not at all when its validation call took over ``numpy_limit_s``. Cases with
-    the same ``ref_key`` share one reference through ``ref_cache`` (a dict).
+    ``peers``: peer keys or library names (see select_peers). nnkern's numpy
+    backend is timed with at most ``numpy_repeats`` samples, and not at all
+    when its validation call took over ``numpy_limit_s``. Cases with the same
+    ``ref_key`` share one reference through ``ref_cache`` (a dict). ``limits``
+    (a Limits) decide which ratios are unstable.
     """
     skipped = []
     results = []
@@ -739,39 +1178,42 @@ def run_case(case, env, devices, peers, repeats, ceilings, log, budget_s=20.0,
             skipped.append(("impl", f"{case.name} nnkern[{d}]", str(exc)))
             log(f"  nnkern[{d}]    skipped: {exc}")
     for place in places:
-        for p in peers:
-            if p not in env.peers or p not in case.peers:
+        for key in select_peers(case.peers, peers):
+            if peer_library(key) not in env.peers:
                 continue
             try:
-                impls.append(case.peers[p](place, env))
+                impl = case.peers[key](place, env)
             except Skip as exc:
-                skipped.append(("impl", f"{case.name} {p} ({place})", str(exc)))
-    ready = []
-    for impl in impls:
-        reference_backend = impl.kind == "nnkern" and impl.device == "numpy"
-        reps = min(repeats, numpy_repeats) if reference_backend else repeats
-        limit = numpy_limit_s if reference_backend else None
-        m, r = setup_impl(case, impl, inputs, reference, env, reps, budget_s, log, target_s,
-                          slow_limit_s=limit)
-        results.append(m)
-        if r is not None:
-            ready.append(r)
-    time_interleaved(case, ready, settle_s)
+                skipped.append(("impl", f"{case.name} {key} ({place})", str(exc)))
+                continue
+            impl.label = key  # the key is the peer's name in every table and plot
+            impls.append(impl)
+    try:
+        ready = []
+        for impl in impls:
+            reference_backend = impl.kind == "nnkern" and impl.device == "numpy"
+            reps = min(repeats, numpy_repeats) if reference_backend else repeats
+            limit = numpy_limit_s if reference_backend else None
+            m, r = setup_impl(case, impl, inputs, reference, env, reps, budget_s, log, target_s,
+                              slow_limit_s=limit)
+            results.append(m)
+            if r is not None:
+                ready.append(r)
+        before = cpu_snapshot()
+        time_interleaved(case, ready, settle_s)
+        _, busy = others_cpu(before, cpu_snapshot())
+    finally:
+        for impl in impls:
+            if impl.close is not None:
+                impl.close()
+    for m in results:
+        m.busy = busy
     apply_ceilings(results, ceilings)
+    compute_ratios(results, case.bars, limits or Limits())
     for m in results:
         if m.ok():
-            log(f"  {m.impl:<14} {m.ms:10.3f} ms  {fmt_rate(m.rate, m.rate_unit)}")
-    for m in results:
-        if m.kind != "nnkern" or not m.ok():
-            continue
-        for p in results:
-            if p.kind == "peer" and p.ok() and p.place == m.place:
-                m.ratios[p.impl] = paired_ratio(p.samples_ms, m.samples_ms)
-                m.ratios_of_medians[p.impl] = p.ms / m.ms
-        bar = case.bars.get(m.place)
-        if bar and m.impl != "nnkern[numpy]" and bar[0] in m.ratios:
-            met = m.ratios[bar[0]] >= bar[1]
-            m.bar = f">= {bar[1]:g}x {bar[0]}: {'met' if met else 'NOT met'}"
+            log(f"  {m.impl:<20} {m.ms:10.3f} ms  {fmt_rate(m.rate, m.rate_unit)}"
+                + (f"  unsteady: {m.unsteady}" if m.unsteady else ""))
     return results, skipped
 
 

@@ -6,7 +6,10 @@
 
 One test per (case, implementation): nnkern on each device found here
 (default devices ``cpu,cuda``; add ``numpy`` for the reference backend) and
-each peer (numpy, torch, cupy where importable). Each test validates against
+each peer key (numpy, torch, cupy where importable, every setting of each:
+``NNKERN_BENCH_PEERS`` takes libraries or keys such as ``torch[fused]``). A
+peer that runs in a child process (``child_peer``) is timed by ``python -m
+bench`` only: here the pipe would be inside the timing. Each test validates against
 nnkern's numpy reference first, warms up, then lets pytest-benchmark time
 it. ``extra_info`` carries the rate (GFLOP/s, GB/s, img/s or us/call) and,
 for nnkern tests, ``x_<peer>`` = peer time / nnkern time measured in the same
@@ -42,10 +45,8 @@ def _params():
         for dev in case.devices(DEVICES):
             out.append(pytest.param(case, ("nnkern", dev), id=f"{case.name}-nnkern[{dev}]"))
         for place in case.places:
-            for p in PEERS:
-                if p in case.peers:
-                    out.append(pytest.param(case, ("peer", p, place),
-                                            id=f"{case.name}-{p}-{place}"))
+            for p in core.select_peers(case.peers, PEERS):
+                out.append(pytest.param(case, ("peer", p, place), id=f"{case.name}-{p}-{place}"))
     return out
 
 
@@ -63,11 +64,13 @@ def _build(case, who):
             pytest.skip(f"device {who[1]} is not usable here")
         return case.nnkern(who[1])
     _, peer, place = who
-    if peer not in e.peers:
+    if core.peer_library(peer) not in e.peers:
         pytest.skip(f"peer {peer} is not available here")
     if place not in e.places():
         pytest.skip(f"no {place} device in this run")
-    return case.peers[peer](place, e)
+    impl = case.peers[peer](place, e)
+    impl.label = peer
+    return impl
 
 
 @pytest.mark.parametrize("case,who", _params())
@@ -79,22 +82,32 @@ def test_bench(benchmark, case, who):
     except core.Skip as exc:
         pytest.skip(str(exc))
     e = env()
+    if impl.sample is not None:
+        impl.close()
+        pytest.skip("this peer runs in a child process: timed by python -m bench only")
     m, ready = core.setup_impl(case, impl, inputs, reference, e, 5, 10.0, lambda msg: None)
     assert ready is not None, m.status
 
     peers = []
     if impl.kind == "nnkern":
-        for p in PEERS:
-            if p in e.peers and p in case.peers:
-                try:
-                    peer = case.peers[p](impl.place, e)
-                except core.Skip:
-                    continue
-                pm, pr = core.setup_impl(case, peer, inputs, reference, e, 5, 10.0,
-                                         lambda msg: None)
-                if pr is not None:
-                    peers.append((pm, pr))
-        core.time_interleaved(case, [ready] + [pr for _, pr in peers])
+        for p in core.select_peers(case.peers, PEERS):
+            if core.peer_library(p) not in e.peers:
+                continue
+            try:
+                peer = case.peers[p](impl.place, e)
+            except core.Skip:
+                continue
+            peer.label = p
+            pm, pr = core.setup_impl(case, peer, inputs, reference, e, 5, 10.0,
+                                     lambda msg: None)
+            if pr is not None:
+                peers.append((pm, pr))
+        try:
+            core.time_interleaved(case, [ready] + [pr for _, pr in peers])
+        finally:
+            for _, pr in peers:
+                if pr.impl.close is not None:
+                    pr.impl.close()
 
     timer = ready.timer
     states = ready.states
@@ -118,6 +131,9 @@ def test_bench(benchmark, case, who):
         benchmark.extra_info["gflops"] = rate
     elif unit == "GB/s":
         benchmark.extra_info["gbps"] = rate
-    for pm, _ in peers:
-        if m.ok() and pm.ok():
-            benchmark.extra_info[f"x_{pm.impl}"] = core.paired_ratio(pm.samples_ms, m.samples_ms)
+    core.compute_ratios([m] + [pm for pm, _ in peers], {}, core.Limits())
+    for key, ratio in m.ratios.items():
+        benchmark.extra_info[f"x_{key}"] = ratio
+        benchmark.extra_info[f"x_{key}_iqr"] = m.ratio_iqr[key]
+        if key in m.unstable:
+            benchmark.extra_info[f"x_{key}_unstable"] = m.unstable[key]

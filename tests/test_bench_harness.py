@@ -3,12 +3,19 @@
     python -m pytest -q tests/test_bench_harness.py
 
 Checks the validation rule, the timing plan, the interleaved timer, the
-ratio bookkeeping, the work counts of the issue-bar cases and that a tiny
-run writes a table, JSON, Markdown and plots.
+ratio bookkeeping, the spread and stability of ratios, the machine-load
+figures, peer keys and the fastest setting of a library, peers in a child
+process, --compare, the plots' colours and labels, the work counts of the
+issue-bar cases, the output folder and that a tiny run writes a table, JSON,
+Markdown and plots. Most use fake timings and fake implementations.
 """
 
 import json
 import math
+import os
+import subprocess
+import time
+from functools import partial
 
 import numpy as np
 import pytest
@@ -64,6 +71,11 @@ def _toy_case(nnkern_scale=2.0, broken_peer=False, skip_device=None):
                 places=("host",), reference=lambda d: (2.0 * d["x"],))
 
 
+# no ratio is unstable under these limits: for tests of the bookkeeping on a loaded machine
+LENIENT = core.Limits(max_spread=math.inf, max_median_over_best=math.inf, max_busy=1.0,
+                      min_samples=1)
+
+
 def _env():
     return core.Env(devices=["numpy", "cpu"], peers={"numpy": np.__version__}, skipped=[])
 
@@ -73,7 +85,8 @@ def test_run_case_validates_times_and_computes_ratios():
     case = _toy_case()
     case.bars = {"host": ("numpy", 1e-6)}
     results, skipped = core.run_case(case, _env(), ["numpy", "cpu"], ["numpy"], 3,
-                                     ceilings, lambda msg: None, budget_s=1.0)
+                                     ceilings, lambda msg: None, budget_s=1.0,
+                                     limits=LENIENT)
     assert skipped == []
     by = {m.impl: m for m in results}
     assert set(by) == {"nnkern[numpy]", "nnkern[cpu]", "numpy"}
@@ -196,3 +209,350 @@ def test_command_line_quick_gemm_on_numpy(tmp_path):
     assert rc == 0
     assert all(r["status"] == "ok" for r in data["results"])
     assert data["ceilings"]["host"]["flop"]["rate"] > 0
+
+
+# --------------------------------------------------------------------------------------
+# spread and stability
+
+
+def _m(case, impl, samples, kind=None, place="host", solo=False, busy=0.0):
+    """A fake measurement with the given samples (ms)."""
+    kind = kind or ("nnkern" if impl.startswith("nnkern") else "peer")
+    return core.Measurement(case, "toy", "", impl, kind, place, ms=float(np.median(samples)),
+                            best_ms=float(min(samples)), samples_ms=list(samples),
+                            repeats=len(samples), solo=solo, busy=busy)
+
+
+def test_ratio_stats_pairs_rounds_or_crosses_all_samples():
+    st = core.ratio_stats([2.0, 4.0, 6.0, 8.0, 10.0], [1.0, 2.0, 2.0, 2.0, 2.0])
+    assert (st.median, st.q25, st.q75, st.count, st.paired) == (3.0, 2.0, 4.0, 5, True)
+    assert st.spread == pytest.approx(2.0 / 3.0)
+    un = core.ratio_stats([2.0, 4.0], [1.0, 2.0], paired=False)  # 2, 1, 4, 2
+    assert (un.median, un.q25, un.q75, un.count, un.paired) == (2.0, 1.75, 2.5, 2, False)
+    assert core.ratio_stats([], [1.0]) is None
+
+
+def test_a_wide_spread_peer_is_unstable_and_never_a_headline():
+    own = _m("c", "nnkern[cpu]", [1.0] * 7)
+    steady = _m("c", "torch", [2.0, 2.02, 1.98, 2.0, 2.01, 1.99, 2.0])
+    wide = _m("c", "torch[channels_last]", [1.0, 3.0, 1.0, 3.0, 1.0, 3.0, 1.0])
+    results = [own, steady, wide]
+    core.compute_ratios(results, {"host": ("torch[channels_last]", 1.0)}, core.Limits())
+    assert own.ratios == {"torch": 2.0, "torch[channels_last]": 1.0}
+    assert "torch" not in own.unstable
+    assert own.unstable["torch[channels_last]"].startswith("spread 200%")
+    assert own.bar.endswith("unsure (unstable)")
+    # the wide one has the lower median (1.0 ms), so it is torch's fastest setting: the
+    # headline must say "unstable", not 1.00
+    assert report.fastest_setting(results, own, "torch") == (
+        "torch[channels_last]", own.unstable["torch[channels_last]"])
+    header, body = report.headline_rows(results)
+    assert body[0][header.index("x torch")] == "unstable"
+    assert "(unsure)" in body[0][header.index("fastest peer setting")]
+    assert report.furthest(results) == []
+    ratio_body = report.ratio_rows(results)[1]
+    assert [r[7].startswith("UNSTABLE") for r in ratio_body] == [False, True]
+    assert any("torch[channels_last]" in line for line in report.unstable_lines(results))
+
+
+def test_a_peer_median_far_from_its_best_or_a_busy_case_is_unstable():
+    own = _m("c", "nnkern[cpu]", [1.0] * 5)
+    far = _m("c", "numpy", [0.3, 7.0, 7.0, 7.0, 7.0])  # issue 17: a 7 ms median, a 0.3 ms best
+    core.compute_ratios([own, far], {}, core.Limits())
+    assert own.unstable["numpy"] == "numpy median 23.33x its best"
+    own = _m("c", "nnkern[cpu]", [1.0] * 5, busy=0.4)
+    peer = _m("c", "numpy", [2.0] * 5, busy=0.4)
+    core.compute_ratios([own, peer], {}, core.Limits())
+    assert "busy: other processes took 40% of the CPUs" in own.unstable["numpy"]
+    own = _m("c", "nnkern[cpu]", [1.0, 1.0])
+    core.compute_ratios([own, _m("c", "numpy", [2.0, 2.0])], {}, core.Limits())
+    assert own.unstable["numpy"].endswith("2 samples")
+
+
+def test_a_steady_ratio_is_the_headline_against_the_fastest_setting():
+    own = _m("c", "nnkern[cpu]", [1.0] * 5)
+    slow = _m("c", "torch", [3.0, 3.3, 2.7, 3.0, 3.0])
+    fast = _m("c", "torch[mkldnn]", [1.2, 1.21, 1.19, 1.2, 1.2])
+    results = [own, slow, fast]
+    core.compute_ratios(results, {"host": ("torch", 1.0)}, core.Limits())
+    assert not own.unstable and own.bar == ">= 1x torch: met"
+    assert report.fastest_setting(results, own, "torch") == ("torch[mkldnn]", "")
+    header, body = report.headline_rows(results)
+    assert body[0][header.index("x torch")] == "1.20 [1.20-1.20]"
+    assert body[0][header.index("fastest peer setting")] == "torch[mkldnn]"
+    assert report.furthest(results) == [(1.2, own, "torch[mkldnn]")]
+    # a faster setting that is unstable and whose best beat the chosen median: unsure
+    noisy = _m("c", "torch[channels_last]", [0.9, 3.0, 3.0, 3.0, 3.0])
+    results.append(noisy)
+    core.compute_ratios(results, {}, core.Limits())
+    key, why = report.fastest_setting(results, own, "torch")
+    assert key == "torch[mkldnn]" and "torch[channels_last] is unstable" in why
+
+
+def test_run_case_marks_an_erratic_fake_peer_unstable():
+    """End to end through the timer: a peer that takes 1 or 4 ms in turn."""
+    turn = [0]
+
+    def erratic(s):
+        turn[0] += 1
+        time.sleep(0.004 if turn[0] % 2 else 0.001)
+        return 2.0 * s["x"]
+
+    case = _toy_case()
+    case.peers = {"numpy[erratic]": lambda place, env: Impl(
+        label="?", kind="peer", place="host", prepare=lambda d: d, run=erratic,
+        fetch=lambda o: (o,), device="numpy")}
+    limits = core.Limits(max_median_over_best=math.inf, max_busy=1.0)
+    results, _ = core.run_case(case, _env(), ["cpu"], ["numpy"], 8, {}, lambda msg: None,
+                               budget_s=1.0, target_s=1e-6, limits=limits)
+    own = {m.impl: m for m in results}["nnkern[cpu]"]
+    assert own.unstable["numpy[erratic]"].startswith("spread")
+    assert report.headline_rows(results)[1][0][5] == "unstable"
+
+
+# --------------------------------------------------------------------------------------
+# the machine's load
+
+
+def _snap(total, busy, own):
+    return core.CpuSnapshot(wall=0.0, total=total, busy=busy, own=own)
+
+
+def test_others_cpu_is_busy_time_less_our_own():
+    seconds, share = core.others_cpu(_snap(100.0, 10.0, 5.0), _snap(110.0, 18.0, 9.0))
+    assert seconds == pytest.approx(4.0 - core._TICK_SLACK_S)
+    assert share == pytest.approx(seconds / 10.0)
+    # only our own work: nobody else, whatever a tick of rounding says
+    assert core.others_cpu(_snap(0.0, 0.0, 0.0), _snap(2.0, 1.02, 1.0)) == (0.0, 0.0)
+    assert core.others_cpu(_snap(None, None, 0.0), _snap(None, None, 1.0)) == (None, None)
+
+
+def test_cpu_snapshot_reads_the_machine_and_counts_our_own_time(tmp_path):
+    fake = tmp_path / "stat"
+    fake.write_text("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3\n")
+    snap = core.cpu_snapshot(str(fake))
+    tick = core._CLOCK_TICK
+    assert snap.total == pytest.approx(1000 / tick) and snap.busy == pytest.approx(150 / tick)
+    assert core.cpu_snapshot(str(tmp_path / "missing")).total is None
+    before = core.cpu_snapshot()
+    t0 = time.process_time()
+    while time.process_time() - t0 < 0.2:
+        pass
+    after = core.cpu_snapshot()
+    assert after.own - before.own >= 0.15
+    if before.total is not None:  # Linux: /proc/stat saw at least our own work
+        assert after.busy - before.busy >= 0.1
+
+
+def test_a_busy_run_says_so_in_its_first_line(tmp_path):
+    results, _ = core.run_case(_toy_case(), _env(), ["cpu"], ["numpy"], 3, {},
+                               lambda msg: None, budget_s=0.5)
+    for m in results:
+        m.busy = 0.5
+    core.compute_ratios(results, {}, core.Limits())
+    limits = core.Limits()
+    load = core.run_load(_snap(0.0, 0.0, 0.0), _snap(20.0, 12.0, 2.0), results, limits, [3.1])
+    assert load["others_share"] == pytest.approx(0.5 - core._TICK_SLACK_S / 20)
+    assert load["busy_cases"] == 1 and core.is_busy(load, limits)
+    facts = core.machine_facts(_env(), ["python", "-m", "bench"])
+    facts.update(load=load, busy=True)
+    report.write_all(str(tmp_path), results, facts, {}, [], {}, print, plots=False)
+    first = (tmp_path / "table.txt").read_text().splitlines()[0]
+    assert first.startswith("BUSY MACHINE: other processes took 50% of the CPUs")
+    assert "load average 3.1 at the start" in first and "1 of 1 ratios are unstable" in first
+    md = (tmp_path / "results.md").read_text().splitlines()
+    assert "BUSY MACHINE" in md[0]
+    quiet = dict(load, others_share=0.01, busy_cases=0)
+    assert not core.is_busy(quiet, limits)
+    assert report.summary_line({"load": quiet}, []).startswith("Quiet machine")
+
+
+# --------------------------------------------------------------------------------------
+# peer keys, child processes, solo timing
+
+
+def test_peer_keys_select_a_library_or_one_setting():
+    keys = ["torch", "torch[channels_last]", "torch[mkldnn]", "numpy"]
+    assert core.peer_library("torch[fused]") == "torch"
+    assert core.select_peers(keys, ["torch"]) == keys[:3]
+    assert core.select_peers(keys, ["torch[mkldnn]", "numpy"]) == ["torch[mkldnn]", "numpy"]
+    from bench.run import parse_args
+
+    assert parse_args(["--peers", "torch[fused],numpy"]).peers == ["torch[fused]", "numpy"]
+    with pytest.raises(SystemExit):
+        parse_args(["--peers", "tensorflow"])
+
+
+def _env_peer(place, env, names):
+    """A fake peer (module level: a child process unpickles it) whose output is the
+    values of the environment variables ``names`` where it runs, NaN where unset."""
+    def run(s):
+        return np.array([float(os.environ.get(n, "nan")) for n in names]) + 0 * s["x"][0]
+    return Impl(label="numpy[env]", kind="peer", place=place, prepare=lambda d: d,
+                run=run, fetch=lambda o: (o,), device="numpy")
+
+
+def test_a_child_peer_runs_in_its_own_environment(monkeypatch):
+    from bench import START_ENV
+    from bench.cases._common import child_peer
+
+    names = ("NNKERN_BENCH_TEST", "NNKERN_BENCH_GONE")
+    monkeypatch.setitem(START_ENV, "NNKERN_BENCH_GONE", "1")  # as if set when the bench began
+    monkeypatch.setenv("NNKERN_BENCH_TEST", "3")  # set later in the parent: not inherited
+    build = child_peer("numpy", partial(_env_peer, names=names), unset=("NNKERN_BENCH_GONE",),
+                       setenv={"NNKERN_BENCH_TEST": "7"})
+    impl = build("host", _env())
+    plain = child_peer("numpy", partial(_env_peer, names=names))("host", _env())
+    try:
+        pid = int(impl.device.split()[-1].rstrip(")"))
+        assert pid != os.getpid() and pid in core._CHILD_PIDS
+        state = impl.prepare({"x": np.ones(4, np.float32)})
+        (out,) = impl.fetch(impl.run(state))
+        np.testing.assert_array_equal(out, [7.0, np.nan])
+        (out,) = plain.fetch(plain.run(plain.prepare({"x": np.ones(4)})))
+        np.testing.assert_array_equal(out, [np.nan, 1.0])
+        seconds, wall = impl.sample([state], 5)
+        assert seconds > 0 and wall is None
+        assert impl.solo
+    finally:
+        impl.close()
+        plain.close()
+    assert pid not in core._CHILD_PIDS
+    with pytest.raises(RuntimeError, match="child"):
+        impl.run(state)
+
+
+def test_run_case_times_a_child_peer_solo_and_unpaired():
+    from bench.cases import elementwise
+    from bench.cases._common import child_peer
+
+    case = _toy_case()
+    case.peers = {"numpy": child_peer("numpy", partial(elementwise._numpy, backward=False))}
+    case.reference = lambda d: (np.maximum(d["x"], 0),)
+    case.nnkern = lambda dev: Impl(label="nnkern[cpu]", kind="nnkern", place="host",
+                                   prepare=lambda d: d, run=lambda s: np.maximum(s["x"], 0),
+                                   fetch=lambda o: (o,), device="cpu")
+    results, skipped = core.run_case(case, _env(), ["cpu"], ["numpy"], 3, {},
+                                     lambda msg: None, budget_s=0.5)
+    assert skipped == []
+    by = {m.impl: m for m in results}
+    assert all(m.ok() for m in results), [m.status for m in results]
+    assert by["numpy"].solo and by["numpy"].repeats == 3
+    assert by["nnkern[cpu]"].ratio_paired == {"numpy": False}
+    assert not core._CHILD_PIDS  # closed after the case
+
+
+def test_a_solo_impl_is_timed_after_the_rounds():
+    order = []
+
+    def impl(name, solo):
+        return Impl(label=name, kind="peer", place="host", prepare=lambda d: d,
+                    run=lambda s: order.append(name), fetch=lambda o: (), solo=solo)
+
+    ready = [core._Ready(impl=impl(n, solo), m=core.Measurement("c", "f", "", n, "peer", "host"),
+                         states=[None], timer=core.HostTimer(), number=1, repeats=2)
+             for n, solo in (("a", False), ("s", True), ("b", False))]
+    core.time_interleaved(_toy_case(), ready)
+    assert order == ["a", "b", "a", "b", "s", "s"]
+
+
+# --------------------------------------------------------------------------------------
+# --compare
+
+
+def _run_file(path, ratio, spread, unstable=False):
+    """A results.json with one nnkern row and one numpy peer whose paired ratios have the
+    given median and relative spread (or a median far from the best: unstable)."""
+    own = [1.0] * 9
+    factors = np.linspace(1 - spread, 1 + spread, 9)
+    peer = list(ratio * factors)
+    if unstable:
+        peer[0] = ratio / 10
+    results = [_m("c", "nnkern[cpu]", own), _m("c", "numpy", peer)]
+    facts = {"machine": "m", "date_utc": "d", "git_commit": "abc", "cpu_model": "x"}
+    path.write_text(report.to_json(results, facts, {}, [], {"limits": {}}))
+    return str(path)
+
+
+def test_compare_flags_a_2x_change_and_not_5_percent_inside_the_spread(tmp_path):
+    old = _run_file(tmp_path / "old.json", 1.0, 0.10)
+    twice = _run_file(tmp_path / "twice.json", 0.5, 0.10)
+    near = _run_file(tmp_path / "near.json", 1.05, 0.10)
+    noisy = _run_file(tmp_path / "noisy.json", 0.5, 0.10, unstable=True)
+    _, old_ms = report.load_run(old)
+    for path, flag, verdict in ((twice, "worse", "WORSE"), (near, "", "within the noise"),
+                                (noisy, "", "unsure: unstable in NEW")):
+        header, body, flags = report.compare_rows(old_ms, report.load_run(path)[1])
+        assert flags == [flag], body
+        assert body[0][header.index("verdict")].startswith(verdict)
+    header, body, flags = report.compare_rows(report.load_run(twice)[1], old_ms)
+    assert flags == ["better"] and body[0][header.index("change")] == "+100%"
+    from bench.run import main
+
+    assert main(["--compare", old, twice]) == 1
+    assert main(["--compare", old, near]) == 0
+    text, worse = report.compare_text(old, near)
+    assert "Rule:" in text and "within the noise" in text and not worse
+
+
+def test_compare_reads_a_run_written_before_spreads_were_recorded(tmp_path):
+    path = _run_file(tmp_path / "r.json", 2.0, 0.05)
+    with open(path) as f:
+        data = json.load(f)
+    for r in data["results"]:
+        for k in ("ratio_iqr", "ratio_paired", "unstable", "solo", "busy", "unsteady"):
+            r.pop(k)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "results.json").write_text(json.dumps(data))
+    _, ms = report.load_run(str(tmp_path / "old"))
+    own = next(m for m in ms if m.kind == "nnkern")
+    assert own.ratios["numpy"] == pytest.approx(2.0) and own.ratio_iqr["numpy"][0] < 2.0
+
+
+# --------------------------------------------------------------------------------------
+# plots and output
+
+
+def test_one_colour_per_implementation_in_every_plot():
+    results = [_m("c", k, [1.0]) for k in ("torch", "nnkern[cpu]", "mystery", "other")]
+    colors = report.palette(results)
+    assert colors["torch"][0] == report.COLORS["torch"]
+    assert colors["nnkern[cpu]"][0] == report.COLORS["nnkern[cpu]"]
+    assert len({c for c, _ in colors.values()}) == 4  # the unknown ones differ too
+    assert report.palette(results[::-1]) == colors  # the order of the rows changes nothing
+
+
+def test_every_roofline_point_gets_its_case_number():
+    pts = [(10.0, 100.0, 1), (10.1, 101.0, 2), (10.0, 99.0, 3), (10.0, 300.0, 4), (1.0, 5.0, 7),
+           (10.0, 103.0, 5)]
+    labels = report.roofline_labels(pts, near_x=0.05, near_y=0.01)
+    assert sorted(t for _, _, t in labels) == ["1-3,5", "4", "7"]
+    x, y, _ = next(lab for lab in labels if lab[2] == "1-3,5")
+    assert x == pytest.approx(10.1) and 99.0 < y < 103.0  # right of the group, in its middle
+    assert report._number_list([5, 1, 2, 9, 8]) == "1,2,5,8,9"
+
+
+def test_plots_draw_unstable_ratios_and_write_pngs(tmp_path):
+    pytest.importorskip("matplotlib")
+    own = _m("c", "nnkern[cpu]", [1.0] * 5)
+    own.flops, own.bytes, own.rate, own.rate_unit = 1e6, 1e5, 1.0, "GFLOP/s"
+    results = [own, _m("c", "torch", [2.0] * 5), _m("c", "numpy", [1.0, 3.0, 1.0, 3.0, 1.0])]
+    core.compute_ratios(results, {}, core.Limits())
+    assert "numpy" in own.unstable
+    assert report.plot_ratios(results, str(tmp_path / "r.png"))
+    ceilings = {"host": {"flop": {"rate": 100.0}, "byte": {"rate": 10.0}}}
+    assert report.plot_roofline(results, ceilings, "host", str(tmp_path / "h.png"))
+    assert (tmp_path / "r.png").stat().st_size > 1000 and (tmp_path / "h.png").stat().st_size
+
+
+def test_the_default_output_folder_is_ignored_by_git():
+    from bench.run import default_out
+
+    out = default_out("some-machine", quick=True)
+    assert out.startswith(os.path.join(core.REPO, "bench", "out"))
+    probe = os.path.join(out, "results.json")
+    r = subprocess.run(["git", "check-ignore", "-q", probe], cwd=core.REPO, check=False)
+    assert r.returncode == 0, f"{probe} is not ignored by git"
+    r = subprocess.run(["git", "check-ignore", "-q", "bench/results/m/results.json"],
+                       cwd=core.REPO, check=False)
+    assert r.returncode == 1  # the committed results stay visible to git

@@ -3,11 +3,30 @@
 Each builder checks that what it needs exists and raises ``Skip`` with the
 reason otherwise (an op not merged yet, a backend module missing, PyTorch
 without CUDA), so the runner can say what it left out.
+
+A case's ``peers`` maps a peer key to a builder ``(place, env) -> Impl``. The
+key is a library, optionally with a setting in brackets, and is the peer's
+name everywhere (the runner labels the Impl with it)::
+
+    peers={"torch": _torch,                                   # NCHW, defaults
+           "torch[channels_last]": partial(_torch, channels_last=True),
+           "numpy": child_peer("numpy", partial(_numpy, ...)),  # own process
+           "numpy[alternating]": _numpy}                       # in turn with nnkern
+
+``child_peer`` runs a peer in a child process started from the environment
+the bench started with (before nnkern's import set ``OMP_WAIT_POLICY`` or
+OpenBLAS's thread timeout), so the library runs at its own defaults.
 """
+
+from functools import partial
 
 import numpy as np
 
-from bench.core import Impl, Skip
+from bench.core import Impl, Skip, child_impl
+
+
+def _key(library, setting):
+    return f"{library}[{setting}]" if setting else library
 
 
 def _fetch_numpy(to_numpy):
@@ -56,11 +75,32 @@ def nnkern_impl(backend, family, ops, run, prepare=None, families=None):
     )
 
 
-def torch_impl(place, env, prepare, run):
+def child_peer(library, builder, unset=(), setenv=None, solo=True):
+    """A peer builder whose Impl runs in a child process (bench.core.ChildPeer).
+
+    ``builder(place, env)`` is an ordinary peer builder of ``library``; it must
+    be a module-level function or a partial of one (it is pickled). The child
+    starts from the environment ``python -m bench`` started with, less the
+    variables in ``unset``, plus ``setenv``. ``solo`` (default): its samples are
+    taken in a block of their own after the other implementations' rounds,
+    then a pause lets its idle threads stop spinning, so neither side's
+    threads land in the other's samples; its ratios are then unpaired (every
+    sample against every sample, see bench.core.ratio_stats).
+
+    Example: NumPy at OpenBLAS's defaults in its own row::
+
+        peers={"numpy": child_peer("numpy", partial(_numpy, ta=ta, tb=tb))}
+    """
+    return partial(child_impl, builder, library, unset=tuple(unset), setenv=setenv, solo=solo)
+
+
+def torch_impl(place, env, prepare, run, setting=""):
     """PyTorch on the host (``torch.from_numpy``, no copy) or the GPU.
 
     ``prepare(inputs, T, torch)`` builds the state; ``T(x, grad=False)``
     makes a tensor on the right device (``requires_grad`` when ``grad``).
+    Outputs in oneDNN's own layout (``Tensor.to_mkldnn()``) are made dense
+    when fetched. ``setting`` names the peer ``torch[setting]``.
     """
     torch = env.torch
     if torch is None:
@@ -73,21 +113,26 @@ def torch_impl(place, env, prepare, run):
         t = torch.from_numpy(x) if device == "cpu" else torch.as_tensor(x, device=device)
         return t.requires_grad_(True) if grad else t
 
+    def dense(o):
+        o = o.detach()
+        return o.to_dense() if o.layout == torch._mkldnn else o
+
     def fetch(outputs):
         if not isinstance(outputs, tuple):
             outputs = (outputs,)
-        return tuple(None if o is None else o.detach().cpu().numpy() for o in outputs)
+        return tuple(None if o is None else dense(o).cpu().numpy() for o in outputs)
 
-    return Impl(label="torch", kind="peer", place=place,
+    return Impl(label=_key("torch", setting), kind="peer", place=place,
                 prepare=lambda inputs: prepare(inputs, T, torch), run=run,
                 fetch=fetch, device=f"torch-{device}")
 
 
-def numpy_impl(place, env, run, prepare=None):
-    """NumPy itself (OpenBLAS for matmul); a host peer only."""
+def numpy_impl(place, env, run, prepare=None, setting=""):
+    """NumPy itself (OpenBLAS for matmul); a host peer only. ``setting`` names the
+    peer ``numpy[setting]``."""
     if place != "host":
         raise Skip("numpy is a host peer")
-    return Impl(label="numpy", kind="peer", place="host",
+    return Impl(label=_key("numpy", setting), kind="peer", place="host",
                 prepare=prepare or (lambda inputs: inputs), run=run,
                 fetch=_fetch_numpy(np.asarray), device="numpy")
 
