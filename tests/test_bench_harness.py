@@ -383,6 +383,13 @@ def test_peer_keys_select_a_library_or_one_setting():
         parse_args(["--peers", "tensorflow"])
 
 
+def test_peers_of_pool_and_adam_include_the_fast_settings():
+    full = {c.name: c for c in case_registry.load(["pool", "optim"], quick=False)}
+    assert set(full["max_pool2d 2x2 fwd+bwd 128x64x28x28"].peers) == {
+        "torch", "torch[channels_last]", "torch[mkldnn]"}
+    assert set(full["adam 1Mi params"].peers) == {"torch", "torch[foreach]", "torch[fused]"}
+
+
 def _env_peer(place, env, names):
     """A fake peer (module level: a child process unpickles it) whose output is the
     values of the environment variables ``names`` where it runs, NaN where unset."""

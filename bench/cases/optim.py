@@ -1,5 +1,8 @@
-"""Adam over one flat buffer of parameters vs ``torch.optim.Adam`` (its default
-implementation for the device).
+"""Adam over one flat buffer of parameters vs ``torch.optim.Adam`` in each of its
+implementations, a row each: ``torch`` (the default for the device: a loop over
+the parameters on the CPU), ``torch[foreach]`` (``foreach=True``: one
+multi-tensor op per step) and ``torch[fused]`` (``fused=True``: one fused
+kernel, on the CPU since PyTorch 2.4).
 
 One call = ``F.adam_step(p, g, m, v, step=10, lr=1e-3)`` (in place); PyTorch:
 ``opt.step()`` with the same p.grad and moments, its state at step 9 before
@@ -32,13 +35,14 @@ def _nnkern(backend):
     return nnkern_impl(backend, "optim", ["adam_step"], run)
 
 
-def _torch(place, env):
+def _torch(place, env, variant=""):
     def prepare(inputs, T, torch):
         p = torch.nn.Parameter(T(inputs["p"]))
         p.grad = T(inputs["g"])
-        opt = torch.optim.Adam([p], lr=LR)
-        opt.state[p] = {"step": torch.tensor(float(STEP - 1)), "exp_avg": T(inputs["m"]),
-                        "exp_avg_sq": T(inputs["v"])}
+        opt = torch.optim.Adam([p], lr=LR, **({variant: True} if variant else {}))
+        # where torch.optim.Adam keeps its step count: on the device when fused
+        step = torch.tensor(float(STEP - 1), device=p.device if variant == "fused" else "cpu")
+        opt.state[p] = {"step": step, "exp_avg": T(inputs["m"]), "exp_avg_sq": T(inputs["v"])}
         return {"p": p, "opt": opt}
 
     def run(s):
@@ -46,7 +50,7 @@ def _torch(place, env):
         st = s["opt"].state[s["p"]]
         return s["p"], st["exp_avg"], st["exp_avg_sq"]
 
-    return torch_impl(place, env, prepare, run)
+    return torch_impl(place, env, prepare, run, setting=variant)
 
 
 def _count(n):
@@ -56,7 +60,9 @@ def _count(n):
 def adam_case(n, places=("host", "gpu")):
     return Case(
         family="optim", name=f"adam {_count(n)} params", shape=f"{n} float32",
-        make_inputs=partial(_inputs, n=n), nnkern=_nnkern, peers={"torch": _torch},
+        make_inputs=partial(_inputs, n=n), nnkern=_nnkern,
+        peers={"torch": _torch, "torch[foreach]": partial(_torch, variant="foreach"),
+               "torch[fused]": partial(_torch, variant="fused")},
         flops=14.0 * n, bytes=7.0 * 4 * n, metric="byte", places=places,
     )
 
