@@ -8,6 +8,10 @@ x is (N, C, H, W); gamma, beta, rm, rv are (C,).
 Memory-bound: forward reads x and writes y, backward reads g and x and
 writes dx: 5 floats per element (the per-channel vectors are negligible).
 Flops (roofline only): about 10 per element.
+
+Peers: ``torch`` (NCHW) and ``torch[channels_last]`` (x and g in channels_last
+memory format, converted once outside the timing; the fastest setting of the
+two varies from run to run on the development VM).
 """
 
 from functools import partial
@@ -39,9 +43,14 @@ def _nnkern(backend):
     return nnkern_impl(backend, "norm", ["batch_norm", "batch_norm_backward"], run)
 
 
-def _torch(place, env):
+def _torch(place, env, channels_last=False):
     def prepare(inputs, T, torch):
-        d = {k: T(inputs[k], k in ("x", "gamma", "beta")) for k in inputs}
+        d = {k: T(inputs[k]) for k in inputs}
+        if channels_last:
+            for k in ("x", "g"):
+                d[k] = d[k].contiguous(memory_format=torch.channels_last)
+        for k in ("x", "gamma", "beta"):
+            d[k].requires_grad_(True)
         d["torch"] = torch
         return d
 
@@ -52,14 +61,16 @@ def _torch(place, env):
         dx, dgamma, dbeta = torch.autograd.grad(y, (s["x"], s["gamma"], s["beta"]), s["g"])
         return y, dx, dgamma, dbeta, s["rm"], s["rv"]
 
-    return torch_impl(place, env, prepare, run)
+    return torch_impl(place, env, prepare, run,
+                      setting="channels_last" if channels_last else "")
 
 
 def bn_case(shape, places=("host", "gpu")):
     return Case(
         family="norm", name=f"batch_norm fwd+bwd {'x'.join(map(str, shape))}",
         shape=f"x {shape}, training", make_inputs=partial(_inputs, shape=shape),
-        nnkern=_nnkern, peers={"torch": _torch},
+        nnkern=_nnkern,
+        peers={"torch": _torch, "torch[channels_last]": partial(_torch, channels_last=True)},
         flops=10.0 * nbytes(shape) / 4, bytes=nbytes(shape) * 5, metric="byte",
         places=places,
     )
