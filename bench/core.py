@@ -70,12 +70,23 @@ def prepare_environment():
 
     TF32 off for every peer (fair fp32 comparisons) and passive OpenMP
     waiting. (Under the CUDA simulator the cuda device is skipped by probe().)
+
+    Passive waiting helps the PyTorch peer too, measured on the 2-vCPU
+    development VM under load (torch alone in a fresh process, 2 threads,
+    medians of three runs taking turns, passive vs libgomp's default): Adam
+    1Mi 3.6-9.8 vs 51-110 ms, fused Adam 1.1-1.7 vs 3.8-15 ms, max_pool2d
+    channels_last fwd+bwd 20-32 vs 26-85 ms, softmax-CE 1024x1000 3.7-4.8
+    vs 15-31 ms, conv 3x3 fwd+bwd 40-43 vs 83-157 ms. nnkern's import sets
+    it as well; this covers a run where PyTorch loads first.
     """
-    os.environ.setdefault("NVIDIA_TF32_OVERRIDE", "0")
-    os.environ.setdefault("CUPY_TF32", "0")
-    # PyTorch's OpenMP pool, OpenBLAS and Numba must not spin against each other
-    # (PERF.md); nnkern.kernels sets this too, but PyTorch may load first.
-    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+    for k, v in BENCH_SETTINGS.items():
+        os.environ.setdefault(k, v)
+
+
+# TF32 off: fair fp32 comparisons. PyTorch's OpenMP pool, OpenBLAS and Numba must
+# not spin against each other (PERF.md); nnkern.kernels sets the wait policy too,
+# but PyTorch may load first.
+BENCH_SETTINGS = {"NVIDIA_TF32_OVERRIDE": "0", "CUPY_TF32": "0", "OMP_WAIT_POLICY": "passive"}
 
 
 class Skip(Exception):
@@ -668,12 +679,13 @@ def probe_peers(env, libraries, gpu):
 
 def child_environment(unset=(), setenv=None):
     """The environment ``python -m bench`` started with (``bench.START_ENV``: before
-    nnkern's import added its settings), TF32 off, less ``unset``, plus ``setenv``."""
+    nnkern's import added its settings) with the bench's own BENCH_SETTINGS where
+    the user set nothing, less ``unset``, plus ``setenv``."""
     from bench import START_ENV
 
     env = dict(START_ENV)
-    env.setdefault("NVIDIA_TF32_OVERRIDE", "0")
-    env.setdefault("CUPY_TF32", "0")
+    for k, v in BENCH_SETTINGS.items():
+        env.setdefault(k, v)
     for k in unset:
         env.pop(k, None)
     env.update(setenv or {})

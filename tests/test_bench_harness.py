@@ -403,6 +403,9 @@ def test_a_child_peer_runs_in_its_own_environment(monkeypatch):
     from bench import START_ENV
     from bench.cases._common import child_peer
 
+    monkeypatch.delitem(START_ENV, "OMP_WAIT_POLICY", raising=False)
+    assert core.child_environment()["OMP_WAIT_POLICY"] == "passive"  # the bench's setting
+    assert "OMP_WAIT_POLICY" not in core.child_environment(unset=("OMP_WAIT_POLICY",))
     names = ("NNKERN_BENCH_TEST", "NNKERN_BENCH_GONE")
     monkeypatch.setitem(START_ENV, "NNKERN_BENCH_GONE", "1")  # as if set when the bench began
     monkeypatch.setenv("NNKERN_BENCH_TEST", "3")  # set later in the parent: not inherited

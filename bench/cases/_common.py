@@ -14,8 +14,8 @@ name everywhere (the runner labels the Impl with it)::
            "numpy[alternating]": _numpy}                       # in turn with nnkern
 
 ``child_peer`` runs a peer in a child process started from the environment
-the bench started with (before nnkern's import set ``OMP_WAIT_POLICY`` or
-OpenBLAS's thread timeout), so the library runs at its own defaults.
+the bench started with (before nnkern's import set its OpenBLAS settings),
+so the library runs at its own defaults.
 """
 
 from functools import partial
@@ -80,8 +80,10 @@ def child_peer(library, builder, unset=(), setenv=None, solo=True):
 
     ``builder(place, env)`` is an ordinary peer builder of ``library``; it must
     be a module-level function or a partial of one (it is pickled). The child
-    starts from the environment ``python -m bench`` started with, less the
-    variables in ``unset``, plus ``setenv``. ``solo`` (default): its samples are
+    starts from the environment ``python -m bench`` started with (none of
+    nnkern's settings; the bench's own, core.BENCH_SETTINGS: TF32 off, passive
+    OpenMP waiting), less the variables in ``unset``, plus ``setenv``. The
+    child imports no nnkern. ``solo`` (default): its samples are
     taken in a block of their own after the other implementations' rounds,
     then a pause lets its idle threads stop spinning, so neither side's
     threads land in the other's samples; its ratios are then unpaired (every
