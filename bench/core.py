@@ -220,11 +220,6 @@ class Measurement:
     def ok(self):
         return self.status == "ok"
 
-    @property
-    def library(self):
-        """The peer library of a peer key ("torch[fused]" -> "torch"); nnkern's rows: "nnkern"."""
-        return peer_library(self.impl) if self.kind == "peer" else "nnkern"
-
 
 def peer_library(key):
     """The library of a peer key: ``"torch[channels_last]"`` -> ``"torch"``."""
@@ -246,9 +241,9 @@ class Limits:
     """When a ratio is "unstable" and never shown as a headline.
 
     ``max_spread``: the interquartile range of the ratio's pairs, as a share of
-    their median (a quiet run of the development VM stays under 0.12 on every
-    compiled-backend row; the PyTorch pooling row of a loaded run reached
-    0.58). ``max_median_over_best``: either side's median sample over its
+    their median (the quiet run of 2026-11-22 stayed under 0.12 on every
+    compiled-backend row but the one against PyTorch's max-pool, 0.58, whose
+    samples ran 20 to 47 ms). ``max_median_over_best``: either side's median sample over its
     fastest (quiet: 1.01-1.12; the NumPy SGEMM 256 of issue 17 on a loaded
     machine: 20). ``max_busy``: the share of the machine's CPU time that other
     processes may take while a case is timed. ``min_samples``: fewer pairs
@@ -1091,6 +1086,8 @@ def compute_ratios(results, bars, limits):
     for m in results:
         if m.kind != "nnkern" or not m.ok():
             continue
+        for d in (m.ratios, m.ratios_of_medians, m.ratio_iqr, m.ratio_paired, m.unstable):
+            d.clear()
         for p in results:
             if p.kind != "peer" or not p.ok() or p.place != m.place:
                 continue
