@@ -253,6 +253,10 @@ def test_a_wide_spread_peer_is_unstable_and_never_a_headline():
     ratio_body = report.ratio_rows(results)[1]
     assert [r[7].startswith("UNSTABLE") for r in ratio_body] == [False, True]
     assert any("torch[channels_last]" in line for line in report.unstable_lines(results))
+    # computed again once the peer is steady: nothing stale is left
+    wide.samples_ms = [1.0] * 7
+    core.compute_ratios(results, {}, core.Limits())
+    assert own.unstable == {} and own.ratio_iqr["torch[channels_last]"] == [1.0, 1.0]
 
 
 def test_a_peer_median_far_from_its_best_or_a_busy_case_is_unstable():
