@@ -269,8 +269,8 @@ def markdown(results, facts, ceilings, skipped):
         "",
         "## Furthest from their peer (sound ratios only)",
         "",
-        *[f"{i}. {m.case} ({m.impl}): {r:.2f}x {peer} ({m.ms:.3f} ms)"
-          for i, (r, m, peer) in enumerate(furthest(results), 1)],
+        *([f"{i}. {m.case} ({m.impl}): {r:.2f}x {peer} ({m.ms:.3f} ms)"
+           for i, (r, m, peer) in enumerate(furthest(results), 1)] or ["None: no sound ratio."]),
         "",
         "## Unstable ratios",
         "",
