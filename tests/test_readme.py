@@ -15,7 +15,7 @@ def _python_blocks(section):
     text = README.read_text()
     start = text.index(f"## {section}")
     end = text.find("\n## ", start + 1)
-    return re.findall(r"```python\n(.*?)```", text[start:end], re.S)
+    return re.findall(r"```python\n(.*?)```", text[start:end], re.DOTALL)
 
 
 def test_backend_section_runs():
