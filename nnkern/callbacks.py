@@ -21,9 +21,11 @@ class Callback:
     ``runs_last``: fit calls this callback after all others and after the History (a
     checkpoint saves the epoch as the others left it). ``resume_point(model)`` may restore
     the model before training and return the info to resume from (see ModelCheckpoint).
+    ``main_process_only``: in data-parallel training only rank 0 runs it (it writes files).
     """
 
     runs_last = False
+    main_process_only = False
 
     def __init__(self):
         self.model = None
@@ -239,6 +241,7 @@ class ModelCheckpoint(_Monitor):
     """
 
     runs_last = True
+    main_process_only = True
 
     def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto",
                  resume=False, verbose=0):
@@ -294,6 +297,8 @@ class CSVLogger(Callback):
         >>> logger = CSVLogger("training.csv")
         >>> # model.fit(x, y, epochs=10, callbacks=[logger])
     """
+
+    main_process_only = True
 
     def __init__(self, filename, separator=",", append=False):
         super().__init__()

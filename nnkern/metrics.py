@@ -135,9 +135,11 @@ def false_positive_rate(y_true, y_pred, average="binary", positive=1, num_classe
 
 class Metric:
     """Accumulates a metric over batches: ``update(y_true, y_pred)``, ``result()``,
-    ``reset()``. ``threshold`` is set by ``compile`` (0 for logits)."""
+    ``reset()``. ``threshold`` is set by ``compile`` (0 for logits). ``counts``: the names
+    of the attributes that add up over batches (data-parallel fit sums them over ranks)."""
 
     name = None
+    counts = ()
 
     def __init__(self, threshold=0.0):
         self.threshold = threshold
@@ -154,6 +156,7 @@ class Accuracy(Metric):
     """Fraction of correct predictions."""
 
     name = "accuracy"
+    counts = ("_correct", "_count")
 
     def reset(self):
         self._correct, self._count = 0, 0
@@ -170,6 +173,8 @@ class Accuracy(Metric):
 class _ClassOneCounts(Metric):
     # running counts for class 1, so a result after every batch costs O(1), not a
     # confusion matrix over all the labels seen so far
+    counts = ("_hits", "_predicted", "_actual")
+
     def reset(self):
         self._hits, self._predicted, self._actual = 0, 0, 0
 

@@ -3,6 +3,7 @@
 import numpy as np
 
 import nnkern.functional as F
+from nnkern import distributed
 from nnkern.autograd import Tensor, no_grad
 
 from .base import Layer, apply_activation, check_activation, register
@@ -121,7 +122,8 @@ class Dropout(Layer):
 
     Each training step draws a fresh mask seed from the layer's own seed and a
     step counter, so a run is reproducible (and a resumed run continues the
-    same sequence: the counter is saved with the weights).
+    same sequence: the counter is saved with the weights). In data-parallel
+    training each rank adds its rank to the seed, so the ranks' masks differ.
 
     >>> head = [Flatten(), Dropout(0.5), Dense(10)]
     """
@@ -136,9 +138,8 @@ class Dropout(Layer):
     def call(self, x, training=False):
         if not training or self.rate == 0.0:
             return x
-        step_seed = int(
-            np.random.default_rng([self.seed or 0, self.steps]).integers(0, 2**31 - 1)
-        )
+        key = [self.seed or 0, self.steps, *distributed.seed_stream()]  # + rank, data-parallel
+        step_seed = int(np.random.default_rng(key).integers(0, 2**31 - 1))
         self.steps += 1
         return F.dropout(x, self.rate, training=True, seed=step_seed)
 

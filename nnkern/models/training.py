@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from .. import callbacks as callbacks_mod
+from .. import distributed as distributed_mod
 from .. import losses as losses_mod
 from .. import metrics as metrics_mod
 from .. import optimizers as optimizers_mod
@@ -128,7 +129,8 @@ class Trainer:
     # --- fit ---------------------------------------------------------------------------------
 
     def fit(self, x=None, y=None, batch_size=32, epochs=1, verbose="auto", callbacks=None,
-            validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0, seed=None):
+            validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0, seed=None,
+            distributed=None):
         """Train for ``epochs`` epochs on (x, y); returns a ``History``.
 
         ``x`` is an array (a list of arrays for a model with several inputs). The data stay
@@ -137,10 +139,14 @@ class Trainer:
         (``initial_epoch``, or ``ModelCheckpoint(resume=True)``) sees the same batches as an
         uninterrupted one. ``validation_split`` holds out the LAST fraction of the data
         (before shuffling), as Keras does. ``verbose``: 0 silent, 1 (``"auto"``) progress
-        bar, 2 one line per epoch.
+        bar, 2 one line per epoch. ``distributed=True`` (or a
+        ``nnkern.distributed.DataParallel``) trains data-parallel on the ranks of
+        ``mpiexec``: ``batch_size`` is then the global batch, split over the ranks (see
+        ``nnkern.distributed``).
         """
         x = self._check_x(x)
         self._ready_to_train()
+        strategy = distributed_mod.strategy_for(distributed, self)
         n = len(x[0] if isinstance(x, list) else x)
         if n == 0:
             raise ValueError("fit needs at least one sample, got x with 0 samples")
@@ -166,24 +172,23 @@ class Trainer:
         else:
             val = None
         batch_size = _batch_size(batch_size)
-        verbose = 1 if verbose == "auto" else int(verbose)
-        steps = math.ceil(n / batch_size)
-        if steps > 1 and n % batch_size == 1:
-            steps -= 1  # fold a last batch of one sample into the previous one (batch norm
-            #             cannot normalise a single sample)
+        verbose = strategy.verbose(1 if verbose == "auto" else int(verbose))
+        steps = strategy.steps(n, batch_size)
         seed = 0 if seed is None else int(seed)
 
         history = callbacks_mod.History()
         self.history = history
-        user_callbacks = list(callbacks or [])
+        user_callbacks = strategy.callbacks(callbacks or [])
         self._fit_callbacks = user_callbacks
         resumed = None
         for cb in user_callbacks:
             info = cb.resume_point(self)
             if info is not None and info["epoch"] > initial_epoch:
                 resumed, initial_epoch = info, info["epoch"]
-                history.history = {k: list(v) for k, v in info["history"].items()}
-                history.epoch = list(range(initial_epoch))
+        resumed, initial_epoch, seed = strategy.start(self, resumed, initial_epoch, seed, n)
+        if resumed is not None:
+            history.history = {k: list(v) for k, v in resumed["history"].items()}
+            history.epoch = list(range(initial_epoch))
         params = {"epochs": epochs, "steps": steps, "batch_size": batch_size,
                   "initial_epoch": initial_epoch, "verbose": verbose}
         # callbacks that run last (checkpoints) save the epoch as every other callback left
@@ -209,12 +214,15 @@ class Trainer:
                 cbs.on_epoch_begin(epoch)
                 order = (np.random.default_rng([seed, epoch]).permutation(n) if shuffle
                          else np.arange(n))
-                logs, bar = self._train_epoch(x, y, order, batch_size, steps, cbs, verbose)
+                logs, bar = self._train_epoch(x, y, strategy.batches(order, batch_size, steps),
+                                              cbs, verbose, strategy)
+                strategy.end_epoch(self)
                 if val is not None:
-                    val_logs = self._evaluate_arrays(val[0], val[1], batch_size)
+                    val_logs = self._evaluate_arrays(val[0], val[1], batch_size, strategy)
                     logs.update({f"val_{k}": v for k, v in val_logs.items()})
                 bar.finish(logs)
                 cbs.on_epoch_end(epoch, logs)
+                self.stop_training = strategy.agree(self.stop_training)
                 if self.stop_training:
                     break
         finally:
@@ -232,19 +240,18 @@ class Trainer:
             return [to_device(a, self._backend) for a in yb]
         return to_device(yb, self._backend)
 
-    def _train_epoch(self, x, y, order, batch_size, steps, cbs, verbose):
-        n = len(order)
+    def _train_epoch(self, x, y, batches, cbs, verbose, strategy):
+        """One epoch over ``batches``: (this rank's sample indices, global batch size)."""
         self.training = True
-        bar = ProgressBar(steps, verbose)
+        bar = ProgressBar(len(batches), verbose)
         for m in self.metrics:
             m.reset()
+        running = strategy.running(self)
         total, count = 0.0, 0
         logs = {}
         with self._on_device(), enable_grad():
             params = self._params
-            for step in range(steps):
-                end = n if step == steps - 1 else (step + 1) * batch_size
-                idx = order[step * batch_size:end]
+            for step, (idx, n_global) in enumerate(batches):
                 cbs.on_train_batch_begin(step)
                 xb = self._batch_tensors(_take(x, idx))
                 yb = self._batch_targets(_take(y, idx))
@@ -252,38 +259,42 @@ class Trainer:
                 out = self.call(xb, training=True)
                 loss = self.loss(out, yb)
                 loss.backward()
+                strategy.reduce_gradients(self, len(idx), n_global)
                 self.optimizer.step()
                 total += float(loss.data) * len(idx)  # the one host sync of a step
                 count += len(idx)
-                logs = {"loss": total / count}
-                self._update_metrics(_take(y, idx), out, logs)
+                self._update_metrics(_take(y, idx), out)
+                total, count = running.reduce(total, count)  # the global sums, data-parallel
+                logs = {"loss": total / count, **{m.name: m.result() for m in self.metrics}}
                 cbs.on_train_batch_end(step, logs)
                 bar.update(step + 1, logs)
+                self.stop_training = strategy.agree(self.stop_training)
                 if self.stop_training:
                     break
         return dict(logs), bar
 
-    def _evaluate_arrays(self, x, y, batch_size):
+    def _evaluate_arrays(self, x, y, batch_size, strategy=distributed_mod.LOCAL):
         for m in self.metrics:
             m.reset()
         total, count = 0.0, 0
-        n = len(x[0] if isinstance(x, list) else x)
+        first, last = strategy.eval_range(len(x[0] if isinstance(x, list) else x))
         with self._on_device(), no_grad():
-            for start in range(0, n, batch_size):
-                xb = self._batch_tensors(_slice(x, start, start + batch_size))
-                yb = self._batch_targets(_slice(y, start, start + batch_size))
+            for start in range(first, last, batch_size):
+                stop = min(start + batch_size, last)
+                xb = self._batch_tensors(_slice(x, start, stop))
+                yb = self._batch_targets(_slice(y, start, stop))
                 out = self.call(xb, training=False)
-                size = min(batch_size, n - start)
-                total += float(to_numpy(self.loss.value(out, yb))) * size
-                count += size
-                self._update_metrics(_slice(y, start, start + batch_size), out)
+                total += float(to_numpy(self.loss.value(out, yb))) * (stop - start)
+                count += stop - start
+                self._update_metrics(_slice(y, start, stop), out)
+        total, count = strategy.running(self).reduce(total, count)
         logs = {"loss": total / max(count, 1)}
         logs.update({m.name: m.result() for m in self.metrics})
         return logs
 
-    def _update_metrics(self, y_true, out, logs=None):
+    def _update_metrics(self, y_true, out):
         """Feed one batch to every metric (one device-to-host copy of the outputs for all of
-        them); write their running results into ``logs`` when given."""
+        them)."""
         if not self.metrics:
             return
         first = out[0] if isinstance(out, list) else out
@@ -291,20 +302,22 @@ class Trainer:
         truth = y_true[0] if isinstance(y_true, list) else y_true
         for m in self.metrics:
             m.update(truth, pred)
-            if logs is not None:
-                logs[m.name] = m.result()
 
-    def evaluate(self, x=None, y=None, batch_size=32, verbose=0):
-        """Loss and metrics over (x, y) in evaluation mode -> ``{"loss": ..., "accuracy": ...}``."""
+    def evaluate(self, x=None, y=None, batch_size=32, verbose=0, distributed=None):
+        """Loss and metrics over (x, y) in evaluation mode -> ``{"loss": ..., "accuracy": ...}``.
+        ``distributed=True``: each rank evaluates its part of (x, y), and every rank gets the
+        totals over all of them."""
         x = self._check_x(x)
         self._ready_to_train()
+        strategy = distributed_mod.strategy_for(distributed, self)
+        verbose = strategy.verbose(verbose)
         n = len(x[0] if isinstance(x, list) else x)
         if n == 0:
             raise ValueError("evaluate needs at least one sample, got x with 0 samples")
         y = self._check_y(y, n)
         batch_size = _batch_size(batch_size)
         bar = ProgressBar(math.ceil(n / batch_size), 1 if verbose == "auto" else verbose)
-        logs = self._evaluate_arrays(x, y, batch_size)
+        logs = self._evaluate_arrays(x, y, batch_size, strategy)
         bar.finish(logs)
         return logs
 
