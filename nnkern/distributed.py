@@ -58,7 +58,7 @@ import numpy as np
 DEFAULT_TIMEOUT = 300.0
 
 _communicators = {}  # "mpi" / "nccl" -> the process's communicator of that kind
-_rank_stream = ()  # (rank,) while data-parallel with several ranks: dropout draws per rank
+_rank_stream = ()  # (rank,) in one rank of several: its dropout masks are its own
 
 
 class DistributedError(RuntimeError):
@@ -216,7 +216,33 @@ def _check_root(root, size):
         raise ValueError(f"root must be a rank in [0, {size}), got {root!r}")
 
 
-class MPICommunicator(Communicator):
+class _Watched(Communicator):
+    """A communicator whose waits are bounded: past ``timeout`` seconds, every rank aborts."""
+
+    def _watch(self, timeout):
+        self.watchdog = Watchdog(timeout, self._timed_out)
+
+    @property
+    def timeout(self):
+        return self.watchdog.timeout
+
+    @timeout.setter
+    def timeout(self, value):
+        self.watchdog.timeout = _default_timeout(value)
+
+    def _say(self, message):
+        sys.stderr.write(f"nnkern.distributed: rank {self.rank} of {self.size}: {message}\n")
+        sys.stderr.flush()
+
+    def _timed_out(self, what, waited):
+        self.abort(
+            f"{what} waited {waited:.1f} s, more than the timeout of {self.timeout:g} s: "
+            f"another rank has died, hangs, or stopped making the same calls (a diverged "
+            f"loop); aborting every rank. Change the limit with DataParallel(timeout=...) or "
+            f"NNKERN_DIST_TIMEOUT.", code=3)
+
+
+class MPICommunicator(_Watched):
     """Collectives over mpi4py on host (NumPy) arrays; ``comm`` defaults to COMM_WORLD.
 
     A call that waits longer than ``timeout`` seconds prints what waited and aborts
@@ -234,24 +260,16 @@ class MPICommunicator(Communicator):
         self._MPI = MPI
         self.comm = MPI.COMM_WORLD if comm is None else comm
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
-        self.watchdog = Watchdog(timeout, self._timed_out)
-
-    @property
-    def timeout(self):
-        return self.watchdog.timeout
-
-    @timeout.setter
-    def timeout(self, value):
-        self.watchdog.timeout = _default_timeout(value)
+        self._watch(timeout)
 
     def _accepts(self, array):
         return isinstance(array, np.ndarray)
 
-    def local_size(self):
-        """How many ranks share this machine (their memory)."""
+    def local_rank_and_size(self):
+        """This rank's index among the ranks that share its machine, and their number."""
         shared = self.comm.Split_type(self._MPI.COMM_TYPE_SHARED, self.rank)
         try:
-            return shared.Get_size()
+            return shared.Get_rank(), shared.Get_size()
         finally:
             shared.Free()
 
@@ -285,16 +303,8 @@ class MPICommunicator(Communicator):
             self.comm.Barrier()
 
     def abort(self, message, code=1):
-        sys.stderr.write(f"nnkern.distributed: rank {self.rank} of {self.size}: {message}\n")
-        sys.stderr.flush()
+        self._say(message)
         self.comm.Abort(code)
-
-    def _timed_out(self, what, waited):
-        self.abort(
-            f"{what} waited {waited:.1f} s, more than the timeout of {self.timeout:g} s: "
-            f"another rank has died, hangs, or stopped making the same calls (a diverged "
-            f"loop); aborting every rank. Change the limit with DataParallel(timeout=...) or "
-            f"NNKERN_DIST_TIMEOUT.", code=3)
 
 
 def _import_mpi():
@@ -324,7 +334,7 @@ def _device_pointer(array):
     return array.data.ptr
 
 
-class NCCLCommunicator(Communicator):
+class NCCLCommunicator(_Watched):
     """Collectives over NCCL (CuPy's ``cupy.cuda.nccl``) on GPU arrays, one GPU per rank.
 
     ``unique_id``: rank 0's ``nccl.get_unique_id()``, given to every rank (``init`` passes
@@ -350,17 +360,9 @@ class NCCLCommunicator(Communicator):
         self.nccl, self.xp = nccl, xp
         self.rank, self.size = int(rank), int(size)
         _check_root(self.rank, self.size)
-        self.watchdog = Watchdog(timeout, self._timed_out)
+        self._watch(timeout)
         self.comm = nccl.NcclCommunicator(self.size, _nccl_id_tuple(unique_id), self.rank)
         self._avg = getattr(nccl, "NCCL_AVG", None)
-
-    @property
-    def timeout(self):
-        return self.watchdog.timeout
-
-    @timeout.setter
-    def timeout(self, value):
-        self.watchdog.timeout = _default_timeout(value)
 
     def _accepts(self, array):
         return isinstance(array, self.xp.ndarray)
@@ -424,8 +426,7 @@ class NCCLCommunicator(Communicator):
                 time.sleep(2e-5)
 
     def abort(self, message, code=1):
-        sys.stderr.write(f"nnkern.distributed: rank {self.rank} of {self.size}: {message}\n")
-        sys.stderr.flush()
+        self._say(message)
         try:
             self.comm.abort()
         finally:
@@ -433,10 +434,6 @@ class NCCLCommunicator(Communicator):
             if mpi is not None:
                 mpi.comm.Abort(code)
             os._exit(code)
-
-    def _timed_out(self, what, waited):
-        self.abort(f"{what} waited {waited:.1f} s, more than the timeout of {self.timeout:g} "
-                   f"s: another rank has died or hangs; aborting", code=3)
 
 
 def _host_bytes(array):
@@ -565,6 +562,7 @@ def init(device=None, timeout=None):
         comm = _create_nccl(timeout) if kind == "nccl" else MPICommunicator(timeout=timeout)
         _communicators[kind] = comm
         if comm.size > 1:
+            _set_rank_stream(comm)
             _abort_on_uncaught_exception(comm)
             if backend == "cpu":
                 _share_cores(comm)
@@ -579,7 +577,8 @@ def _create_nccl(timeout):
         rank, size, local, address, port = launch
     else:
         mpi = init("cpu", timeout)
-        rank, size, local = mpi.rank, mpi.size, _local_rank(mpi)
+        rank, size = mpi.rank, mpi.size
+        local = mpi.local_rank_and_size()[0]
     import cupy
     from cupy.cuda import nccl
     from numba import cuda
@@ -595,20 +594,12 @@ def _create_nccl(timeout):
     return NCCLCommunicator(rank, size, uid, timeout=timeout)
 
 
-def _local_rank(mpi):
-    shared = mpi.comm.Split_type(mpi._MPI.COMM_TYPE_SHARED, mpi.rank)
-    try:
-        return shared.Get_rank()
-    finally:
-        shared.Free()
-
-
 def _share_cores(comm):
     if "NUMBA_NUM_THREADS" in os.environ:
         return
     import numba
 
-    local = comm.local_size()
+    local = comm.local_rank_and_size()[1]
     if local > 1:
         numba.set_num_threads(max(1, numba.config.NUMBA_NUM_THREADS // local))
 
@@ -660,9 +651,15 @@ def is_main():
 
 
 def seed_stream():
-    """What a rank adds to the seeds of its random draws (dropout masks): ``(rank,)``
-    while data-parallel with several ranks, else ``()`` (one process draws as before)."""
+    """What a rank adds to the seeds of its random draws (dropout masks): ``(rank,)`` in a
+    process that is one rank of several (after ``init()`` or a data-parallel ``fit``), else
+    ``()``: one process draws as it always did."""
     return _rank_stream
+
+
+def _set_rank_stream(comm):
+    global _rank_stream
+    _rank_stream = (comm.rank,) if comm.size > 1 else ()
 
 
 # --- strategies: what fit asks at each point of training --------------------------------------
@@ -783,7 +780,6 @@ class DataParallel(LocalStrategy):
         return idx[self.rank * m // self.size:(self.rank + 1) * m // self.size]
 
     def start(self, model, resumed, initial_epoch, seed, n):
-        global _rank_stream
         comm = self.comm
         counts = np.zeros(self.size)
         counts[self.rank] = n
@@ -814,7 +810,8 @@ class DataParallel(LocalStrategy):
                 layer.seed = layer_seed  # dropout draws from it
                 if steps is not None:
                     layer.steps = steps
-        _rank_stream = (self.rank,) if self.size > 1 else ()
+        if self.size > 1:
+            _set_rank_stream(comm)
         return state["resumed"], state["initial_epoch"], state["seed"]
 
     def reduce_gradients(self, model, n_local, n_global):

@@ -15,6 +15,7 @@ from distributed_cases import CASES, build, case_data
 
 import nnkern
 from nnkern import distributed, metrics
+from nnkern.device import cuda_simulated
 from nnkern.distributed import (
     DataParallel,
     DistributedError,
@@ -297,13 +298,24 @@ def test_mpi_communicator_on_one_rank():
     comm = distributed.MPICommunicator()
     a = np.arange(4.0)
     assert comm.allreduce_mean(a) is a and np.array_equal(a, np.arange(4.0))
-    assert comm.broadcast_object([1, "x"]) == [1, "x"] and comm.local_size() == 1
+    assert comm.broadcast_object([1, "x"]) == [1, "x"] and comm.local_rank_and_size() == (0, 1)
     comm.barrier()
     with pytest.raises(ValueError, match="C-contiguous"):
         comm.allreduce_sum(np.zeros((3, 3))[:, 0])
     with pytest.raises(TypeError, match="takes a NumPy array \\(host memory\\), got list"):
         comm.broadcast([1.0])
     assert "1 process (mpi)" in distributed.describe(comm)
+
+
+def test_init_picks_mpi_for_host_arrays_and_under_the_cuda_simulator():
+    # NCCL is for GPU memory; the simulator's "GPU" arrays are NumPy arrays, which MPI
+    # carries (conftest turns the simulator on when no GPU is asked for)
+    pytest.importorskip("mpi4py", reason="needs: pip install -e '.[distributed]'")
+    comm = distributed.init("cpu")
+    assert comm.kind == "mpi" and distributed.init("numpy") is comm
+    if cuda_simulated():
+        assert distributed.init("cuda") is comm
+    assert (distributed.rank(), distributed.world_size(), distributed.is_main()) == (0, 1, True)
 
 
 # --- the watchdog --------------------------------------------------------------------------------
