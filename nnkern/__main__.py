@@ -2,6 +2,7 @@
 
     python -m nnkern            # LeNet-style CNN on the bundled digits, auto device
     python -m nnkern info       # which device auto picks and why, versions, threads, GPU
+    mpiexec -n 2 python -m nnkern --distributed     # the main job, data-parallel on 2 ranks
 """
 
 import argparse
@@ -67,13 +68,15 @@ def main(argv=None):
     parser.add_argument("command", nargs="?", default="train", choices=["train", "info"])
     parser.add_argument("--device", default=None, help="auto | cpu | cuda | numpy")
     parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--distributed", action="store_true",
+                        help="data-parallel over the ranks of mpiexec (see nnkern.distributed)")
     args = parser.parse_args(argv)
     if args.command == "info":
         print("\n".join(info_lines()))
         return 0
     from nnkern.main_job import run_main_job
 
-    return run_main_job(device=args.device, epochs=args.epochs)
+    return run_main_job(device=args.device, epochs=args.epochs, distributed=args.distributed)
 
 
 if __name__ == "__main__":

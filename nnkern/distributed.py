@@ -79,51 +79,45 @@ def _default_timeout(timeout):
 
 class Watchdog:
     """Calls ``on_timeout(what, waited)`` from a background thread when one guarded call
-    lasts more than ``timeout`` seconds. The guarded call only writes two attributes, so
-    it costs nothing next to a collective.
+    lasts more than ``timeout`` seconds. A guarded call only writes three attributes (the
+    description is written out only on a timeout), so it costs about a microsecond next to
+    a collective. One call at a time: collectives do not nest.
 
         >>> dog = Watchdog(5.0, on_timeout=lambda what, waited: print(what, waited))
-        >>> with dog.guard("barrier"):
+        >>> with dog.guard("allreduce", np.zeros(4)):
         ...     pass
     """
 
     def __init__(self, timeout, on_timeout):
         self.timeout = _default_timeout(timeout)
         self.on_timeout = on_timeout
-        self._since, self._what = None, None
+        self._since, self._what, self._array = None, None, None
         self._thread = None
 
-    def guard(self, what):
+    def guard(self, what, array=None):
+        """``with dog.guard("allreduce", array):`` around one call."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._watch, name="nnkern-watchdog",
                                             daemon=True)
             self._thread.start()
-        return _Guard(self, what)
+        self._what, self._array = what, array
+        return self
+
+    def __enter__(self):
+        self._since = time.monotonic()
+
+    def __exit__(self, *exc):
+        self._since = None
 
     def _watch(self):
         while True:
             time.sleep(min(1.0, self.timeout / 10))
-            since, what = self._since, self._what
+            since, what, array = self._since, self._what, self._array
             if since is not None and time.monotonic() - since > self.timeout:
                 self._since = None
+                if array is not None:
+                    what = f"{what} of {array.size:,} {array.dtype}"
                 self.on_timeout(what, time.monotonic() - since)
-
-
-class _Guard:
-    __slots__ = ("dog", "what")
-
-    def __init__(self, dog, what):
-        self.dog, self.what = dog, what
-
-    def __enter__(self):
-        self.dog._what, self.dog._since = self.what, time.monotonic()
-
-    def __exit__(self, *exc):
-        self.dog._since = None
-
-
-def _describe(array):
-    return f"{array.size:,} {array.dtype}"
 
 
 # --- communicators -------------------------------------------------------------------------------
@@ -275,7 +269,7 @@ class MPICommunicator(_Watched):
 
     def allreduce_sum(self, array):
         self._check(array, "allreduce_sum")
-        with self.watchdog.guard(f"allreduce of {_describe(array)}"):
+        with self.watchdog.guard("allreduce", array):
             self.comm.Allreduce(self._MPI.IN_PLACE, array, op=self._MPI.SUM)
         return array
 
@@ -289,7 +283,7 @@ class MPICommunicator(_Watched):
     def broadcast(self, array, root=0):
         _check_root(root, self.size)
         self._check(array, "broadcast")
-        with self.watchdog.guard(f"broadcast of {_describe(array)} from rank {root}"):
+        with self.watchdog.guard(f"broadcast from rank {root}", array):
             self.comm.Bcast(array, root=root)
         return array
 
