@@ -777,7 +777,7 @@ class DataParallel(LocalStrategy):
         comm = self.comm
         counts = np.zeros(self.size)
         counts[self.rank] = n
-        comm.allreduce_sum(counts)
+        counts = _host_allreduce_sum(comm, counts)
         if (counts != n).any():
             raise DistributedError(
                 f"the ranks passed different numbers of training samples "

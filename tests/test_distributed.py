@@ -8,6 +8,7 @@ import socket
 import sys
 import threading
 import time
+import types
 
 import numpy as np
 import pytest
@@ -151,6 +152,41 @@ def test_data_parallel_fit_over_nccl_with_one_rank_is_plain_fit():
               distributed=DataParallel(comm))
     for a, b in zip(plain.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+class _DeviceArray(np.ndarray):
+    """Stands for a CuPy array: GPU memory, which NCCL takes and host arrays are not."""
+
+
+class _FakeCupy:
+    ndarray, float32 = _DeviceArray, np.float32
+    cuda = types.SimpleNamespace(Stream=types.SimpleNamespace(
+        null=types.SimpleNamespace(done=True)))
+
+    @staticmethod
+    def asarray(a):
+        return np.array(a).view(_DeviceArray)
+
+    @staticmethod
+    def asnumpy(a):
+        return np.array(a).view(np.ndarray)
+
+    @staticmethod
+    def zeros(*args, **kwargs):
+        return np.zeros(*args, **kwargs).view(_DeviceArray)
+
+
+def test_the_strategy_moves_its_host_values_through_the_gpu_for_nccl():
+    # the sample counts, the logged sums and the stop flag live on the host; NCCL only
+    # takes GPU memory, so they go to the device and back
+    comm = NCCLCommunicator(0, 1, UID, nccl=_FakeNccl(1), xp=_FakeCupy)
+    with pytest.raises(TypeError, match="takes a GPU"):
+        comm.allreduce_sum(np.zeros(2))
+    strategy = DataParallel(comm)
+    model = build("adam")
+    assert strategy.start(model, None, 0, 7, 48) == (None, 0, 7)
+    assert strategy.agree(True) is True and strategy.agree(False) is False
+    assert strategy.running(model).reduce(3.5, 4) == (3.5, 4)
 
 
 def test_nccl_communicator_rejects_bad_input():
