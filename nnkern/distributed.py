@@ -24,7 +24,9 @@ pass a ``DataParallel`` to choose its communicator or timeout. Under it:
   contiguous, disjoint parts, one per rank, so the ranks cover the epoch once;
 * after ``backward`` the flat gradient buffer of each dtype is averaged with one
   allreduce, weighted by the parts' sizes when they differ (the global gradient
-  is then exactly that of the mean loss over the global batch);
+  is then exactly that of the mean loss over the global batch; a loss with
+  ``reduction="sum"`` is summed instead, and a plain-function loss is taken to
+  be a mean over the batch, as the built-in ones are);
 * the loss and metric counts are summed over the ranks at every step and the
   validation set is split and summed likewise, so every rank's logs, history and
   callbacks see the global values; a stop asked for by a callback on any rank
