@@ -338,7 +338,9 @@ class NCCLCommunicator(_Watched):
     ``MASTER_ADDR``/``MASTER_PORT``, as torchrun does). The collectives are queued on the
     legacy default stream, where nnkern launches its kernels; the calls that bring a value
     back to the host wait at most ``timeout`` seconds, then abort the communicator and
-    every rank.
+    every rank. Each call waits for its collective to finish (polling the stream, under
+    the same timeout): a step syncs with the host once anyway (its loss), and a sync that
+    no timeout guards would block forever on a lost rank.
 
     ``nccl`` and ``xp`` (the array module) may be replaced, which the tests do to check
     the calls without a GPU.
@@ -370,21 +372,22 @@ class NCCLCommunicator(_Watched):
                             f"{sorted(_NCCL_TYPES)}")
         return getattr(self.nccl, name)
 
+    def _allreduce(self, array, op):
+        ptr = _device_pointer(array)
+        self.comm.allReduce(ptr, ptr, array.size, self._type(array), op, self.STREAM)
+        self.wait("allreduce", array)
+        return array
+
     def allreduce_sum(self, array):
         self._check(array, "allreduce_sum")
-        ptr = _device_pointer(array)
-        self.comm.allReduce(ptr, ptr, array.size, self._type(array), self.nccl.NCCL_SUM,
-                            self.STREAM)
-        return array
+        return self._allreduce(array, self.nccl.NCCL_SUM)
 
     def allreduce_mean(self, array):
         self._check(array, "allreduce_mean", floating=True)
-        if self._avg is None:  # NCCL before 2.10: sum, then divide
-            self.allreduce_sum(array)
-            array /= self.size
-            return array
-        ptr = _device_pointer(array)
-        self.comm.allReduce(ptr, ptr, array.size, self._type(array), self._avg, self.STREAM)
+        if self._avg is not None:
+            return self._allreduce(array, self._avg)
+        self._allreduce(array, self.nccl.NCCL_SUM)  # NCCL before 2.10: sum, then divide
+        array /= self.size
         return array
 
     def broadcast(self, array, root=0):
@@ -392,34 +395,33 @@ class NCCLCommunicator(_Watched):
         self._check(array, "broadcast")
         self.comm.bcast(_device_pointer(array), array.size, self._type(array), int(root),
                         self.STREAM)
+        self.wait(f"broadcast from rank {root}", array)
         return array
 
     def broadcast_object(self, obj, root=0):
         _check_root(root, self.size)
         payload = pickle.dumps(obj) if self.rank == root else b""
-        length = self.xp.asarray(np.array([len(payload)], np.int64))
-        self.broadcast(length, root)
-        self.wait(f"broadcast of a Python object's length from rank {root}")
+        length = self.broadcast(self.xp.asarray(np.array([len(payload)], np.int64)), root)
         n = int(length[0])
         data = self.xp.asarray(np.frombuffer(payload, np.uint8) if self.rank == root
                                else np.zeros(n, np.uint8))
         self.broadcast(data, root)
-        self.wait(f"broadcast of a Python object from rank {root}")
         return obj if self.rank == root else pickle.loads(_host_bytes(data))
 
     def barrier(self):
         self.allreduce_sum(self.xp.zeros(1, self.xp.float32))
-        self.wait("barrier")
 
-    def wait(self, what):
-        """Wait for the queued collectives, at most ``timeout`` seconds (polling the
-        stream, so a lost rank cannot block the host forever)."""
-        if self.xp is np:
+    def wait(self, what, array=None):
+        """Wait for the queued collectives, at most ``timeout`` seconds: the stream is
+        polled, so a lost rank cannot block the host forever."""
+        if self.xp is np:  # the tests' stand-in: the calls are done when they return
             return
         stream = self.xp.cuda.Stream.null
-        with self.watchdog.guard(what):
-            while not stream.done:
-                time.sleep(2e-5)
+        with self.watchdog.guard(what, array):
+            start = time.perf_counter()
+            while not stream.done:  # spin 1 ms (a step's allreduce), then poll gently
+                if time.perf_counter() - start > 1e-3:
+                    time.sleep(1e-4)
 
     def abort(self, message, code=1):
         self._say(message)
@@ -859,10 +861,7 @@ def _host_allreduce_sum(comm, values):
     """Sum a small host vector over the ranks (through the device for NCCL)."""
     if comm.kind != "nccl" or comm.xp is np:
         return comm.allreduce_sum(values)
-    device = comm.xp.asarray(values)
-    comm.allreduce_sum(device)
-    comm.wait(f"allreduce of {values.size} logged values")
-    return comm.xp.asnumpy(device)
+    return comm.xp.asnumpy(comm.allreduce_sum(comm.xp.asarray(values)))
 
 
 class _Running:
