@@ -3,31 +3,32 @@ under the simulator).
 
 See reference.py for the maths (torch.optim.SGD / Adam semantics).
 
-Versions
-    kernel 1 (this file): one launch per flat buffer, a grid-stride loop with
-        one element per thread per iteration (coalesced, each element read and
-        written once: memory-bound). Scalars are cast to the buffers' dtype before
-        the launch, so float32 buffers are updated in float32 arithmetic; the bias
-        corrections are computed once on the host in float64.
+Versions (one table, ``VERSIONS``)
+    v1  one launch per flat buffer, a grid-stride loop with one element per thread
+        per iteration (coalesced, each element read and written once: memory-bound).
+        Scalars are cast to the buffers' dtype before the launch, so float32 buffers
+        are updated in float32 arithmetic; the bias corrections are computed once on
+        the host in float64. Second version of the file (issue 14): explicit
+        signatures per dtype (compiled once, on first use; the launch types no
+        scalar), blocks and simulator switch from ``kernels/_cuda.py``.
 """
 
+import functools
 import math
 
-from numba import cuda
+from numba import boolean, cuda
 
-from nnkern.device import cuda_simulated
+from .._cuda import ELEMENT_THREADS, MAX_BLOCKS, blocks, device_arrays, numba_type
 
-# Threads per block; the simulator runs one Python thread per GPU thread.
-TPB = 32 if cuda_simulated() else 256
-MAX_BLOCKS = 4096
-"""Grid cap: beyond it each thread loops (grid-stride)."""
+TPB = ELEMENT_THREADS
+VERSIONS = {"v1": "grid-stride, one element per thread per step"}
 
 
-def _blocks(n):
-    return max(1, min(MAX_BLOCKS, (n + TPB - 1) // TPB))
+def choose():
+    """The one version (kept for the common table/switch shape)."""
+    return "v1", "one version"
 
 
-@cuda.jit
 def _sgd_kernel(p, g, buf, lr, momentum, weight_decay, nesterov):
     # p, g, buf (P,); scalars of p's dtype
     start = cuda.grid(1)
@@ -41,7 +42,6 @@ def _sgd_kernel(p, g, buf, lr, momentum, weight_decay, nesterov):
         p[i] -= lr * d
 
 
-@cuda.jit
 def _adam_kernel(p, g, m, v, beta1, one_minus_beta1, beta2, one_minus_beta2, step_size,
                  inv_bc2_sqrt, eps, weight_decay):
     # p, g, m, v (P,); scalars of p's dtype
@@ -56,12 +56,28 @@ def _adam_kernel(p, g, m, v, beta1, one_minus_beta1, beta2, one_minus_beta2, ste
         p[i] -= step_size * mi / (math.sqrt(vi) * inv_bc2_sqrt + eps)
 
 
+def build(T):
+    """{name: (python function, signature)} for the Numba float type T."""
+    A1 = T[::1]
+    return {
+        "sgd": (_sgd_kernel, (A1, A1, A1, T, T, T, boolean)),
+        "adam": (_adam_kernel, (A1, A1, A1, A1) + (T,) * 8),
+    }
+
+
+@functools.cache
+def kernels(dtype):
+    """The compiled kernels for one float dtype, {name: kernel} (compiled on first use)."""
+    return {name: cuda.jit(sig)(fn) for name, (fn, sig) in build(numba_type(dtype)).items()}
+
+
 def sgd_step(p, g, buf, lr, momentum, weight_decay, nesterov):
     """One SGD(-momentum) step in place on flat buffers p, g, buf (P,); buf unused when
     momentum == 0. One launch."""
     t = p.dtype.type
-    _sgd_kernel[_blocks(p.shape[0]), TPB](p, g, buf, t(lr), t(momentum), t(weight_decay),
-                                          bool(nesterov))
+    p, g, buf = device_arrays(p, g, buf)
+    kernels(p.dtype)["sgd"][blocks(p.shape[0], TPB, MAX_BLOCKS), TPB](
+        p, g, buf, t(lr), t(momentum), t(weight_decay), bool(nesterov))
 
 
 def adam_step(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay):
@@ -70,6 +86,7 @@ def adam_step(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay):
     t = p.dtype.type
     step_size = lr / (1.0 - beta1 ** step)
     inv_bc2_sqrt = 1.0 / math.sqrt(1.0 - beta2 ** step)
-    _adam_kernel[_blocks(p.shape[0]), TPB](
+    p, g, m, v = device_arrays(p, g, m, v)
+    kernels(p.dtype)["adam"][blocks(p.shape[0], TPB, MAX_BLOCKS), TPB](
         p, g, m, v, t(beta1), t(1.0 - beta1), t(beta2), t(1.0 - beta2), t(step_size),
         t(inv_bc2_sqrt), t(eps), t(weight_decay))
