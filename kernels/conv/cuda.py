@@ -25,50 +25,38 @@ selectable. No GPU timings have been taken for these kernels yet.
 import functools
 
 import numpy as np
-from nnkern.kernels.gemm import cuda as gemm_cuda
-from numba import config, cuda, float32, float64
+from numba import boolean, cuda, int64
+
+from .._cuda import ELEMENT_THREADS, SIM, SMS, device_arrays, numba_type, scratch, stand_in
+from ..gemm import cuda as gemm_cuda
 
 # Threads per block of the element-wise kernels, and of the reductions (dw, db; a power
 # of two for the tree). The simulator runs every thread of a block as a Python thread,
 # idle ones included, so it gets small blocks; the code paths are the same.
-SIM = bool(config.ENABLE_CUDASIM)
-TPB = 32 if SIM else 128
+TPB = ELEMENT_THREADS
 RED = 8 if SIM else 64
 NB = 8  # outputs reduced together by one block (they share its barriers); NB <= RED
 MAX_RED_BLOCKS = 2 if SIM else 8192  # the reduction blocks loop over the outputs
-_NUMBA_TYPE = {np.dtype(np.float32): float32, np.dtype(np.float64): float64}
+MIN_BLOCKS = 4 * SMS  # what every version-3 launch aims for (issue 14's bar)
 
 
 def _blocks(n, tpb=TPB):
     return max(1, (n + tpb - 1) // tpb)
 
 
-def _array_module(a):
-    """numpy for host arrays (the simulator), cupy for GPU arrays: for scratch buffers."""
-    if isinstance(a, np.ndarray):
-        return np
-    import cupy
-
-    return cupy
-
-
 def _dummy(like):
-    # Stands in for an absent bias (never read or written): the GEMM's cached one,
-    # not an alias of a real argument (see gemm_cuda._no_bias) and not a new array
-    # per call
-    return gemm_cuda._no_bias(like.dtype)
+    # Stands in for an absent bias (never read or written): a cached one, not an alias of
+    # a real argument (the simulator copies arguments back) and not a new array per call
+    return stand_in(like.dtype)
 
 
-@functools.cache
-def _kernels(dtype):
-    """Build the kernels for one float dtype (the accumulators and shared memory need it
-    at compile time). Returns a dict name -> kernel."""
-    T = _NUMBA_TYPE[np.dtype(dtype)]
+def build_v1_v2(T):
+    """The version-1 and version-2 kernels for the Numba float type T (the accumulators and
+    shared memory need it at compile time): {name: (python function, signature)}."""
 
     # ------------------------------------------------------------------------
     # version 1: direct
 
-    @cuda.jit
     def fwd_direct(x, w, b, has_bias, y, sh, sw, ph, pw, dh, dw, G):
         # y[n, k, oh, ow] = b[k] + sum_{c, r, s} w[k, c, r, s] * x[n, g*Cg + c, ih, iw]
         N, K, OH, OW = y.shape
@@ -96,7 +84,6 @@ def _kernels(dtype):
             acc += b[k]
         y[n, k, oh, ow] = acc
 
-    @cuda.jit
     def bwd_data_direct(g, w, dx, sh, sw, ph, pw, dh, dw, G):
         # dx[n, c, ih, iw] = sum over k of c's group, r, s with ih = oh*sh - ph + r*dh
         # (likewise iw) of g[n, k, oh, ow] * w[k, c % Cg, r, s]: a gather.
@@ -128,7 +115,6 @@ def _kernels(dtype):
                     acc += g[n, k0 + kk, oh, ow] * w[k0 + kk, cc, r, s]
         dx[n, c, ih, iw] = acc
 
-    @cuda.jit
     def bwd_weights_direct(g, x, dw_, db, sh, sw, ph, pw, dh, dw, G, j0, j1):
         # Output elements j0 <= j < j1, NB at a time per block (grid-stride over j):
         #   j < K*Q: dw_[k, c, r, s] with j = ((k*Cg + c)*R + r)*S + s, the sum over n, oh,
@@ -185,7 +171,6 @@ def _kernels(dtype):
     # ------------------------------------------------------------------------
     # version 2: im2col / col2im (+ the nnkern GEMM)
 
-    @cuda.jit
     def im2col(x, n, c0, col, R, S, sh, sw, ph, pw, dh, dw, OW):
         # col (Q, P)[(c*R + r)*S + s, oh*OW + ow] = x[n, c0 + c, ih, iw], 0 outside.
         H, W = x.shape[2], x.shape[3]
@@ -205,7 +190,6 @@ def _kernels(dtype):
         else:
             col[q, p] = 0
 
-    @cuda.jit
     def col2im(col, dx, n, c0, Cg, R, S, sh, sw, ph, pw, dh, dw, OH, OW):
         # dx[n, c0 + c, ih, iw] = sum of the col entries copied from that pixel (a gather).
         H, W = dx.shape[2], dx.shape[3]
@@ -227,7 +211,6 @@ def _kernels(dtype):
                 acc += col[(c * R + r) * S + s, (a // sh) * OW + bb // sw]
         dx[n, c0 + c, ih, iw] = acc
 
-    @cuda.jit
     def add_bias(y, b):
         # y (N, K, P) += b (K,)
         N, K, P = y.shape
@@ -235,14 +218,259 @@ def _kernels(dtype):
         if i < N * K * P:
             y[i // (K * P), (i // P) % K, i % P] += b[(i // P) % K]
 
+    A1, A2, A3, A4 = T[::1], T[:, ::1], T[:, :, ::1], T[:, :, :, ::1]
+    i, b = int64, boolean
+    geom = (i,) * 7  # sh, sw, ph, pw, dh, dw, G
     return {
-        "fwd_direct": fwd_direct,
-        "bwd_data_direct": bwd_data_direct,
-        "bwd_weights_direct": bwd_weights_direct,
-        "im2col": im2col,
-        "col2im": col2im,
-        "add_bias": add_bias,
+        "fwd_direct": (fwd_direct, (A4, A4, A1, b, A4) + geom),
+        "bwd_data_direct": (bwd_data_direct, (A4, A4, A4) + geom),
+        "bwd_weights_direct": (bwd_weights_direct, (A4, A4, A4, A1) + geom + (i, i)),
+        "im2col": (im2col, (A4, i, i, A2) + (i,) * 9),
+        "col2im": (col2im, (A2, A4) + (i,) * 13),
+        "add_bias": (add_bias, (A3, A1)),
     }
+
+
+# ----------------------------------------------------------------------------
+# version 3: implicit GEMM (no column buffer)
+
+FWD, DATA, WGT = 0, 1, 2  # which pass a version-3 kernel computes
+PASS_NAMES = {FWD: "fwd", DATA: "data", WGT: "wgt"}
+
+# (BM, BN, BK, TM, TN) per tile config: BM rows (output channels, or input channels for
+# backward-data) x BN columns (pixels, or weight taps for backward-weights) per block of
+# (BN/TN) x (BM/TM) threads. `choose` takes the config that wastes the least of its tile
+# among those giving MIN_BLOCKS blocks (larger tiles first on a tie: more reuse per load).
+CONFIGS = {
+    "64x64": (64, 64, 8, 4, 4),
+    "32x32": (32, 32, 8, 2, 2),
+    "16x64": (16, 64, 8, 1, 4),
+    "8x32": (8, 32, 8, 1, 2),
+    "8x16": (8, 16, 8, 1, 1),
+}
+SIM_CONFIGS = {"4x4": (4, 4, 2, 1, 1), "4x8": (4, 8, 4, 2, 2)}
+
+
+def igemm_function(mode, T, BM, BN, BK, TM, TN):
+    """The version-3 kernel of one pass as a GEMM over implicit operands.
+
+    mode FWD:  y[n, k, oh, ow]   = sum_q  w[k, q] * x_col[q, (n, oh, ow)]   (+ b[k])
+               M = Kg, columns = N*OH*OW, depth = Cg*R*S;
+    mode DATA: dx[n, c, ih, iw]  = sum_q  w[q, c] * g_col[q, (n, ih, iw)]
+               M = Cg, columns = N*H*W, depth = Kg*R*S (g_col is 0 where the stride
+               skips: oh*sh != ih + ph - r*dh);
+    mode WGT:  part[z, k, col]   = sum over the pixels of split z of g[k, p] * x_col[col, p]
+               M = Kg, columns = Cg*R*S (+ 1: a column of ones gives db), depth =
+               N*OH*OW cut into splits (split-K); ``reduce_splits`` adds them in order.
+    Operand elements are computed from the NCHW tensors on the fly (never stored), staged
+    in shared memory like GEMM v2 (k-major tiles, a TM x TN register tile per thread).
+    Groups and splits run on gridDim.z. ``geom`` = (sh, sw, ph, pw, dh, dw, G, R, S, chunk):
+    one small device array, converted once per geometry, instead of ten scalar arguments.
+    """
+    TX = BN // TN
+    TY = BM // TM
+    NT = TX * TY
+    SA_W = BM + 4
+    SB_W = BN + 4
+    zero = T(0)
+    one = T(1)
+    B_K_FAST = mode == WGT  # B's contiguous axis: the depth (pixels) for WGT, else columns
+
+    def conv_igemm(src, wt, out, bias, geom, has_bias):
+        # FWD: src x (N,C,H,W), wt w (K,Cg,R,S), out y (N,K,OH,OW)
+        # DATA: src g (N,K,OH,OW), wt w (K,Cg,R,S), out dx (N,C,H,W)
+        # WGT: src g (N,K,OH,OW), wt x (N,C,H,W), out part (splits, K, Q + has_bias)
+        sh, sw, ph, pw = geom[0], geom[1], geom[2], geom[3]
+        dh, dw, G, R, S, chunk = geom[4], geom[5], geom[6], geom[7], geom[8], geom[9]
+        RS = R * S
+        if mode == FWD:
+            N, C, H, W = src.shape
+            K, OH, OW = out.shape[1], out.shape[2], out.shape[3]
+            Kg, Cg = K // G, C // G
+            M, NC, D = Kg, N * OH * OW, Cg * RS
+        elif mode == DATA:
+            N, K, OH, OW = src.shape
+            C, H, W = out.shape[1], out.shape[2], out.shape[3]
+            Kg, Cg = K // G, C // G
+            M, NC, D = Cg, N * H * W, Kg * RS
+        else:
+            N, K, OH, OW = src.shape
+            C, H, W = wt.shape[1], wt.shape[2], wt.shape[3]
+            Kg, Cg = K // G, C // G
+            M, NC, D = Kg, out.shape[2], N * OH * OW
+        splits = out.shape[0] if mode == WGT else 1
+        grp = cuda.blockIdx.z // splits
+        z = cuda.blockIdx.z % splits
+        d0 = z * chunk if mode == WGT else 0
+        d1 = min(D, d0 + chunk) if mode == WGT else D
+        sa = cuda.shared.array((BK, SA_W), T)
+        sb = cuda.shared.array((BK, SB_W), T)
+        acc = cuda.local.array((TM, TN), T)
+        areg = cuda.local.array(TM, T)
+        breg = cuda.local.array(TN, T)
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        tid = ty * TX + tx
+        m0 = cuda.blockIdx.y * BM
+        n0 = cuda.blockIdx.x * BN
+        for i in range(TM):
+            for j in range(TN):
+                acc[i, j] = zero
+        for k0 in range(d0, d1, BK):
+            for e in range(tid, BM * BK, NT):  # A (M x depth), depth fastest
+                kk = e % BK
+                m = e // BK
+                q = k0 + kk
+                v = zero
+                if m0 + m < M and q < d1:
+                    if mode == FWD:  # w[k, q] with q = (c, r, s)
+                        v = wt[grp * Kg + m0 + m, q // RS, (q % RS) // S, q % S]
+                    elif mode == DATA:  # w[k, c, r, s] with q = (k, r, s), m = c
+                        v = wt[grp * Kg + q // RS, m0 + m, (q % RS) // S, q % S]
+                    else:  # g[n, k, oh, ow] with q = (n, oh, ow)
+                        ow = q % OW
+                        v = src[q // (OH * OW), grp * Kg + m0 + m, (q // OW) % OH, ow]
+                sa[kk, m] = v
+            for e in range(tid, BK * BN, NT):  # B (depth x columns)
+                if B_K_FAST:
+                    kk = e % BK
+                    nn = e // BK
+                else:
+                    nn = e % BN
+                    kk = e // BN
+                q = k0 + kk
+                col = n0 + nn
+                v = zero
+                if q < d1 and col < NC:
+                    if mode == FWD:  # x at tap q = (c, r, s) of output pixel col
+                        c = q // RS
+                        r = (q % RS) // S
+                        s = q % S
+                        ow = col % OW
+                        oh = (col // OW) % OH
+                        n = col // (OW * OH)
+                        ih = oh * sh - ph + r * dh
+                        iw = ow * sw - pw + s * dw
+                        if ih >= 0 and ih < H and iw >= 0 and iw < W:
+                            v = src[n, grp * Cg + c, ih, iw]
+                    elif mode == DATA:  # g at the output pixel tap q = (k, r, s) reads
+                        k = q // RS
+                        r = (q % RS) // S
+                        s = q % S
+                        iw = col % W
+                        ih = (col // W) % H
+                        n = col // (W * H)
+                        a = ih + ph - r * dh
+                        bb = iw + pw - s * dw
+                        if (a >= 0 and bb >= 0 and a % sh == 0 and bb % sw == 0
+                                and a // sh < OH and bb // sw < OW):
+                            v = src[n, grp * Kg + k, a // sh, bb // sw]
+                    elif col == NC - 1 and has_bias:  # the column of ones: db
+                        v = one
+                    else:  # x at pixel q = (n, oh, ow), tap col = (c, r, s)
+                        c = col // RS
+                        r = (col % RS) // S
+                        s = col % S
+                        ow = q % OW
+                        oh = (q // OW) % OH
+                        n = q // (OW * OH)
+                        ih = oh * sh - ph + r * dh
+                        iw = ow * sw - pw + s * dw
+                        if ih >= 0 and ih < H and iw >= 0 and iw < W:
+                            v = wt[n, grp * Cg + c, ih, iw]
+                sb[kk, nn] = v
+            cuda.syncthreads()
+            for p in range(BK):
+                for i in range(TM):
+                    areg[i] = sa[p, ty + i * TY]
+                for j in range(TN):
+                    breg[j] = sb[p, tx + j * TX]
+                for i in range(TM):
+                    for j in range(TN):
+                        acc[i, j] += areg[i] * breg[j]
+            cuda.syncthreads()
+        for i in range(TM):
+            m = m0 + ty + i * TY
+            if m < M:
+                for j in range(TN):
+                    col = n0 + tx + j * TX
+                    if col < NC:
+                        v = acc[i, j]
+                        if mode == FWD:
+                            k = grp * Kg + m
+                            if has_bias:
+                                v += bias[k]
+                            ow = col % OW
+                            out[col // (OW * OH), k, (col // OW) % OH, ow] = v
+                        elif mode == DATA:
+                            iw = col % W
+                            out[col // (W * H), grp * Cg + m, (col // W) % H, iw] = v
+                        else:
+                            out[z, grp * Kg + m, col] = v
+
+    return conv_igemm
+
+
+def reduce_splits_function(T):
+    """dw (K, Q) and db (K,) from the split-K partials (splits, K, Q + has_bias), each a
+    fixed-order sum over the splits (deterministic; no float atomics)."""
+    zero = T(0)
+
+    def reduce_splits(part, dw2, db, has_bias):
+        splits, K, QB = part.shape
+        Q = dw2.shape[1]
+        i = cuda.grid(1)
+        if i < K * QB:
+            k = i // QB
+            col = i % QB
+            v = zero
+            for z in range(splits):
+                v += part[z, k, col]
+            if col < Q:
+                dw2[k, col] = v
+            elif has_bias:
+                db[k] = v
+
+    return reduce_splits
+
+
+def build_v3(T, configs):
+    """{name: (python function, signature)} of the version-3 kernels, one per pass and tile
+    config."""
+    A1, A3, A4 = T[::1], T[:, :, ::1], T[:, :, :, ::1]
+    sig = (A4, A4, A4, A1, int64[::1], boolean)
+    wsig = (A4, A4, A3, A1, int64[::1], boolean)
+    table = {}
+    for name, cfg in configs.items():
+        for mode, pname in PASS_NAMES.items():
+            table[f"v3_{pname}_{name}"] = (igemm_function(mode, T, *cfg),
+                                           wsig if mode == WGT else sig)
+    table["v3_reduce"] = (reduce_splits_function(T), (A3, T[:, ::1], A1, boolean))
+    return table
+
+
+def v3_configs():
+    """The tile configs version 3 may launch here (small ones under the simulator)."""
+    return SIM_CONFIGS if SIM else CONFIGS
+
+
+def build(T):
+    """Every kernel of this file for the Numba float type T: {name: (function, signature)}
+    (``kernels`` compiles them on first use; bench/ptx_check.py compiles the same pairs)."""
+    return {**build_v1_v2(T), **build_v3(T, v3_configs())}
+
+
+@functools.cache
+def _kernels(dtype):
+    """Compiled versions 1 and 2 for one dtype, {name: kernel}."""
+    return {n: cuda.jit(sig)(fn) for n, (fn, sig) in build_v1_v2(numba_type(dtype)).items()}
+
+
+@functools.cache
+def _v3_kernel(dtype, name):
+    """One compiled version-3 kernel (compiled on first use: 15 kernels per dtype exist)."""
+    fn, sig = build_v3(numba_type(dtype), v3_configs())[name]
+    return cuda.jit(sig)(fn)
 
 
 # ----------------------------------------------------------------------------
@@ -281,7 +509,7 @@ def im2col_forward(x, w, b, y, stride, padding, dilation, groups):
     OH, OW = y.shape[2], y.shape[3]
     G, Kg, Q, P = groups, K // groups, Cg * R * S, OH * OW
     kern = _kernels(x.dtype)
-    col = _array_module(x).empty((Q, P), dtype=x.dtype)
+    col = scratch(x, (Q, P))
     w2 = w.reshape(G, Kg, Q)
     y3 = y.reshape(N, K, P)
     for n in range(N):
@@ -301,7 +529,7 @@ def im2col_backward_data(g, w, dx, stride, padding, dilation, groups):
     OH, OW = g.shape[2], g.shape[3]
     G, Kg, Q, P = groups, K // groups, Cg * R * S, OH * OW
     kern = _kernels(g.dtype)
-    dcol = _array_module(g).empty((Q, P), dtype=g.dtype)
+    dcol = scratch(g, (Q, P))
     w2 = w.reshape(G, Kg, Q)
     g3 = g.reshape(N, K, P)
     for n in range(N):
@@ -320,7 +548,7 @@ def im2col_backward_weights(g, x, dw, db, stride, padding, dilation, groups):
     OH, OW = g.shape[2], g.shape[3]
     G, Kg, Q, P = groups, K // groups, Cg * R * S, OH * OW
     kern = _kernels(x.dtype)
-    col = _array_module(x).empty((Q, P), dtype=x.dtype)
+    col = scratch(x, (Q, P))
     dw2 = dw.reshape(G, Kg, Q)
     g3 = g.reshape(N, K, P)
     for n in range(N):
@@ -336,35 +564,142 @@ def im2col_backward_weights(g, x, dw, db, stride, padding, dilation, groups):
         )
 
 
+# version 3 launchers
+
+_GEOM = {}
+
+
+def _geometry(like, stride, padding, dilation, groups, R, S, chunk=0):
+    """The (sh, sw, ph, pw, dh, dw, G, R, S, chunk) device array of one geometry, made once
+    and kept (a host-to-device copy per call would cost more than the launch)."""
+    key = (*stride, *padding, *dilation, groups, R, S, chunk, isinstance(like, np.ndarray))
+    geom = _GEOM.get(key)
+    if geom is None:
+        host = np.array(key[:10], np.int64)
+        geom = host if isinstance(like, np.ndarray) else cuda.to_device(host)
+        _GEOM[key] = geom
+    return geom
+
+
+def v3_plan(M, NC, D, G, split=False):
+    """(config name, blocks, splits) for an implicit GEMM of M x NC per group over depth D.
+
+    Among the tile configs giving at least MIN_BLOCKS blocks, the one wasting the least of
+    its tiles on padding (larger tiles first on a tie); with none, the one giving the most
+    blocks. ``split``: cut the depth into splits until MIN_BLOCKS is reached (backward-
+    weights; each split keeps at least 8 K-steps of work)."""
+    best = None
+    for name, (BM, BN, BK, _, _) in v3_configs().items():
+        tiles = -(-M // BM) * -(-NC // BN) * G
+        used = M * NC * G / (tiles * BM * BN)
+        key = (tiles >= MIN_BLOCKS, used if tiles >= MIN_BLOCKS else tiles, BM * BN)
+        if best is None or key > best[0]:
+            best = (key, name, tiles, BK)
+    _, name, tiles, BK = best
+    splits = 1
+    if split and tiles < MIN_BLOCKS:
+        splits = max(1, min(-(-MIN_BLOCKS // tiles), D // (8 * BK)))
+    return name, tiles * splits, splits
+
+
+def _v3_launch(name, cfg_name, G, M, NC, splits, *args):
+    BM, BN, _, TM, TN = v3_configs()[cfg_name]
+    grid = (-(-NC // BN), -(-M // BM), G * splits)
+    if grid[0] and grid[1]:
+        _v3_kernel(args[0].dtype, name)[grid, (BN // TN, BM // TM)](*args)
+
+
+def v3_forward(x, w, b, y, stride, padding, dilation, groups):
+    """y by the forward implicit GEMM (version 3): one launch."""
+    x, w, b, y = device_arrays(x, w, b, y)
+    N, K, OH, OW = y.shape
+    _, Cg, R, S = w.shape
+    M, NC = K // groups, N * OH * OW
+    cfg, _, _ = v3_plan(M, NC, Cg * R * S, groups)
+    geom = _geometry(x, stride, padding, dilation, groups, R, S)
+    has_bias = b is not None
+    _v3_launch(f"v3_fwd_{cfg}", cfg, groups, M, NC, 1, x, w, y,
+               b if has_bias else _dummy(w), geom, has_bias)
+
+
+def v3_backward_data(g, w, dx, stride, padding, dilation, groups):
+    """dx by the backward-data implicit GEMM (version 3): one launch."""
+    g, w, dx = device_arrays(g, w, dx)
+    N, _, H, W = dx.shape
+    K, Cg, R, S = w.shape
+    M, NC = Cg, N * H * W
+    cfg, _, _ = v3_plan(M, NC, (K // groups) * R * S, groups)
+    geom = _geometry(g, stride, padding, dilation, groups, R, S)
+    _v3_launch(f"v3_data_{cfg}", cfg, groups, M, NC, 1, g, w, dx, _dummy(w), geom, False)
+
+
+def v3_backward_weights(g, x, dw, db, stride, padding, dilation, groups):
+    """dw and db by the backward-weights implicit GEMM split over the pixels (version 3):
+    one launch for the partials, one for their fixed-order sum."""
+    g, x, dw, db = device_arrays(g, x, dw, db)
+    N, K, OH, OW = g.shape
+    _, Cg, R, S = dw.shape
+    Q = Cg * R * S
+    has_bias = db is not None
+    M, NC, D = K // groups, Q + has_bias, N * OH * OW
+    cfg, _, splits = v3_plan(M, NC, D, groups, split=True)
+    chunk = -(-D // splits)
+    chunk = -(-chunk // 8) * 8  # whole K-steps per split
+    splits = -(-D // chunk) if D else 1
+    geom = _geometry(g, stride, padding, dilation, groups, R, S, chunk)
+    part = scratch(g, (splits, K, NC))
+    _v3_launch(f"v3_wgt_{cfg}", cfg, groups, M, NC, splits, g, x, part, _dummy(dw), geom,
+               has_bias)
+    dw2 = dw.reshape(K, Q)
+    _v3_kernel(g.dtype, "v3_reduce")[_blocks(K * NC), TPB](
+        part, dw2, db if has_bias else _dummy(dw), has_bias)
+
+
 # ----------------------------------------------------------------------------
 # the KERNELS entry points
 
 
+VERSIONS = {
+    "v1": "direct: a thread per output (forward), per input (backward-data), reduction "
+          "blocks per weight (backward-weights)",
+    "v2": "im2col: columns per sample and group + the nnkern GEMM",
+    "v3": "implicit GEMM: the GEMM's tiling over operands computed on the fly, "
+          "backward-weights split over the pixels",
+}
+_PASSES = {
+    "v1": (direct_forward, direct_backward_data, direct_backward_weights),
+    "v2": (im2col_forward, im2col_backward_data, im2col_backward_weights),
+    "v3": (v3_forward, v3_backward_data, v3_backward_weights),
+}
+
+
+def choose(algo, version=None):
+    """(version, why) for the op surface's ``algo``: "direct" and "auto" take the implicit
+    GEMM (v3; it is the direct algorithm, tiled), "im2col" v2; ``version`` forces one."""
+    if version is not None:
+        return version, "asked for"
+    if algo == "im2col":
+        return "v2", "im2col asked for"
+    return "v3", "implicit GEMM: fills the GPU at every shape (see v3_plan)"
+
+
 def choose_algo(algo):
-    """The algorithm "auto" stands for on the GPU: direct (see the header)."""
+    """The algorithm "auto" stands for on the GPU: direct (computed as an implicit GEMM)."""
     return "direct" if algo == "auto" else algo
 
 
-def conv2d_forward(x, w, b, y, stride, padding, dilation, groups, algo):
+def conv2d_forward(x, w, b, y, stride, padding, dilation, groups, algo, version=None):
     """y (N, K, OH, OW) = conv2d(x (N, C, H, W), w (K, Cg, R, S)) + b (K,) or no bias."""
-    if choose_algo(algo) == "im2col":
-        im2col_forward(x, w, b, y, stride, padding, dilation, groups)
-    else:
-        direct_forward(x, w, b, y, stride, padding, dilation, groups)
+    _PASSES[choose(algo, version)[0]][0](x, w, b, y, stride, padding, dilation, groups)
 
 
-def conv2d_backward_data(g, w, dx, stride, padding, dilation, groups, algo):
+def conv2d_backward_data(g, w, dx, stride, padding, dilation, groups, algo, version=None):
     """dx (N, C, H, W) = gradient of sum(conv2d(x, w) * g) w.r.t. x, g (N, K, OH, OW)."""
-    if choose_algo(algo) == "im2col":
-        im2col_backward_data(g, w, dx, stride, padding, dilation, groups)
-    else:
-        direct_backward_data(g, w, dx, stride, padding, dilation, groups)
+    _PASSES[choose(algo, version)[0]][1](g, w, dx, stride, padding, dilation, groups)
 
 
-def conv2d_backward_weights(g, x, dw, db, stride, padding, dilation, groups, algo):
+def conv2d_backward_weights(g, x, dw, db, stride, padding, dilation, groups, algo,
+                            version=None):
     """dw (K, Cg, R, S) and db (K,) or None: gradients of sum((conv2d(x, w) + b) * g)."""
-    if choose_algo(algo) == "im2col":
-        im2col_backward_weights(g, x, dw, db, stride, padding, dilation, groups)
-    else:
-        direct_backward_weights(g, x, dw, db, stride, padding, dilation, groups)
+    _PASSES[choose(algo, version)[0]][2](g, x, dw, db, stride, padding, dilation, groups)
 
