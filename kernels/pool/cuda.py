@@ -17,21 +17,20 @@ simulator), passed straight to the launches. One launch per op, a 1-D grid:
   window that contains its input element and, where it is the winner, adds
   that window's blur gradient computed on the spot. No intermediate array.
 
-Versions: these are version 1 (direct, one element per thread, global loads);
-tiled shared-memory versions are future work. No GPU timing has been measured.
+Versions: version 1 (direct, one element per thread, global loads). Its second
+revision (issue 14) computes in the array's dtype (taps as exact integer binomials
+divided in T, divisors cast to T), compiles per dtype with explicit signatures, and
+takes block sizes from kernels/_cuda.py. Tiled shared-memory versions are future
+work. No GPU timing has been measured. NaN in grad_out reaches exactly the inputs a
+(nonzero) binomial tap connects it to: the gathers visit only those (issue 12).
 """
 
+import functools
 import math
 
-from numba import cuda
+from numba import boolean, cuda, int64
 
-THREADS = 128
-
-
-def _launch(kernel, n, *args):
-    """One launch of ``kernel`` with a thread per element of an n-element array."""
-    if n:  # an empty grid is an error in numba.cuda; an empty output needs no work
-        kernel[(n + THREADS - 1) // THREADS, THREADS](*args)
+from .._cuda import ELEMENT_THREADS, device_arrays, numba_type
 
 
 @cuda.jit(device=True)
@@ -56,79 +55,9 @@ def _reflect(i, H):
 
 
 @cuda.jit(device=True)
-def _tap(K, r):
-    # r-th tap of the normalised binomial filter of size K: C(K-1, r) / 2^(K-1)
-    c = 1.0
-    for j in range(r):
-        c = c * (K - 1 - j) / (j + 1)
-    return c / (1 << (K - 1))
-
-
-@cuda.jit(device=True)
 def _first_window(h, R, SH, PH):
     # first output row whose window (oh*SH - PH .. + R - 1) contains input row h
     return max(0, -((R - 1 - h - PH) // SH))
-
-
-# ----------------------------------------------------------------------------
-# max pooling
-
-
-@cuda.jit
-def _max_forward(x, y, indices, R, S, SH, SW, PH, PW):
-    # x (N,C,H,W) -> y, indices (N,C,OH,OW); one thread per output
-    N, C, H, W = x.shape
-    OH, OW = y.shape[2], y.shape[3]
-    i = cuda.grid(1)
-    if i >= N * C * OH * OW:
-        return
-    n, c, oh, ow = _nchw(i, C, OH, OW)
-    h0 = oh * SH - PH
-    w0 = ow * SW - PW
-    r0, r1 = max(0, -h0), min(R, H - h0)
-    s0, s1 = max(0, -w0), min(S, W - w0)
-    best = x[n, c, h0 + r0, w0 + s0]
-    arg = (h0 + r0) * W + w0 + s0
-    for r in range(r0, r1):
-        for s in range(s0, s1):
-            v = x[n, c, h0 + r, w0 + s]
-            if _better(v, best):
-                best = v
-                arg = (h0 + r) * W + w0 + s
-    y[n, c, oh, ow] = best
-    indices[n, c, oh, ow] = arg
-
-
-def max_pool2d_forward(x, y, indices, R, S, SH, SW, PH, PW):
-    """Max pool with argmax; see reference.max_pool2d_forward."""
-    _launch(_max_forward, y.size, x, y, indices, R, S, SH, SW, PH, PW)
-
-
-@cuda.jit
-def _max_backward(grad_out, indices, dx, R, S, SH, SW, PH, PW):
-    # grad_out, indices (N,C,OH,OW) -> dx (N,C,H,W); one thread per input, gather
-    N, C, H, W = dx.shape
-    OH, OW = grad_out.shape[2], grad_out.shape[3]
-    i = cuda.grid(1)
-    if i >= N * C * H * W:
-        return
-    n, c, h, w = _nchw(i, C, H, W)
-    me = h * W + w
-    acc = 0.0
-    for oh in range(_first_window(h, R, SH, PH), min(OH - 1, (h + PH) // SH) + 1):
-        for ow in range(_first_window(w, S, SW, PW), min(OW - 1, (w + PW) // SW) + 1):
-            if indices[n, c, oh, ow] == me:
-                acc += grad_out[n, c, oh, ow]
-    dx[n, c, h, w] = acc
-
-
-def max_pool2d_backward(grad_out, indices, dx, R, S, SH, SW, PH, PW):
-    """dx gathers grad_out from the windows whose argmax is that element."""
-    _launch(_max_backward, dx.size, grad_out, indices, dx, R, S, SH, SW, PH, PW)
-
-
-# ----------------------------------------------------------------------------
-# average pooling
 
 
 @cuda.jit(device=True)
@@ -137,57 +66,6 @@ def _count(o, R, SH, PH, H, count_include_pad):
         return R
     h0 = o * SH - PH
     return min(h0 + R, H) - max(h0, 0)
-
-
-@cuda.jit
-def _avg_forward(x, y, R, S, SH, SW, PH, PW, count_include_pad):
-    # x (N,C,H,W) -> y (N,C,OH,OW); one thread per output
-    N, C, H, W = x.shape
-    OH, OW = y.shape[2], y.shape[3]
-    i = cuda.grid(1)
-    if i >= N * C * OH * OW:
-        return
-    n, c, oh, ow = _nchw(i, C, OH, OW)
-    h0 = oh * SH - PH
-    w0 = ow * SW - PW
-    acc = 0.0
-    for r in range(max(0, -h0), min(R, H - h0)):
-        for s in range(max(0, -w0), min(S, W - w0)):
-            acc += x[n, c, h0 + r, w0 + s]
-    div = _count(oh, R, SH, PH, H, count_include_pad) * _count(ow, S, SW, PW, W, count_include_pad)
-    y[n, c, oh, ow] = acc / div
-
-
-def avg_pool2d_forward(x, y, R, S, SH, SW, PH, PW, count_include_pad):
-    """Average pool; see reference.avg_pool2d_forward."""
-    _launch(_avg_forward, y.size, x, y, R, S, SH, SW, PH, PW, count_include_pad)
-
-
-@cuda.jit
-def _avg_backward(grad_out, dx, R, S, SH, SW, PH, PW, count_include_pad):
-    # grad_out (N,C,OH,OW) -> dx (N,C,H,W); one thread per input, gather
-    N, C, H, W = dx.shape
-    OH, OW = grad_out.shape[2], grad_out.shape[3]
-    i = cuda.grid(1)
-    if i >= N * C * H * W:
-        return
-    n, c, h, w = _nchw(i, C, H, W)
-    acc = 0.0
-    for oh in range(_first_window(h, R, SH, PH), min(OH - 1, (h + PH) // SH) + 1):
-        hc = _count(oh, R, SH, PH, H, count_include_pad)
-        for ow in range(_first_window(w, S, SW, PW), min(OW - 1, (w + PW) // SW) + 1):
-            wc = _count(ow, S, SW, PW, W, count_include_pad)
-            acc += grad_out[n, c, oh, ow] / (hc * wc)
-    dx[n, c, h, w] = acc
-
-
-def avg_pool2d_backward(grad_out, dx, R, S, SH, SW, PH, PW, count_include_pad):
-    """dx gathers grad_out / divisor from every window containing it."""
-    _launch(_avg_backward, dx.size, grad_out, dx, R, S, SH, SW, PH, PW, count_include_pad)
-
-
-# ----------------------------------------------------------------------------
-# blur pooling
 
 
 @cuda.jit(device=True)
@@ -203,140 +81,281 @@ def _padded_preimage(h, k, H, K):
     return p0 + 2 * (H - 1) - h if H - 1 - p1 <= h <= H - 2 else -1
 
 
-@cuda.jit(device=True)
-def _blur_grad_at(g, n, c, h, w, H, W, K, SH, SW):
-    # d(sum g * blur(m)) / d m[h, w] for a map m of size (H, W) blurred into g (N,C,OH,OW)
-    OH, OW = g.shape[2], g.shape[3]
-    acc = 0.0
-    for kh in range(3):
-        ph = _padded_preimage(h, kh, H, K)
-        if ph < 0:
-            continue
-        for r in range(K):
-            if (ph - r) % SH != 0:
+def build(T):
+    """Every kernel of this file for the Numba float type T: {name: (function, signature)}.
+    Sums, taps and divisors are in T (version 1 summed in float64 and divided in float64
+    per blur tap: 19-140 float64 instructions per float32 kernel)."""
+    zero = T(0)
+
+    @cuda.jit(device=True)
+    def _tap(K, r):
+        # r-th tap of the normalised binomial filter of size K: C(K-1, r) / 2^(K-1), in T
+        # (the binomial in integers: exact)
+        c = 1
+        for j in range(r):
+            c = c * (K - 1 - j) // (j + 1)
+        return T(c) / T(1 << (K - 1))
+
+    def _max_forward(x, y, indices, R, S, SH, SW, PH, PW):
+        # x (N,C,H,W) -> y, indices (N,C,OH,OW); one thread per output
+        N, C, H, W = x.shape
+        OH, OW = y.shape[2], y.shape[3]
+        i = cuda.grid(1)
+        if i >= N * C * OH * OW:
+            return
+        n, c, oh, ow = _nchw(i, C, OH, OW)
+        h0 = oh * SH - PH
+        w0 = ow * SW - PW
+        r0, r1 = max(0, -h0), min(R, H - h0)
+        s0, s1 = max(0, -w0), min(S, W - w0)
+        best = x[n, c, h0 + r0, w0 + s0]
+        arg = (h0 + r0) * W + w0 + s0
+        for r in range(r0, r1):
+            for s in range(s0, s1):
+                v = x[n, c, h0 + r, w0 + s]
+                if _better(v, best):
+                    best = v
+                    arg = (h0 + r) * W + w0 + s
+        y[n, c, oh, ow] = best
+        indices[n, c, oh, ow] = arg
+
+    def _max_backward(grad_out, indices, dx, R, S, SH, SW, PH, PW):
+        # grad_out, indices (N,C,OH,OW) -> dx (N,C,H,W); one thread per input, gather
+        N, C, H, W = dx.shape
+        OH, OW = grad_out.shape[2], grad_out.shape[3]
+        i = cuda.grid(1)
+        if i >= N * C * H * W:
+            return
+        n, c, h, w = _nchw(i, C, H, W)
+        me = h * W + w
+        acc = zero
+        for oh in range(_first_window(h, R, SH, PH), min(OH - 1, (h + PH) // SH) + 1):
+            for ow in range(_first_window(w, S, SW, PW), min(OW - 1, (w + PW) // SW) + 1):
+                if indices[n, c, oh, ow] == me:
+                    acc += grad_out[n, c, oh, ow]
+        dx[n, c, h, w] = acc
+
+    def _avg_forward(x, y, R, S, SH, SW, PH, PW, count_include_pad):
+        # x (N,C,H,W) -> y (N,C,OH,OW); one thread per output
+        N, C, H, W = x.shape
+        OH, OW = y.shape[2], y.shape[3]
+        i = cuda.grid(1)
+        if i >= N * C * OH * OW:
+            return
+        n, c, oh, ow = _nchw(i, C, OH, OW)
+        h0 = oh * SH - PH
+        w0 = ow * SW - PW
+        acc = zero
+        for r in range(max(0, -h0), min(R, H - h0)):
+            for s in range(max(0, -w0), min(S, W - w0)):
+                acc += x[n, c, h0 + r, w0 + s]
+        div = _count(oh, R, SH, PH, H, count_include_pad) * _count(ow, S, SW, PW, W, count_include_pad)
+        y[n, c, oh, ow] = acc / T(div)
+
+    def _avg_backward(grad_out, dx, R, S, SH, SW, PH, PW, count_include_pad):
+        # grad_out (N,C,OH,OW) -> dx (N,C,H,W); one thread per input, gather
+        N, C, H, W = dx.shape
+        OH, OW = grad_out.shape[2], grad_out.shape[3]
+        i = cuda.grid(1)
+        if i >= N * C * H * W:
+            return
+        n, c, h, w = _nchw(i, C, H, W)
+        acc = zero
+        for oh in range(_first_window(h, R, SH, PH), min(OH - 1, (h + PH) // SH) + 1):
+            hc = _count(oh, R, SH, PH, H, count_include_pad)
+            for ow in range(_first_window(w, S, SW, PW), min(OW - 1, (w + PW) // SW) + 1):
+                wc = _count(ow, S, SW, PW, W, count_include_pad)
+                acc += grad_out[n, c, oh, ow] / T(hc * wc)
+        dx[n, c, h, w] = acc
+
+    @cuda.jit(device=True)
+    def _blur_grad_at(g, n, c, h, w, H, W, K, SH, SW):
+        # d(sum g * blur(m)) / d m[h, w] for a map m of size (H, W) blurred into g (N,C,OH,OW)
+        OH, OW = g.shape[2], g.shape[3]
+        acc = zero
+        for kh in range(3):
+            ph = _padded_preimage(h, kh, H, K)
+            if ph < 0:
                 continue
-            oh = (ph - r) // SH
-            if oh < 0 or oh >= OH:
-                continue
-            for kw in range(3):
-                pw = _padded_preimage(w, kw, W, K)
-                if pw < 0:
+            for r in range(K):
+                if (ph - r) % SH != 0:
                     continue
-                for s in range(K):
-                    if (pw - s) % SW != 0:
+                oh = (ph - r) // SH
+                if oh < 0 or oh >= OH:
+                    continue
+                for kw in range(3):
+                    pw = _padded_preimage(w, kw, W, K)
+                    if pw < 0:
                         continue
-                    ow = (pw - s) // SW
-                    if 0 <= ow < OW:
-                        acc += _tap(K, r) * _tap(K, s) * g[n, c, oh, ow]
-    return acc
+                    for s in range(K):
+                        if (pw - s) % SW != 0:
+                            continue
+                        ow = (pw - s) // SW
+                        if 0 <= ow < OW:
+                            acc += _tap(K, r) * _tap(K, s) * g[n, c, oh, ow]
+        return acc
+
+    def _blur_forward(x, y, K, SH, SW):
+        # x (N,C,H,W) -> y (N,C,OH,OW); one thread per output, reflect by index arithmetic
+        N, C, H, W = x.shape
+        OH, OW = y.shape[2], y.shape[3]
+        i = cuda.grid(1)
+        if i >= N * C * OH * OW:
+            return
+        n, c, oh, ow = _nchw(i, C, OH, OW)
+        p0 = (K - 1) // 2
+        acc = zero
+        for r in range(K):
+            h = _reflect(oh * SH + r - p0, H)
+            row = zero
+            for s in range(K):
+                row += _tap(K, s) * x[n, c, h, _reflect(ow * SW + s - p0, W)]
+            acc += _tap(K, r) * row
+        y[n, c, oh, ow] = acc
+
+    def _blur_backward(grad_out, dx, K, SH, SW):
+        # grad_out (N,C,OH,OW) -> dx (N,C,H,W); one thread per input, gather
+        N, C, H, W = dx.shape
+        i = cuda.grid(1)
+        if i >= N * C * H * W:
+            return
+        n, c, h, w = _nchw(i, C, H, W)
+        dx[n, c, h, w] = _blur_grad_at(grad_out, n, c, h, w, H, W, K, SH, SW)
+
+    @cuda.jit(device=True)
+    def _window_max(x, n, c, i, j, R, S):
+        # max and flat argmax of the stride-1 window at (i, j), no padding
+        W = x.shape[3]
+        best = x[n, c, i, j]
+        arg = i * W + j
+        for r in range(R):
+            for s in range(S):
+                v = x[n, c, i + r, j + s]
+                if _better(v, best):
+                    best = v
+                    arg = (i + r) * W + j + s
+        return best, arg
+
+    def _max_blur_forward(x, y, R, S, K, SH, SW):
+        # x (N,C,H,W) -> y (N,C,OH,OW); one thread per output, max recomputed per blur tap
+        N, C, H, W = x.shape
+        OH, OW = y.shape[2], y.shape[3]
+        Hm, Wm = H - R + 1, W - S + 1
+        i = cuda.grid(1)
+        if i >= N * C * OH * OW:
+            return
+        n, c, oh, ow = _nchw(i, C, OH, OW)
+        p0 = (K - 1) // 2
+        acc = zero
+        for r in range(K):
+            mi = _reflect(oh * SH + r - p0, Hm)
+            row = zero
+            for s in range(K):
+                best, _ = _window_max(x, n, c, mi, _reflect(ow * SW + s - p0, Wm), R, S)
+                row += _tap(K, s) * best
+            acc += _tap(K, r) * row
+        y[n, c, oh, ow] = acc
+
+    def _max_blur_backward(grad_out, x, dx, R, S, K, SH, SW):
+        # grad_out (N,C,OH,OW), x (N,C,H,W) -> dx (N,C,H,W); one thread per input, gather
+        N, C, H, W = x.shape
+        Hm, Wm = H - R + 1, W - S + 1
+        t = cuda.grid(1)
+        if t >= N * C * H * W:
+            return
+        n, c, h, w = _nchw(t, C, H, W)
+        me = h * W + w
+        acc = zero
+        for i in range(max(0, h - R + 1), min(Hm, h + 1)):
+            for j in range(max(0, w - S + 1), min(Wm, w + 1)):
+                _, arg = _window_max(x, n, c, i, j, R, S)
+                if arg == me:
+                    acc += _blur_grad_at(grad_out, n, c, i, j, Hm, Wm, K, SH, SW)
+        dx[n, c, h, w] = acc
+
+    A4, I4 = T[:, :, :, ::1], int64[:, :, :, ::1]
+    i, b = int64, boolean
+    win = (i,) * 6  # R, S, SH, SW, PH, PW
+    return {
+        "max_forward": (_max_forward, (A4, A4, I4) + win),
+        "max_backward": (_max_backward, (A4, I4, A4) + win),
+        "avg_forward": (_avg_forward, (A4, A4) + win + (b,)),
+        "avg_backward": (_avg_backward, (A4, A4) + win + (b,)),
+        "blur_forward": (_blur_forward, (A4, A4, i, i, i)),
+        "blur_backward": (_blur_backward, (A4, A4, i, i, i)),
+        "max_blur_forward": (_max_blur_forward, (A4, A4) + (i,) * 5),
+        "max_blur_backward": (_max_blur_backward, (A4, A4, A4) + (i,) * 5),
+    }
 
 
-@cuda.jit
-def _blur_forward(x, y, K, SH, SW):
-    # x (N,C,H,W) -> y (N,C,OH,OW); one thread per output, reflect by index arithmetic
-    N, C, H, W = x.shape
-    OH, OW = y.shape[2], y.shape[3]
-    i = cuda.grid(1)
-    if i >= N * C * OH * OW:
-        return
-    n, c, oh, ow = _nchw(i, C, OH, OW)
-    p0 = (K - 1) // 2
-    acc = 0.0
-    for r in range(K):
-        h = _reflect(oh * SH + r - p0, H)
-        row = 0.0
-        for s in range(K):
-            row += _tap(K, s) * x[n, c, h, _reflect(ow * SW + s - p0, W)]
-        acc += _tap(K, r) * row
-    y[n, c, oh, ow] = acc
+@functools.cache
+def kernels(dtype):
+    """The compiled kernels for one float dtype, {name: kernel} (compiled on first use)."""
+    return {n: cuda.jit(sig)(fn) for n, (fn, sig) in build(numba_type(dtype)).items()}
+
+
+THREADS = ELEMENT_THREADS
+
+
+def _launch(name, n, *args):
+    """One launch of kernel ``name`` with a thread per element of an n-element array, its
+    array arguments converted once."""
+    if n:  # an empty grid is an error in numba.cuda; an empty output needs no work
+        args = device_arrays(*args)
+        kernels(args[0].dtype)[name][(n + THREADS - 1) // THREADS, THREADS](*args)
+
+
+# ----------------------------------------------------------------------------
+# max pooling
+
+
+def max_pool2d_forward(x, y, indices, R, S, SH, SW, PH, PW):
+    """Max pool with argmax; see reference.max_pool2d_forward."""
+    _launch("max_forward", y.size, x, y, indices, R, S, SH, SW, PH, PW)
+
+
+def max_pool2d_backward(grad_out, indices, dx, R, S, SH, SW, PH, PW):
+    """dx gathers grad_out from the windows whose argmax is that element."""
+    _launch("max_backward", dx.size, grad_out, indices, dx, R, S, SH, SW, PH, PW)
+
+
+# ----------------------------------------------------------------------------
+# average pooling
+
+
+def avg_pool2d_forward(x, y, R, S, SH, SW, PH, PW, count_include_pad):
+    """Average pool; see reference.avg_pool2d_forward."""
+    _launch("avg_forward", y.size, x, y, R, S, SH, SW, PH, PW, count_include_pad)
+
+
+def avg_pool2d_backward(grad_out, dx, R, S, SH, SW, PH, PW, count_include_pad):
+    """dx gathers grad_out / divisor from every window containing it."""
+    _launch("avg_backward", dx.size, grad_out, dx, R, S, SH, SW, PH, PW, count_include_pad)
+
+
+# ----------------------------------------------------------------------------
+# blur pooling
 
 
 def blur_pool2d_forward(x, y, filt_size, SH, SW):
     """Reflect-padded binomial blur at stride (SH, SW); see reference.blur_pool2d_forward."""
-    _launch(_blur_forward, y.size, x, y, filt_size, SH, SW)
-
-
-@cuda.jit
-def _blur_backward(grad_out, dx, K, SH, SW):
-    # grad_out (N,C,OH,OW) -> dx (N,C,H,W); one thread per input, gather
-    N, C, H, W = dx.shape
-    i = cuda.grid(1)
-    if i >= N * C * H * W:
-        return
-    n, c, h, w = _nchw(i, C, H, W)
-    dx[n, c, h, w] = _blur_grad_at(grad_out, n, c, h, w, H, W, K, SH, SW)
+    _launch("blur_forward", y.size, x, y, filt_size, SH, SW)
 
 
 def blur_pool2d_backward(grad_out, dx, filt_size, SH, SW):
     """dx gathers the blur's gradient (reflect folding included)."""
-    _launch(_blur_backward, dx.size, grad_out, dx, filt_size, SH, SW)
+    _launch("blur_backward", dx.size, grad_out, dx, filt_size, SH, SW)
 
 
 # ----------------------------------------------------------------------------
 # max-blur pooling, fused
 
 
-@cuda.jit(device=True)
-def _window_max(x, n, c, i, j, R, S):
-    # max and flat argmax of the stride-1 window at (i, j), no padding
-    W = x.shape[3]
-    best = x[n, c, i, j]
-    arg = i * W + j
-    for r in range(R):
-        for s in range(S):
-            v = x[n, c, i + r, j + s]
-            if _better(v, best):
-                best = v
-                arg = (i + r) * W + j + s
-    return best, arg
-
-
-@cuda.jit
-def _max_blur_forward(x, y, R, S, K, SH, SW):
-    # x (N,C,H,W) -> y (N,C,OH,OW); one thread per output, max recomputed per blur tap
-    N, C, H, W = x.shape
-    OH, OW = y.shape[2], y.shape[3]
-    Hm, Wm = H - R + 1, W - S + 1
-    i = cuda.grid(1)
-    if i >= N * C * OH * OW:
-        return
-    n, c, oh, ow = _nchw(i, C, OH, OW)
-    p0 = (K - 1) // 2
-    acc = 0.0
-    for r in range(K):
-        mi = _reflect(oh * SH + r - p0, Hm)
-        row = 0.0
-        for s in range(K):
-            best, _ = _window_max(x, n, c, mi, _reflect(ow * SW + s - p0, Wm), R, S)
-            row += _tap(K, s) * best
-        acc += _tap(K, r) * row
-    y[n, c, oh, ow] = acc
-
-
 def max_blur_pool2d_forward(x, y, R, S, filt_size, SH, SW):
     """Fused stride-1 max + blur; see reference.max_blur_pool2d_forward."""
-    _launch(_max_blur_forward, y.size, x, y, R, S, filt_size, SH, SW)
-
-
-@cuda.jit
-def _max_blur_backward(grad_out, x, dx, R, S, K, SH, SW):
-    # grad_out (N,C,OH,OW), x (N,C,H,W) -> dx (N,C,H,W); one thread per input, gather
-    N, C, H, W = x.shape
-    Hm, Wm = H - R + 1, W - S + 1
-    t = cuda.grid(1)
-    if t >= N * C * H * W:
-        return
-    n, c, h, w = _nchw(t, C, H, W)
-    me = h * W + w
-    acc = 0.0
-    for i in range(max(0, h - R + 1), min(Hm, h + 1)):
-        for j in range(max(0, w - S + 1), min(Wm, w + 1)):
-            _, arg = _window_max(x, n, c, i, j, R, S)
-            if arg == me:
-                acc += _blur_grad_at(grad_out, n, c, i, j, Hm, Wm, K, SH, SW)
-    dx[n, c, h, w] = acc
+    _launch("max_blur_forward", y.size, x, y, R, S, filt_size, SH, SW)
 
 
 def max_blur_pool2d_backward(grad_out, x, dx, R, S, filt_size, SH, SW):
     """Fused: argmax of each stride-1 window and its blur gradient, gathered per input."""
-    _launch(_max_blur_backward, dx.size, grad_out, x, dx, R, S, filt_size, SH, SW)
+    _launch("max_blur_backward", dx.size, grad_out, x, dx, R, S, filt_size, SH, SW)
