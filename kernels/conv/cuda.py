@@ -584,22 +584,25 @@ def _geometry(like, stride, padding, dilation, groups, R, S, chunk=0):
 def v3_plan(M, NC, D, G, split=False):
     """(config name, blocks, splits) for an implicit GEMM of M x NC per group over depth D.
 
-    Among the tile configs giving at least MIN_BLOCKS blocks, the one wasting the least of
-    its tiles on padding (larger tiles first on a tie); with none, the one giving the most
-    blocks. ``split``: cut the depth into splits until MIN_BLOCKS is reached (backward-
-    weights; each split keeps at least 8 K-steps of work)."""
-    best = None
+    ``split`` (backward-weights) cuts the depth into splits until MIN_BLOCKS blocks run, each
+    split keeping at least 8 K-steps. Among the configs reaching MIN_BLOCKS, the largest
+    tile (most reuse per load) that wastes at most a quarter of itself on padding; with
+    none that lean, the least wasteful; with none reaching MIN_BLOCKS, the most blocks."""
+    plans = []
     for name, (BM, BN, BK, _, _) in v3_configs().items():
         tiles = -(-M // BM) * -(-NC // BN) * G
+        splits = 1
+        if split and tiles < MIN_BLOCKS:
+            splits = max(1, min(-(-MIN_BLOCKS // tiles), D // (8 * BK)))
         used = M * NC * G / (tiles * BM * BN)
-        key = (tiles >= MIN_BLOCKS, used if tiles >= MIN_BLOCKS else tiles, BM * BN)
-        if best is None or key > best[0]:
-            best = (key, name, tiles, BK)
-    _, name, tiles, BK = best
-    splits = 1
-    if split and tiles < MIN_BLOCKS:
-        splits = max(1, min(-(-MIN_BLOCKS // tiles), D // (8 * BK)))
-    return name, tiles * splits, splits
+        plans.append((name, tiles * splits, splits, used, BM * BN))
+    reach = [p for p in plans if p[1] >= MIN_BLOCKS]
+    if not reach:
+        name, blocks, splits, _, _ = max(plans, key=lambda p: p[1])
+        return name, blocks, splits
+    lean = [p for p in reach if p[3] >= 0.75] or [max(reach, key=lambda p: p[3])]
+    name, blocks, splits, _, _ = max(lean, key=lambda p: (p[4], p[3]))
+    return name, blocks, splits
 
 
 def _v3_launch(name, cfg_name, G, M, NC, splits, *args):
