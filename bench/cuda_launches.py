@@ -1,4 +1,4 @@
-"""CUDA launch report without a GPU: launches per LeNet training step, and launch geometry.
+"""CUDA launch report without a GPU: launches per LeNet step, launch geometry, host cost.
 
 1. Launches per LeNet-5 training step (forward, backward, one Adam step over a flat
    parameter buffer), counted under Numba's simulator through ``nnkern.functional`` calls
@@ -8,18 +8,34 @@
    GEMM) for the LeNet shapes and the bench's conv shape at batch 64, 128 and 256: blocks
    per launch against the H100's 132 SMs. Issue 14's bar: at least 4 blocks per SM for
    every conv kernel at batch 64 and above.
+3. ``--host``: host microseconds per launch with the simulator OFF and no CUDA driver. The
+   kernels compile for sm_90 (NVVM, as bench/ptx_check.py does); the driver calls are
+   stubbed (the current context, the compiled function, ``cuda.core.launch`` itself, which
+   counts instead of launching), and the arrays are stand-ins with CuPy's attributes and a
+   CUDA array interface built per access, as CuPy builds it. What is timed is everything
+   the host does for a launch before the driver call: the launcher's Python, numba-cuda's
+   argument typing and packing (or nnkern's own packing), the launch configuration. Not
+   timed: the driver's own launch (a few microseconds on an H100) and, in numba-cuda's
+   path, its DLPack import of a real CuPy array (stand-ins have only the CUDA array
+   interface, so numba reads that instead). Each op runs in turns: the kernel files of an
+   earlier revision (``--revs``, default ``main``) loaded from git beside this tree's,
+   this tree with numba-cuda's own launch (``NNKERN_CUDA_FAST_LAUNCH=0``), and this tree.
 
-Run from the repository root (it sets the simulator itself for part 1, and reads the
-geometry from kernels/conv/cuda.py's own planner for part 2):
+Run from the repository root:
 
-    python bench/cuda_launches.py
+    python bench/cuda_launches.py                 # parts 1 and 2 (simulator)
+    python bench/cuda_launches.py --host          # part 3 (no simulator, no driver)
+    python bench/cuda_launches.py --host --revs main,945b121
 """
 
 import os
 import sys
 from collections import Counter
 
-os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+if "--host" in sys.argv:
+    os.environ.pop("NUMBA_ENABLE_CUDASIM", None)
+else:
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 
 import numpy as np
 
@@ -97,6 +113,7 @@ def geometry():
 
     conv.SIM = False  # plan with the GPU tile configs
     conv.v3_configs = lambda: conv.CONFIGS
+    conv.v3_plan.cache_clear()
     rows = []
     for name, cases in (("lenet", LENET_CONVS), ("bench", BENCH_CONVS)):
         for (C, H, W), (K, Cg, R, S), pad in cases:
@@ -122,7 +139,258 @@ def geometry():
     return rows
 
 
+# ----------------------------------------------------------------------------
+# 3. host cost per launch, simulator off, no driver
+
+
+def install_fake_driver():
+    """Stub what needs a GPU: compute capability, context, compiled function, the launch.
+    Returns the launch counter (a one-item list)."""
+    import contextlib
+    import types
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import ptx_check
+    from numba.cuda import api, codegen, dispatcher
+    from numba.cuda.cudadrv import devices
+
+    device = types.SimpleNamespace(compute_capability=ptx_check.CC)
+    devices.get_context = lambda devnum=None: types.SimpleNamespace(device=device)
+    devices._runtime.ensure_context = contextlib.nullcontext
+
+    class Stream:
+        def synchronize(self):
+            pass
+
+    class Context:
+        def create_external_stream(self, ptr):
+            return Stream()
+
+    api.current_context = Context
+    cufunc = types.SimpleNamespace(module=types.SimpleNamespace(initialized=True),
+                                   name="stub", kernel=object())
+    codegen.CUDACodeLibrary.get_cufunc = lambda self: cufunc
+    launches = [0]
+
+    def counting_launch(stream, config, kernel, *args):
+        launches[0] += 1
+
+    dispatcher.launch = counting_launch
+    sys.modules["cupy"] = FakeCupyModule
+
+    # numba-cuda's view of a CUDA-array-interface argument asks the driver about the
+    # pointer; build the same view without asking
+    from numba.cuda.cudadrv import devicearray as da
+
+    real_view = da._to_strided_memory_view
+
+    def view(obj, stream=0, copy=True, user_explicit=False):
+        cai = getattr(obj, "__cuda_array_interface__", None)
+        if cai is None or da._driver.is_device_memory(obj):
+            return real_view(obj, stream, copy, user_explicit)
+        dtype = np.dtype(cai["typestr"])
+        shape = tuple(cai["shape"])
+        strides = cai["strides"] or np.empty(0, dtype).reshape(0).strides * 0 or None
+        layout = da._StridedLayoutShim(strides_in_bytes=strides, is_contiguous_c=True,
+                                       is_contiguous_f=len(shape) <= 1,
+                                       is_contiguous_any=True)
+        return da._StridedMemoryViewShim(ptr=cai["data"][0], shape=shape, dtype=dtype,
+                                         size=int(np.prod(shape)), _layout=layout), False
+
+    da._to_strided_memory_view = view
+    return launches
+
+
+class _Pointer:
+    def __init__(self, ptr):
+        self.ptr = ptr
+
+
+class FakeCupy:
+    """A stand-in for a C-contiguous cupy.ndarray: the attributes nnkern's launchers and
+    numba-cuda read, and a CUDA array interface dict built on every access (as CuPy's)."""
+
+    _next = 0x7F0000000000
+
+    def __init__(self, shape, dtype, ptr=None):
+        self.shape = tuple(int(n) for n in shape)
+        self.dtype = np.dtype(dtype)
+        self.itemsize = self.dtype.itemsize
+        self.ndim = len(self.shape)
+        self.size = int(np.prod(self.shape))
+        strides, step = [], self.itemsize
+        for n in reversed(self.shape):
+            strides.append(step)
+            step *= n
+        self.strides = tuple(reversed(strides))
+        if ptr is None:
+            ptr = FakeCupy._next
+            FakeCupy._next += (self.size * self.itemsize + 511) // 256 * 256
+        self.data = _Pointer(ptr)
+
+    @property
+    def __cuda_array_interface__(self):
+        return {"shape": self.shape, "typestr": self.dtype.str, "descr": [("", self.dtype.str)],
+                "data": (self.data.ptr, False), "strides": None, "version": 3, "stream": 1}
+
+    def reshape(self, *shape):
+        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], tuple) else shape
+        if -1 in shape:
+            known = int(np.prod([n for n in shape if n != -1]))
+            shape = tuple(self.size // known if n == -1 else n for n in shape)
+        return FakeCupy(shape, self.dtype, self.data.ptr)
+
+    def __getitem__(self, index):
+        # only what launchers use: a leading integer index or slice of a C-contiguous array
+        index = index if isinstance(index, tuple) else (index,)
+        view, offset = list(self.shape), 0
+        for axis, i in enumerate(index):
+            if isinstance(i, slice):
+                start, stop, _ = i.indices(view[axis])
+                offset += start * self.strides[axis]
+                view[axis] = stop - start
+            else:
+                offset += i * self.strides[axis]
+                view[axis] = None
+        return FakeCupy([n for n in view if n is not None], self.dtype, self.data.ptr + offset)
+
+
+class FakeCupyModule:
+    """``cupy`` for the kernel files' scratch buffers (``empty``, ``asarray``)."""
+
+    ndarray = FakeCupy
+
+    @staticmethod
+    def empty(shape, dtype=np.float32):
+        return FakeCupy(shape if isinstance(shape, tuple) else (shape,), dtype)
+
+    @staticmethod
+    def asarray(a):
+        return FakeCupy(np.shape(a), np.asarray(a).dtype)
+
+
+def load_revision(rev):
+    """The kernel files of git revision ``rev`` as the package ``kk_<rev>`` (imported from
+    a temporary export; absolute ``nnkern.kernels.`` imports point into it)."""
+    import importlib
+    import subprocess
+    import tarfile
+    import tempfile
+
+    name = "kk_" + "".join(c if c.isalnum() else "_" for c in rev)
+    root = tempfile.mkdtemp(prefix="nnkern_rev_")
+    archive = subprocess.run(["git", "archive", rev, "kernels"], check=True,
+                             capture_output=True).stdout
+    with tarfile.open(fileobj=__import__("io").BytesIO(archive)) as tar:
+        tar.extractall(root, filter="data")
+    os.rename(os.path.join(root, "kernels"), os.path.join(root, name))
+    for dirpath, _, files in os.walk(os.path.join(root, name)):
+        for f in files:
+            if f.endswith(".py"):
+                path = os.path.join(dirpath, f)
+                with open(path) as fh:
+                    text = fh.read()
+                with open(path, "w") as fh:
+                    fh.write(text.replace("nnkern.kernels.", f"{name}."))
+    sys.path.insert(0, root)
+    return importlib.import_module(name)
+
+
+def lenet_ops(kmods, dtype=np.float32, batch=64):
+    """{op: callable()} of representative launches of a LeNet-5 step at ``batch``, on the
+    kernel modules ``kmods`` ({family: module}); arguments built once."""
+    f = lambda *shape: FakeCupy(shape, dtype)
+    x1, w1, b1, y1 = f(batch, 1, 28, 28), f(6, 1, 5, 5), f(6), f(batch, 6, 28, 28)
+    ind = FakeCupy((batch, 6, 14, 14), np.int64)
+    p1 = f(batch, 6, 14, 14)
+    h, w3, b3, y3 = f(batch, 400), f(120, 400), f(120), f(batch, 120)
+    z, lab, g1 = f(batch, 10), FakeCupy((batch,), np.int64), f(1)
+    losses, dz = f(batch), f(batch, 10)
+    n = 61706  # LeNet-5's parameters
+    pa, ga, ma, va = f(n), f(n), f(n), f(n)
+    conv, gemm, pool = kmods["conv"], kmods["gemm"], kmods["pool"]
+    ew, ce, opt = kmods["elementwise"], kmods["softmax_ce"], kmods["optim"]
+    flat = y1.reshape(-1)
+    return {
+        "relu forward (64,6,28,28)": lambda: ew.relu_forward(flat, flat),
+        "linear+relu 64x400 @ 400x120": lambda: gemm.linear(h, w3, b3, y3, True),
+        "conv2d forward LeNet conv1": lambda: conv.conv2d_forward(
+            x1, w1, b1, y1, (1, 1), (2, 2), (1, 1), 1, "auto"),
+        "max_pool2d forward 2x2": lambda: pool.max_pool2d_forward(
+            y1, p1, ind, 2, 2, 2, 2, 0, 0),
+        "softmax-CE fwd+bwd (64,10)": lambda: ce.softmax_ce_forward_backward(
+            z, lab, g1, 1.0 / batch, 0.0, losses, dz),
+        "Adam step, 61706 params": lambda: opt.adam_step(
+            pa, ga, ma, va, 1, 1e-3, 0.9, 0.999, 1e-8, 0.0),
+    }
+
+
+def host_main(argv):
+    import importlib
+    import time
+    import warnings
+
+    revs = ["main"]
+    if "--revs" in argv:
+        revs = argv[argv.index("--revs") + 1].split(",")
+    launches = install_fake_driver()
+    warnings.simplefilter("ignore")  # numba's low-occupancy warnings for LeNet's small grids
+    families = ("conv", "gemm", "pool", "elementwise", "softmax_ce", "optim")
+    from nnkern.kernels import _cuda
+
+    impls = {}
+    for rev in revs:
+        pkg = load_revision(rev)
+        impls[rev] = ({f: importlib.import_module(f"{pkg.__name__}.{f}.cuda") for f in families},
+                      None)
+    here = {f: importlib.import_module(f"nnkern.kernels.{f}.cuda") for f in families}
+    impls["this tree, numba launch"] = (here, False)
+    impls["this tree"] = (here, True)
+    ops = {label: lenet_ops(mods) for label, (mods, _) in impls.items()}
+    names = list(next(iter(ops.values())))
+    print("Host microseconds per call with the simulator off and no driver (the driver's")
+    print("launch itself stubbed); median of 7 rounds, implementations in turns per round.")
+    print(f"{'op':32s} {'impl':26s} {'launches':>8s} {'us/call':>9s} {'us/launch':>9s}")
+    results = {}
+    for op in names:
+        for label, (_, fast) in impls.items():  # warm up: compile, first-launch checks
+            if fast is not None:
+                _cuda.FAST_LAUNCH = fast
+            ops[label][op]()
+        rounds = {label: [] for label in impls}
+        per_call = {}
+        for _ in range(7):
+            for label, (_, fast) in impls.items():
+                if fast is not None:
+                    _cuda.FAST_LAUNCH = fast
+                fn = ops[label][op]
+                launches[0] = 0
+                n = 200
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    fn()
+                rounds[label].append((time.perf_counter() - t0) / n * 1e6)
+                per_call[label] = launches[0] / n
+        for label in impls:
+            us = float(np.median(rounds[label]))
+            results[(op, label)] = us
+            k = per_call[label]
+            print(f"{op:32s} {label:26s} {k:8.0f} {us:9.1f} {us / max(k, 1):9.1f}")
+    _cuda.FAST_LAUNCH = True
+    checked = [p for p in _cuda._LAUNCHERS.values() if p is not None and p.checked]
+    fell_back = [k for k, p in _cuda._LAUNCHERS.items() if p is None]
+    print(f"hand-packed kernels checked equal to numba-cuda's packing: {len(checked)}; "
+          f"kernels on numba's launch: {len(fell_back)}")
+    base = revs[0]
+    print(f"ratio {base} / this tree (host time per call):")
+    for op in names:
+        print(f"  {op:32s} {results[(op, base)] / results[(op, 'this tree')]:6.1f}x")
+    return 1 if fell_back else 0
+
+
 def main():
+    if "--host" in sys.argv:
+        return host_main(sys.argv[1:])
     counts = count_lenet_step()
     print("Launches per LeNet-5 training step (cuda backend, counted under the simulator):")
     for name, n in sorted(counts.items()):

@@ -9,12 +9,31 @@ is a Python thread and arrays are NumPy arrays, so blocks are small there; the
 code paths are the same. The simulator has no warp shuffles: a kernel that
 shuffles has a shared-memory twin selected by its file's ``choose``.
 
+Two things every launcher goes through:
+
+- ``KernelTable(build)``: a family's kernels, each compiled from ``build(T)``'s
+  (function, explicit signature) pair the first time it is launched, its compile seconds
+  kept (``bench/gpu_check.py`` reports them per kernel).
+- ``launch(kernel, grid, block, *args)``: on a GPU, the arguments are packed by hand the
+  way numba-cuda packs them (an array is meminfo, parent, size, itemsize, data pointer,
+  shape, strides) and handed to the same ``cuda.core`` launch numba-cuda calls. numba's
+  own path types every argument and wraps every CuPy array in two objects per launch
+  (``bench/cuda_launches.py --host`` measures both). The first launch of each kernel
+  packs the arguments both ways and compares them; a kernel whose packing differs (a
+  numba-cuda version with another calling convention) or an argument it does not know
+  (a non-contiguous view) goes through numba's launch instead, so a surprise costs
+  time, never a wrong result. ``NNKERN_CUDA_FAST_LAUNCH=0`` turns the packing off.
+
     >>> from nnkern.kernels import _cuda
     >>> _cuda.blocks(1000, 256)
     4
 """
 
+import ctypes
 import math
+import os
+import time
+import warnings
 
 import numpy as np
 from numba import config, cuda, float32, float64
@@ -52,15 +71,227 @@ def launch_flat(kernel, n, *args, threads=ELEMENT_THREADS):
     """Launch a grid-stride kernel over n items; nothing when n == 0 (an empty grid is an
     error in numba.cuda, and an empty output needs no work)."""
     if n:
-        kernel[blocks(n, threads, MAX_BLOCKS), threads](*args)
+        launch(kernel, blocks(n, threads, MAX_BLOCKS), threads, *args)
+
+
+# ----------------------------------------------------------------------------
+# compiled kernels, per family
+
+
+class KernelTable:
+    """A family's kernels, compiled on first use from ``build(T)``.
+
+    ``table(dtype)[name]`` is the compiled kernel of ``name`` for a float dtype; each
+    compile is timed into ``table.seconds[(dtype name, kernel name)]``.
+
+        >>> table = KernelTable(lambda T: {})
+        >>> table("float32").names()
+        []
+    """
+
+    def __init__(self, build):
+        self.build = build
+        self.seconds = {}
+        self._per_dtype = {}
+
+    def __call__(self, dtype):
+        dtype = np.dtype(dtype)
+        kernels = self._per_dtype.get(dtype)
+        if kernels is None:
+            kernels = self._per_dtype[dtype] = _Kernels(self, dtype)
+        return kernels
+
+
+class _Kernels:
+    """The kernels of one family and dtype, compiled one by one when first asked for."""
+
+    def __init__(self, table, dtype):
+        self._table = table
+        self._dtype = dtype
+        self._defs = None
+        self._compiled = {}
+
+    def _definitions(self):
+        if self._defs is None:
+            self._defs = self._table.build(numba_type(self._dtype))
+        return self._defs
+
+    def names(self):
+        """Every kernel name of the family (compiled or not)."""
+        return list(self._definitions())
+
+    def __getitem__(self, name):
+        kernel = self._compiled.get(name)
+        if kernel is None:
+            fn, sig = self._definitions()[name]
+            t0 = time.perf_counter()
+            kernel = cuda.jit(sig)(fn)
+            self._table.seconds[(self._dtype.name, name)] = time.perf_counter() - t0
+            self._compiled[name] = kernel
+        return kernel
+
+
+# ----------------------------------------------------------------------------
+# launches
+
+
+FAST_LAUNCH = not SIM and os.environ.get("NNKERN_CUDA_FAST_LAUNCH", "1") != "0"
+"""Pack kernel arguments by hand on a GPU (see the module docstring)."""
+
+_SCALARS = {"int64": ctypes.c_int64, "int32": ctypes.c_int32, "uint64": ctypes.c_uint64,
+            "float32": ctypes.c_float, "float64": ctypes.c_double}  # numba-cuda's ctypes
+_LAUNCHERS = {}  # dispatcher -> _Packed, or None where numba's own launch is used
+_CONFIGS = {}  # (grid, block) -> cuda.core LaunchConfig
+
+
+def launch(kernel, grid, block, *args):
+    """``kernel[grid, block](*args)`` for a kernel compiled with one explicit signature
+    (a ``KernelTable`` entry), with the arguments packed by hand on a GPU."""
+    if FAST_LAUNCH:
+        packed = _LAUNCHERS.get(kernel, False)
+        if packed is False:
+            packed = _LAUNCHERS[kernel] = _Packed.of(kernel)
+        if packed is not None:
+            kernelargs = packed.pack(args)
+            if kernelargs is not None:
+                if packed.checked or packed.check(args, kernelargs):
+                    packed.launch(grid, block, kernelargs)
+                    return
+                _LAUNCHERS[kernel] = None
+    kernel[grid, block](*args)
+
+
+def _dims(d):
+    return (d, 1, 1) if isinstance(d, int) else tuple(d) + (1,) * (3 - len(d))
+
+
+class _Packed:
+    """How one compiled kernel's arguments become ``cuda.core`` kernel parameters, the
+    way ``numba.cuda.dispatcher._Kernel._prepare_args`` makes them."""
+
+    @classmethod
+    def of(cls, dispatcher):
+        """A packer for the kernel's one overload, or None when it has another shape."""
+        overloads = list(getattr(dispatcher, "overloads", {}).values())
+        if len(overloads) != 1 or dispatcher.targetoptions.get("extensions"):
+            return None
+        kernel = overloads[0]
+        kinds = []
+        for ty in kernel.argument_types:
+            name = str(ty)
+            if type(ty).__name__ == "Array" and ty.layout == "C":
+                kinds.append(("array", np.dtype(str(ty.dtype)), ty.ndim))
+            elif name == "bool":
+                kinds.append(("bool", None, 0))
+            elif name in _SCALARS:
+                kinds.append(("scalar", _SCALARS[name], 0))
+            else:
+                return None
+        return cls(kernel, kinds)
+
+    def __init__(self, kernel, kinds):
+        self.kernel = kernel
+        self.kinds = kinds
+        self.checked = False
+        self.cufunc = None
+
+    def pack(self, args):
+        """The parameter list, or None when an argument is not a C-contiguous device array
+        of the signature's dtype and rank where one is expected (numba's launch then
+        converts it, or raises its own type error)."""
+        out = []
+        for (kind, what, ndim), a in zip(self.kinds, args):
+            if kind == "array":
+                data = getattr(a, "data", None)
+                ptr = getattr(data, "ptr", None)
+                if ptr is None:  # not CuPy: read the CUDA array interface
+                    cai = getattr(a, "__cuda_array_interface__", None)
+                    if cai is None:
+                        return None
+                    ptr = cai["data"][0]
+                    shape = tuple(cai["shape"])
+                    dtype = np.dtype(cai["typestr"])
+                    strides = cai.get("strides")
+                else:
+                    shape, dtype, strides = a.shape, a.dtype, a.strides
+                itemsize = dtype.itemsize
+                if dtype != what or len(shape) != ndim:
+                    return None
+                c_strides, step = [], itemsize
+                for n in reversed(shape):
+                    c_strides.append(step)
+                    step *= n
+                c_strides.reverse()
+                if strides is not None and tuple(strides) != tuple(c_strides):
+                    return None
+                out += (0, 0, step // itemsize, itemsize, ptr, *shape, *c_strides)
+            elif kind == "bool":
+                out.append(a)
+            else:
+                out.append(what(a))
+        return out
+
+    def check(self, args, packed):
+        """True when numba-cuda packs the same arguments into the same parameters (asked
+        once per kernel); a warning and False otherwise."""
+        retr, reference = [], []
+        for ty, a in zip(self.kernel.argument_types, args):
+            self.kernel._prepare_args(ty, a, 0, retr, reference)
+        self.checked = params(packed) == params(reference)
+        if not self.checked:
+            warnings.warn(f"nnkern: hand-packed arguments of {self.kernel.entry_name} differ "
+                          "from numba-cuda's; using numba's launch for it", stacklevel=3)
+        return self.checked
+
+    def launch(self, grid, block, kernelargs):
+        dispatcher = _DISPATCHER[0] if _DISPATCHER else _dispatcher_module()
+        if self.cufunc is None:
+            self.cufunc = self.kernel._codelibrary.get_cufunc().kernel
+        key = (grid, block)
+        config_ = _CONFIGS.get(key)
+        if config_ is None:
+            from numba.cuda._compat import CUDA_CORE_GE_1_0
+
+            coop = {"is_cooperative" if CUDA_CORE_GE_1_0 else "cooperative_launch": False}
+            config_ = _CONFIGS[key] = dispatcher.LaunchConfig(
+                grid=_dims(grid), block=_dims(block), shmem_size=0, **coop)
+        dispatcher.launch(_default_stream(), config_, self.cufunc, *kernelargs)
+
+
+def params(kernelargs):
+    """Kernel parameters as comparable (type, value) pairs (ctypes scalars by their value)."""
+    return [(type(v), v.value) if isinstance(v, ctypes._SimpleCData) else (int, int(v))
+            for v in kernelargs]
+
+
+_STREAM = []
+_DISPATCHER = []
+
+
+def _dispatcher_module():
+    """numba-cuda's dispatcher module, whose ``launch`` and ``LaunchConfig`` (cuda.core's)
+    nnkern's packing hands its parameters to (looked up once: an import statement in the
+    launch path costs microseconds)."""
+    from numba.cuda import dispatcher
+
+    _DISPATCHER.append(dispatcher)
+    return dispatcher
+
+
+def _default_stream():
+    """The stream numba-cuda launches on when none is given (the legacy default stream,
+    which CuPy's and PyTorch's default streams are ordered with)."""
+    if not _STREAM:
+        from numba.cuda.cudadrv import driver
+
+        _STREAM.append(driver._to_core_stream(0))
+    return _STREAM[0]
 
 
 def device_arrays(*arrays):
-    """Each CuPy array as a Numba device array, converted ONCE per op (a launch converts
-    every CUDA-array-interface argument again; a Numba device array it passes as is).
-    NumPy arrays (the simulator), Numba device arrays and None come back unchanged.
-
-    Returns a list (one item per argument)."""
+    """Each CuPy array as a Numba device array (NumPy arrays, device arrays and None come
+    back unchanged). Launchers no longer need it (``launch`` packs CuPy arrays itself);
+    kept for callers that want numba-cuda's own launch of a CuPy array."""
     if SIM:
         return list(arrays)
     from numba.cuda.cudadrv.devicearray import DeviceNDArray

@@ -27,7 +27,16 @@ import functools
 import numpy as np
 from numba import boolean, cuda, int64
 
-from .._cuda import ELEMENT_THREADS, SIM, SMS, device_arrays, numba_type, scratch, stand_in
+from .._cuda import (
+    ELEMENT_THREADS,
+    SIM,
+    SMS,
+    KernelTable,
+    array_module,
+    launch,
+    scratch,
+    stand_in,
+)
 from ..gemm import cuda as gemm_cuda
 
 # Threads per block of the element-wise kernels, and of the reductions (dw, db; a power
@@ -169,36 +178,53 @@ def build_v1_v2(T):
             cuda.syncthreads()  # part is reused by the next round
 
     # ------------------------------------------------------------------------
-    # version 2: im2col / col2im (+ the nnkern GEMM)
+    # version 2: im2col / col2im over a chunk of samples (+ the nnkern GEMM per group)
+    # col and gcol hold the m samples of a chunk side by side: column j*P + p is pixel p of
+    # sample n0 + j, so one GEMM per group covers the whole chunk.
 
-    def im2col(x, n, c0, col, R, S, sh, sw, ph, pw, dh, dw, OW):
-        # col (Q, P)[(c*R + r)*S + s, oh*OW + ow] = x[n, c0 + c, ih, iw], 0 outside.
+    def im2col(x, col, n0, OH, OW, geom):
+        # col (G, Q, m*P)[grp, (c*R + r)*S + s, j*P + oh*OW + ow] = x[n0 + j, grp*Cg + c, ih, iw]
+        # (0 outside the image); one thread per col entry, consecutive threads along j*P + p
+        sh, sw, ph, pw, dh, dw = geom[0], geom[1], geom[2], geom[3], geom[4], geom[5]
+        R, S = geom[7], geom[8]
         H, W = x.shape[2], x.shape[3]
-        Q, P = col.shape
+        G, Q, MP = col.shape
+        P = OH * OW
         i = cuda.grid(1)
-        if i >= Q * P:
+        if i >= G * Q * MP:
             return
-        q = i // P
-        p = i % P
+        mp = i % MP
+        q = (i // MP) % Q
+        grp = i // (MP * Q)
+        p = mp % P
         c = q // (R * S)
         r = (q // S) % R
         s = q % S
         ih = (p // OW) * sh - ph + r * dh
         iw = (p % OW) * sw - pw + s * dw
+        v = T(0)
         if ih >= 0 and ih < H and iw >= 0 and iw < W:
-            col[q, p] = x[n, c0 + c, ih, iw]
-        else:
-            col[q, p] = 0
+            v = x[n0 + mp // P, grp * (Q // (R * S)) + c, ih, iw]
+        col[grp, q, mp] = v
 
-    def col2im(col, dx, n, c0, Cg, R, S, sh, sw, ph, pw, dh, dw, OH, OW):
-        # dx[n, c0 + c, ih, iw] = sum of the col entries copied from that pixel (a gather).
-        H, W = dx.shape[2], dx.shape[3]
+    def col2im(dcol, dx, n0, OH, OW, geom):
+        # dx[n0 + j, c, ih, iw] = sum of the dcol (G, Q, m*P) entries copied from that pixel
+        # (a gather over its taps: no atomics); one thread per dx element of the chunk
+        sh, sw, ph, pw, dh, dw = geom[0], geom[1], geom[2], geom[3], geom[4], geom[5]
+        R, S = geom[7], geom[8]
+        C, H, W = dx.shape[1], dx.shape[2], dx.shape[3]
+        Q, MP = dcol.shape[1], dcol.shape[2]
+        Cg = Q // (R * S)
         i = cuda.grid(1)
-        if i >= Cg * H * W:
+        if i >= (MP // (OH * OW)) * C * H * W:
             return
         iw = i % W
         ih = (i // W) % H
-        c = i // (W * H)
+        c = (i // (W * H)) % C
+        j = i // (W * H * C)
+        grp = c // Cg
+        cc = c % Cg
+        col0 = j * OH * OW
         acc = T(0)
         for r in range(R):
             a = ih + ph - r * dh
@@ -208,26 +234,50 @@ def build_v1_v2(T):
                 bb = iw + pw - s * dw
                 if bb < 0 or bb % sw != 0 or bb // sw >= OW:
                     continue
-                acc += col[(c * R + r) * S + s, (a // sh) * OW + bb // sw]
-        dx[n, c0 + c, ih, iw] = acc
+                acc += dcol[grp, (cc * R + r) * S + s, col0 + (a // sh) * OW + bb // sw]
+        dx[n0 + j, c, ih, iw] = acc
 
-    def add_bias(y, b):
-        # y (N, K, P) += b (K,)
-        N, K, P = y.shape
+    def scatter_out(tmp, y, b, has_bias, n0):
+        # y (N, K, P)[n0 + j, grp*Kg + k, p] = tmp (G, Kg, m*P)[grp, k, j*P + p] (+ b[k]);
+        # one thread per y element of the chunk (coalesced stores)
+        K, P = y.shape[1], y.shape[2]
+        Kg = tmp.shape[1]
+        m = tmp.shape[2] // P
         i = cuda.grid(1)
-        if i < N * K * P:
-            y[i // (K * P), (i // P) % K, i % P] += b[(i // P) % K]
+        if i >= m * K * P:
+            return
+        p = i % P
+        k = (i // P) % K
+        j = i // (P * K)
+        v = tmp[k // Kg, k % Kg, j * P + p]
+        if has_bias:
+            v += b[k]
+        y[n0 + j, k, p] = v
 
-    A1, A2, A3, A4 = T[::1], T[:, ::1], T[:, :, ::1], T[:, :, :, ::1]
+    def gather_out(g, gcol, n0):
+        # gcol (G, Kg, m*P)[grp, k, j*P + p] = g (N, K, P)[n0 + j, grp*Kg + k, p]
+        P = g.shape[2]
+        G, Kg, MP = gcol.shape
+        i = cuda.grid(1)
+        if i >= G * Kg * MP:
+            return
+        mp = i % MP
+        k = (i // MP) % Kg
+        grp = i // (MP * Kg)
+        gcol[grp, k, mp] = g[n0 + mp // P, grp * Kg + k, mp % P]
+
+    A1, A3, A4 = T[::1], T[:, :, ::1], T[:, :, :, ::1]
     i, b = int64, boolean
     geom = (i,) * 7  # sh, sw, ph, pw, dh, dw, G
+    G1 = int64[::1]
     return {
         "fwd_direct": (fwd_direct, (A4, A4, A1, b, A4) + geom),
         "bwd_data_direct": (bwd_data_direct, (A4, A4, A4) + geom),
         "bwd_weights_direct": (bwd_weights_direct, (A4, A4, A4, A1) + geom + (i, i)),
-        "im2col": (im2col, (A4, i, i, A2) + (i,) * 9),
-        "col2im": (col2im, (A2, A4) + (i,) * 13),
-        "add_bias": (add_bias, (A3, A1)),
+        "im2col": (im2col, (A4, A3, i, i, i, G1)),
+        "col2im": (col2im, (A3, A4, i, i, i, G1)),
+        "scatter_out": (scatter_out, (A3, A3, A1, b, i)),
+        "gather_out": (gather_out, (A3, A3, i)),
     }
 
 
@@ -456,115 +506,14 @@ def v3_configs():
 
 def build(T):
     """Every kernel of this file for the Numba float type T: {name: (function, signature)}
-    (``kernels`` compiles them on first use; bench/ptx_check.py compiles the same pairs)."""
+    (``kernels`` compiles each on first use; bench/ptx_check.py compiles the same pairs)."""
     return {**build_v1_v2(T), **build_v3(T, v3_configs())}
 
 
-@functools.cache
-def _kernels(dtype):
-    """Compiled versions 1 and 2 for one dtype, {name: kernel}."""
-    return {n: cuda.jit(sig)(fn) for n, (fn, sig) in build_v1_v2(numba_type(dtype)).items()}
+kernels = KernelTable(build)
+"""``kernels(dtype)[name]``: compiled on first use (15 version-3 kernels per dtype exist;
+a run compiles the few its shapes pick)."""
 
-
-@functools.cache
-def _v3_kernel(dtype, name):
-    """One compiled version-3 kernel (compiled on first use: 15 kernels per dtype exist)."""
-    fn, sig = build_v3(numba_type(dtype), v3_configs())[name]
-    return cuda.jit(sig)(fn)
-
-
-# ----------------------------------------------------------------------------
-# launchers
-
-
-def direct_forward(x, w, b, y, stride, padding, dilation, groups):
-    """y = conv2d(x, w) + b, one thread per output element (version 1)."""
-    kern = _kernels(x.dtype)["fwd_direct"]
-    has_bias = b is not None
-    kern[_blocks(y.size), TPB](
-        x, w, b if has_bias else _dummy(w), has_bias, y, *stride, *padding, *dilation, groups
-    )
-
-
-def direct_backward_data(g, w, dx, stride, padding, dilation, groups):
-    """dx, one thread per input element gathering its taps (version 1)."""
-    kern = _kernels(g.dtype)["bwd_data_direct"]
-    kern[_blocks(dx.size), TPB](g, w, dx, *stride, *padding, *dilation, groups)
-
-
-def direct_backward_weights(g, x, dw, db, stride, padding, dilation, groups):
-    """dw (and db), one block per weight (and bias) element, in one launch (version 1)."""
-    kern = _kernels(g.dtype)["bwd_weights_direct"]
-    nj = dw.size + (db.size if db is not None else 0)
-    kern[min(_blocks(nj, NB), MAX_RED_BLOCKS), RED](
-        g, x, dw, db if db is not None else _dummy(dw), *stride, *padding, *dilation, groups,
-        0, nj,
-    )
-
-
-def im2col_forward(x, w, b, y, stride, padding, dilation, groups):
-    """y: per sample and group, col = im2col(x), y = w_g @ col by the nnkern GEMM (version 2)."""
-    N = x.shape[0]
-    K, Cg, R, S = w.shape
-    OH, OW = y.shape[2], y.shape[3]
-    G, Kg, Q, P = groups, K // groups, Cg * R * S, OH * OW
-    kern = _kernels(x.dtype)
-    col = scratch(x, (Q, P))
-    w2 = w.reshape(G, Kg, Q)
-    y3 = y.reshape(N, K, P)
-    for n in range(N):
-        for grp in range(G):
-            kern["im2col"][_blocks(Q * P), TPB](
-                x, n, grp * Cg, col, R, S, *stride, *padding, *dilation, OW
-            )
-            gemm_cuda.gemm(w2[grp], col, y3[n, grp * Kg:(grp + 1) * Kg], False, False, False)
-    if b is not None:
-        kern["add_bias"][_blocks(y.size), TPB](y3, b)
-
-
-def im2col_backward_data(g, w, dx, stride, padding, dilation, groups):
-    """dx: per sample and group, dcol = w_g^T @ g, then col2im (a gather) (version 2)."""
-    N, H, W = dx.shape[0], dx.shape[2], dx.shape[3]
-    K, Cg, R, S = w.shape
-    OH, OW = g.shape[2], g.shape[3]
-    G, Kg, Q, P = groups, K // groups, Cg * R * S, OH * OW
-    kern = _kernels(g.dtype)
-    dcol = scratch(g, (Q, P))
-    w2 = w.reshape(G, Kg, Q)
-    g3 = g.reshape(N, K, P)
-    for n in range(N):
-        for grp in range(G):
-            gemm_cuda.gemm(w2[grp], g3[n, grp * Kg:(grp + 1) * Kg], dcol, True, False, False)
-            kern["col2im"][_blocks(Cg * H * W), TPB](
-                dcol, dx, n, grp * Cg, Cg, R, S, *stride, *padding, *dilation, OH, OW
-            )
-
-
-def im2col_backward_weights(g, x, dw, db, stride, padding, dilation, groups):
-    """dw_g = sum over samples of g[n, g] @ col^T, accumulated by the GEMM; db by the
-    reduction blocks of version 1 (version 2)."""
-    N = x.shape[0]
-    K, Cg, R, S = dw.shape
-    OH, OW = g.shape[2], g.shape[3]
-    G, Kg, Q, P = groups, K // groups, Cg * R * S, OH * OW
-    kern = _kernels(x.dtype)
-    col = scratch(x, (Q, P))
-    dw2 = dw.reshape(G, Kg, Q)
-    g3 = g.reshape(N, K, P)
-    for n in range(N):
-        for grp in range(G):
-            kern["im2col"][_blocks(Q * P), TPB](
-                x, n, grp * Cg, col, R, S, *stride, *padding, *dilation, OW
-            )
-            gemm_cuda.gemm(g3[n, grp * Kg:(grp + 1) * Kg], col, dw2[grp], False, True, n > 0)
-    if db is not None:
-        # Only the bias blocks of the version-1 launch: they start past dw's K*Q blocks.
-        kern["bwd_weights_direct"][min(_blocks(K, NB), MAX_RED_BLOCKS), RED](
-            g, x, dw, db, *stride, *padding, *dilation, groups, dw.size, dw.size + K
-        )
-
-
-# version 3 launchers
 
 _GEOM = {}
 
@@ -576,11 +525,123 @@ def _geometry(like, stride, padding, dilation, groups, R, S, chunk=0):
     geom = _GEOM.get(key)
     if geom is None:
         host = np.array(key[:10], np.int64)
-        geom = host if isinstance(like, np.ndarray) else cuda.to_device(host)
+        geom = host if isinstance(like, np.ndarray) else array_module(like).asarray(host)
         _GEOM[key] = geom
     return geom
 
 
+# ----------------------------------------------------------------------------
+# launchers
+
+
+def direct_forward(x, w, b, y, stride, padding, dilation, groups):
+    """y = conv2d(x, w) + b, one thread per output element (version 1)."""
+    has_bias = b is not None
+    launch(kernels(x.dtype)["fwd_direct"], _blocks(y.size), TPB, x, w,
+           b if has_bias else _dummy(w), has_bias, y, *stride, *padding, *dilation, groups)
+
+
+def direct_backward_data(g, w, dx, stride, padding, dilation, groups):
+    """dx, one thread per input element gathering its taps (version 1)."""
+    launch(kernels(g.dtype)["bwd_data_direct"], _blocks(dx.size), TPB, g, w, dx, *stride,
+           *padding, *dilation, groups)
+
+
+def direct_backward_weights(g, x, dw, db, stride, padding, dilation, groups, first=0):
+    """dw (and db), one block per NB weight (and bias) elements, in one launch (version 1).
+    ``first`` = dw.size computes db alone (the im2col path's bias gradient)."""
+    nj = dw.size + (db.size if db is not None else 0)
+    launch(kernels(g.dtype)["bwd_weights_direct"], min(_blocks(nj - first, NB), MAX_RED_BLOCKS),
+           RED, g, x, dw, db if db is not None else _dummy(dw), *stride, *padding, *dilation,
+           groups, first, nj)
+
+
+IM2COL_CAP = 1 << 12 if SIM else 1 << 27
+"""Most elements of one column buffer (512 MiB in float32 on a GPU): the samples of a pass
+go through im2col and the GEMM in chunks of as many as fit, one launch per step per chunk."""
+
+
+def _chunks(N, per_sample):
+    """(first sample, samples) of each chunk of N samples, per_sample elements each."""
+    m = max(1, min(N, IM2COL_CAP // max(1, per_sample)))
+    return [(n0, min(m, N - n0)) for n0 in range(0, N, m)]
+
+
+def _im2col_setup(x_like, w_shape, OH, OW, stride, padding, dilation, groups):
+    K, Cg, R, S = w_shape
+    G, Kg, Q, P = groups, K // groups, Cg * R * S, OH * OW
+    geom = _geometry(x_like, stride, padding, dilation, groups, R, S)
+    return G, Kg, Q, P, geom
+
+
+def im2col_forward(x, w, b, y, stride, padding, dilation, groups):
+    """y: im2col of a chunk of samples, one GEMM per group over the whole chunk, then the
+    products scattered into NCHW with the bias (version 2): 2 + G launches per chunk."""
+    N, K, OH, OW = y.shape
+    G, Kg, Q, P, geom = _im2col_setup(x, w.shape, OH, OW, stride, padding, dilation, groups)
+    kern = kernels(x.dtype)
+    w2 = w.reshape(G, Kg, Q)
+    y3 = y.reshape(N, K, P)
+    has_bias = b is not None
+    chunks = _chunks(N, G * Q * P)
+    col_buf = scratch(x, (G * Q * chunks[0][1] * P,))
+    tmp_buf = scratch(x, (G * Kg * chunks[0][1] * P,))
+    for n0, m in chunks:
+        col = col_buf[:G * Q * m * P].reshape(G, Q, m * P)
+        tmp = tmp_buf[:G * Kg * m * P].reshape(G, Kg, m * P)
+        launch(kern["im2col"], _blocks(col.size), TPB, x, col, n0, OH, OW, geom)
+        for grp in range(G):
+            gemm_cuda.gemm(w2[grp], col[grp], tmp[grp], False, False, False)
+        launch(kern["scatter_out"], _blocks(m * K * P), TPB, tmp, y3,
+               b if has_bias else _dummy(w), has_bias, n0)
+
+
+def im2col_backward_data(g, w, dx, stride, padding, dilation, groups):
+    """dx: g gathered into columns per chunk, dcol = w_g^T @ gcol per group, then col2im
+    (a gather) (version 2): 2 + G launches per chunk."""
+    N, K, OH, OW = g.shape
+    G, Kg, Q, P, geom = _im2col_setup(g, w.shape, OH, OW, stride, padding, dilation, groups)
+    kern = kernels(g.dtype)
+    w2 = w.reshape(G, Kg, Q)
+    g3 = g.reshape(N, K, P)
+    chunks = _chunks(N, G * Q * P)
+    dcol_buf = scratch(g, (G * Q * chunks[0][1] * P,))
+    gcol_buf = scratch(g, (G * Kg * chunks[0][1] * P,))
+    for n0, m in chunks:
+        gcol = gcol_buf[:G * Kg * m * P].reshape(G, Kg, m * P)
+        dcol = dcol_buf[:G * Q * m * P].reshape(G, Q, m * P)
+        launch(kern["gather_out"], _blocks(gcol.size), TPB, g3, gcol, n0)
+        for grp in range(G):
+            gemm_cuda.gemm(w2[grp], gcol[grp], dcol[grp], True, False, False)
+        launch(kern["col2im"], _blocks(m * dx[0].size), TPB, dcol, dx, n0, OH, OW, geom)
+
+
+def im2col_backward_weights(g, x, dw, db, stride, padding, dilation, groups):
+    """dw_g = gcol_g @ col_g^T per group, accumulated over the chunks by the GEMM; db by
+    the reduction blocks of version 1 (version 2): 2 + G launches per chunk, 1 for db."""
+    N, K, OH, OW = g.shape
+    G, Kg, Q, P, geom = _im2col_setup(x, dw.shape, OH, OW, stride, padding, dilation, groups)
+    kern = kernels(x.dtype)
+    dw2 = dw.reshape(G, Kg, Q)
+    g3 = g.reshape(N, K, P)
+    chunks = _chunks(N, G * Q * P)
+    col_buf = scratch(x, (G * Q * chunks[0][1] * P,))
+    gcol_buf = scratch(x, (G * Kg * chunks[0][1] * P,))
+    for n0, m in chunks:
+        col = col_buf[:G * Q * m * P].reshape(G, Q, m * P)
+        gcol = gcol_buf[:G * Kg * m * P].reshape(G, Kg, m * P)
+        launch(kern["im2col"], _blocks(col.size), TPB, x, col, n0, OH, OW, geom)
+        launch(kern["gather_out"], _blocks(gcol.size), TPB, g3, gcol, n0)
+        for grp in range(G):
+            gemm_cuda.gemm(gcol[grp], col[grp], dw2[grp], False, True, n0 > 0)
+    if db is not None:
+        direct_backward_weights(g, x, dw, db, stride, padding, dilation, groups, first=dw.size)
+
+
+# version 3 launchers
+
+
+@functools.lru_cache(maxsize=1024)
 def v3_plan(M, NC, D, G, split=False):
     """(config name, blocks, splits) for an implicit GEMM of M x NC per group over depth D.
 
@@ -609,12 +670,11 @@ def _v3_launch(name, cfg_name, G, M, NC, splits, *args):
     BM, BN, _, TM, TN = v3_configs()[cfg_name]
     grid = (-(-NC // BN), -(-M // BM), G * splits)
     if grid[0] and grid[1]:
-        _v3_kernel(args[0].dtype, name)[grid, (BN // TN, BM // TM)](*args)
+        launch(kernels(args[0].dtype)[name], grid, (BN // TN, BM // TM), *args)
 
 
 def v3_forward(x, w, b, y, stride, padding, dilation, groups):
     """y by the forward implicit GEMM (version 3): one launch."""
-    x, w, b, y = device_arrays(x, w, b, y)
     N, K, OH, OW = y.shape
     _, Cg, R, S = w.shape
     M, NC = K // groups, N * OH * OW
@@ -627,7 +687,6 @@ def v3_forward(x, w, b, y, stride, padding, dilation, groups):
 
 def v3_backward_data(g, w, dx, stride, padding, dilation, groups):
     """dx by the backward-data implicit GEMM (version 3): one launch."""
-    g, w, dx = device_arrays(g, w, dx)
     N, _, H, W = dx.shape
     K, Cg, R, S = w.shape
     M, NC = Cg, N * H * W
@@ -639,7 +698,6 @@ def v3_backward_data(g, w, dx, stride, padding, dilation, groups):
 def v3_backward_weights(g, x, dw, db, stride, padding, dilation, groups):
     """dw and db by the backward-weights implicit GEMM split over the pixels (version 3):
     one launch for the partials, one for their fixed-order sum."""
-    g, x, dw, db = device_arrays(g, x, dw, db)
     N, K, OH, OW = g.shape
     _, Cg, R, S = dw.shape
     Q = Cg * R * S
@@ -653,9 +711,8 @@ def v3_backward_weights(g, x, dw, db, stride, padding, dilation, groups):
     part = scratch(g, (splits, K, NC))
     _v3_launch(f"v3_wgt_{cfg}", cfg, groups, M, NC, splits, g, x, part, _dummy(dw), geom,
                has_bias)
-    dw2 = dw.reshape(K, Q)
-    _v3_kernel(g.dtype, "v3_reduce")[_blocks(K * NC), TPB](
-        part, dw2, db if has_bias else _dummy(dw), has_bias)
+    launch(kernels(g.dtype)["v3_reduce"], _blocks(K * NC), TPB, part, dw.reshape(K, Q),
+           db if has_bias else _dummy(dw), has_bias)
 
 
 # ----------------------------------------------------------------------------

@@ -25,7 +25,6 @@ float64, 53-125 float64 instructions per softmax kernel). NaN rules are PyTorch'
 g), dropout multiplies by its 0/1 mask (a dropped NaN stays NaN).
 """
 
-import functools
 import math
 import warnings
 
@@ -35,11 +34,11 @@ from numba import boolean, cuda, int64, uint64
 from .._cuda import (
     REDUCE_THREADS,
     SIM,
+    KernelTable,
     block_max,
     block_sum,
-    device_arrays,
+    launch,
     launch_flat,
-    numba_type,
 )
 from . import SPLITMIX_GAMMA, SPLITMIX_M1, SPLITMIX_M2
 
@@ -225,11 +224,8 @@ def build(T):
     }
 
 
-@functools.cache
-def kernels(dtype):
-    """The compiled kernels for one float dtype, {name: kernel} (compiled on first use)."""
-    T = numba_type(dtype)
-    return {name: cuda.jit(sig)(fn) for name, (fn, sig) in build(T).items()}
+kernels = KernelTable(build)
+"""``kernels(dtype)[name]``: compiled on first use."""
 
 
 # ----------------------------------------------------------------------------
@@ -237,7 +233,6 @@ def kernels(dtype):
 
 
 def _activation(name, op, *arrays):
-    arrays = device_arrays(*arrays)
     launch_flat(kernels(arrays[0].dtype)[name], arrays[0].shape[0], *arrays, op)
 
 
@@ -279,11 +274,9 @@ def _softmax(x, y, log):
     A, L, B = x.shape
     K = kernels(x.dtype)
     if B == 1:
-        x2, y2 = device_arrays(x.reshape(A, L), y.reshape(A, L))
         if A:
-            K["softmax_rows"][A, THREADS](x2, y2, log)
+            launch(K["softmax_rows"], A, THREADS, x.reshape(A, L), y.reshape(A, L), log)
     else:
-        x, y = device_arrays(x, y)
         launch_flat(K["softmax_columns"], A * B, x, y, log)
 
 
@@ -291,11 +284,10 @@ def _softmax_backward(g, y, dx, log):
     A, L, B = y.shape
     K = kernels(y.dtype)
     if B == 1:
-        g2, y2, dx2 = device_arrays(g.reshape(A, L), y.reshape(A, L), dx.reshape(A, L))
         if A:
-            K["softmax_rows_backward"][A, THREADS](g2, y2, dx2, log)
+            launch(K["softmax_rows_backward"], A, THREADS, g.reshape(A, L), y.reshape(A, L),
+                   dx.reshape(A, L), log)
     else:
-        g, y, dx = device_arrays(g, y, dx)
         launch_flat(K["softmax_columns_backward"], A * B, g, y, dx, log)
 
 
@@ -325,7 +317,6 @@ def log_softmax_backward(g, y, dx):
 
 def bias_add_forward(x, b, y):
     """y (N, C, S) = x + b[c]."""
-    x, b, y = device_arrays(x, b, y)
     launch_flat(kernels(x.dtype)["bias_add"], x.size, x, b, y)
 
 
@@ -333,8 +324,7 @@ def bias_add_backward(g, db):
     """db (C,) = sum of g (N, C, S) over N and S."""
     C = g.shape[1]
     if C:
-        g, db = device_arrays(g, db)
-        kernels(g.dtype)["bias_grad"][C, THREADS](g, db)
+        launch(kernels(g.dtype)["bias_grad"], C, THREADS, g, db)
 
 
 # ----------------------------------------------------------------------------
@@ -343,7 +333,6 @@ def bias_add_backward(g, db):
 
 def dropout_apply(x, y, threshold, scale, seed):
     """y (n,) = x * keep * scale, keep = 1 where hash(seed, i) >= threshold, else 0."""
-    x, y = device_arrays(x, y)
     args = (x, y, np.uint64(threshold), x.dtype.type(scale), np.uint64(seed))
     kern = kernels(x.dtype)["dropout"]
     if SIM:

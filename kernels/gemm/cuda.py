@@ -35,13 +35,12 @@ surface: C-contiguous arrays, int64 sizes, bool flags. The `gpu`-marked tests co
 1024^3 and 1000x999x1001.
 """
 
-import functools
 import math
 
 import numpy as np
 from numba import boolean, cuda, int64
 
-from .._cuda import NUMBA_TYPE, SIM, SMS, device_arrays, numba_type, scratch, stand_in
+from .._cuda import SIM, SMS, KernelTable, launch, scratch, stand_in
 
 # ----------------------------------------------------------------------------
 # version 1: shared-memory tiles, one output per thread
@@ -90,7 +89,6 @@ def make_gemm_tiled(dtype, TILE):
 
 
 TILE_V1 = 16
-gemm_tiled = {dt: make_gemm_tiled(nt, TILE_V1) for dt, nt in NUMBA_TYPE.items()}
 
 
 def gemm_v1(a, b, c, trans_a, trans_b, accumulate):
@@ -98,9 +96,8 @@ def gemm_v1(a, b, c, trans_a, trans_b, accumulate):
     M, N = c.shape
     K = a.shape[0] if trans_a else a.shape[1]
     grid = (math.ceil(N / TILE_V1), math.ceil(M / TILE_V1))
-    gemm_tiled[np.dtype(c.dtype)][grid, (TILE_V1, TILE_V1)](
-        a, b, c, M, N, K, bool(trans_a), bool(trans_b), bool(accumulate)
-    )
+    launch(kernels(c.dtype)["v1"], grid, (TILE_V1, TILE_V1),
+           a, b, c, M, N, K, bool(trans_a), bool(trans_b), bool(accumulate))
 
 
 # ----------------------------------------------------------------------------
@@ -129,8 +126,10 @@ def gemm_regtile_function(dtype, BM, BN, BK, TM, TN):
     SB_W = BN + 4
     zero = dtype(0)
 
-    def gemm_regtile(a, b, c, M, N, K, trans_a, trans_b, accumulate, bias, has_bias, relu):
+    def gemm_regtile(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu):
         # a: (M, K) or (K, M); b: (K, N) or (N, K); c: (M, N); bias: (N,) when has_bias
+        M, N = c.shape
+        K = a.shape[0] if trans_a else a.shape[1]
         # tiles stored k-major, rows padded by 4 so the loads below (consecutive
         # threads walking k when a or b is read along K) hit distinct banks
         sa = cuda.shared.array((BK, SA_W), dtype)  # op(a) tile: sa[k, m]
@@ -215,37 +214,28 @@ def make_gemm_regtile(dtype, BM, BN, BK, TM, TN):
 V2_GPU_CONFIG = {"BM": 64, "BN": 64, "BK": 8, "TM": 4, "TN": 4}
 V2_SIM_CONFIG = {"BM": 8, "BN": 8, "BK": 4, "TM": 2, "TN": 2}
 V2_CONFIG = V2_SIM_CONFIG if SIM else V2_GPU_CONFIG
-gemm_regtile = {dt: make_gemm_regtile(nt, **V2_CONFIG) for dt, nt in NUMBA_TYPE.items()}
 
 
-def launch_regtile(kernel, a, b, c, trans_a, trans_b, accumulate, bias, relu):
-    """Launch a version-2 kernel (any instantiation) over c."""
-    BM, BN, TX, TY = kernel.tile
+def launch_regtile(kernel, a, b, c, trans_a, trans_b, accumulate, bias, relu, cfg=None):
+    """Launch a version-2 kernel over c: one from ``make_gemm_regtile`` (its ``.tile``
+    says the block), or one built with the tile sizes ``cfg``."""
+    if cfg is None:
+        BM, BN, TX, TY = kernel.tile
+    else:
+        BM, BN, TX, TY = cfg["BM"], cfg["BN"], cfg["BN"] // cfg["TN"], cfg["BM"] // cfg["TM"]
     M, N = c.shape
-    K = a.shape[0] if trans_a else a.shape[1]
+    if M == 0 or N == 0:
+        return
     has_bias = bias is not None
     grid = (math.ceil(N / BN), math.ceil(M / BM))
-    kernel[grid, (TX, TY)](
-        a,
-        b,
-        c,
-        M,
-        N,
-        K,
-        bool(trans_a),
-        bool(trans_b),
-        bool(accumulate),
-        bias if has_bias else stand_in(c.dtype),
-        has_bias,
-        bool(relu),
-    )
+    launch(kernel, grid, (TX, TY), a, b, c, bool(trans_a), bool(trans_b), bool(accumulate),
+           bias if has_bias else stand_in(c.dtype), has_bias, bool(relu))
 
 
 def gemm_v2(a, b, c, trans_a, trans_b, accumulate):
     """Launch version 2."""
-    launch_regtile(
-        gemm_regtile[np.dtype(c.dtype)], a, b, c, trans_a, trans_b, accumulate, None, False
-    )
+    launch_regtile(kernels(c.dtype)["v2"], a, b, c, trans_a, trans_b, accumulate, None, False,
+                   cfg=V2_CONFIG)
 
 
 # ----------------------------------------------------------------------------
@@ -274,8 +264,11 @@ def gemm_v3_function(dtype, BM, BN, BK, TM, TN):
     SB_W = BN + 4
     zero = dtype(0)
 
-    def gemm_v3(a, b, c, M, N, K, trans_a, trans_b, accumulate, bias, has_bias, relu):
+    def gemm_v3(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu):
         # a: (M, K) or (K, M); b: (K, N) or (N, K); c: (M, N); bias: (N,) when has_bias
+        # (the sizes come from the shapes: 3 launch arguments fewer than versions 1-2 had)
+        M, N = c.shape
+        K = a.shape[0] if trans_a else a.shape[1]
         sa = cuda.shared.array((2, BK, SA_W), dtype)  # op(a) tiles: sa[buf, k, m]
         sb = cuda.shared.array((2, BK, SB_W), dtype)  # op(b) tiles: sb[buf, k, n]
         acc = cuda.local.array((TM, TN), dtype)
@@ -455,7 +448,7 @@ def build(T):
     dt = np.dtype(T.name)
     A1, A2 = T[::1], T[:, ::1]
     i, b = int64, boolean
-    gemm_sig = (A2, A2, A2, i, i, i, b, b, b, A1, b, b)
+    gemm_sig = (A2, A2, A2, b, b, b, A1, b, b)
     grad_out, col_sum = linear_grad_out_function(T)
     return {
         "v1": (gemm_tiled_function(T, TILE_V1), (A2, A2, A2, i, i, i, b, b, b)),
@@ -466,14 +459,8 @@ def build(T):
     }
 
 
-@functools.cache
-def kernels(dtype):
-    """The compiled kernels for one float dtype, {name: kernel} (compiled on first use)."""
-    T = numba_type(dtype)
-    table = build(T)
-    out = {name: cuda.jit(sig)(fn) for name, (fn, sig) in table.items() if name != "v1"}
-    out["v1"] = gemm_tiled[np.dtype(dtype)]  # v1 stays lazily typed (its tests launch it)
-    return out
+kernels = KernelTable(build)
+"""``kernels(dtype)[name]``: compiled on first use."""
 
 
 def choose(M, N, K, version=None):
@@ -489,14 +476,13 @@ def launch_v3(a, b, c, trans_a, trans_b, accumulate, bias, relu, kernel=None, cf
     if kernel is None:
         kernel, cfg = kernels(c.dtype)["v3"], v3_config(c.dtype)
     M, N = c.shape
-    K = a.shape[0] if trans_a else a.shape[1]
     if M == 0 or N == 0:
         return
     grid = (math.ceil(N / cfg["BN"]), math.ceil(M / cfg["BM"]))
     block = (cfg["BN"] // cfg["TN"], cfg["BM"] // cfg["TM"])
     has_bias = bias is not None
-    kernel[grid, block](a, b, c, M, N, K, bool(trans_a), bool(trans_b), bool(accumulate),
-                        bias if has_bias else stand_in(c.dtype), has_bias, bool(relu))
+    launch(kernel, grid, block, a, b, c, bool(trans_a), bool(trans_b), bool(accumulate),
+           bias if has_bias else stand_in(c.dtype), has_bias, bool(relu))
 
 
 # ----------------------------------------------------------------------------
@@ -505,7 +491,6 @@ def launch_v3(a, b, c, trans_a, trans_b, accumulate, bias, relu, kernel=None, cf
 
 def gemm(a, b, c, trans_a, trans_b, accumulate, version=None):
     """c = op(a) @ op(b) (or += when ``accumulate``); a, b, c C-contiguous, one dtype."""
-    a, b, c = device_arrays(a, b, c)
     K = a.shape[0] if trans_a else a.shape[1]
     version, _ = choose(c.shape[0], c.shape[1], K, version)
     if version == "v1":
@@ -518,7 +503,6 @@ def gemm(a, b, c, trans_a, trans_b, accumulate, version=None):
 
 def linear(x, w, bias, y, relu):
     """y = x @ w.T (+ bias) (then relu), bias and relu fused into the GEMM's store."""
-    x, w, bias, y = device_arrays(x, w, bias, y)
     launch_v3(x, w, y, False, True, False, bias, relu)
 
 
@@ -534,7 +518,6 @@ def linear_grad_splits(N, OUT):
 def linear_grad_out(g, y, dy, db, relu):
     """dy = 0 where y <= 0 (relu) else g; db = column sums of dy. One launch, or two when
     the rows are split over several blocks (then a fixed-order sum of the splits)."""
-    g, y, dy, db = device_arrays(g, y, dy, db)
     N, OUT = g.shape
     if OUT == 0:
         return
@@ -542,8 +525,8 @@ def linear_grad_out(g, y, dy, db, relu):
     splits = linear_grad_splits(N, OUT)
     grid = ((OUT + 31) // 32, splits)
     if splits == 1:
-        K["linear_grad_out"][grid, (32, RY)](g, y, dy, db.reshape(1, OUT), bool(relu))
+        launch(K["linear_grad_out"], grid, (32, RY), g, y, dy, db.reshape(1, OUT), bool(relu))
         return
     part = scratch(g, (splits, OUT))
-    K["linear_grad_out"][grid, (32, RY)](g, y, dy, part, bool(relu))
-    K["column_sum"][(OUT + 127) // 128, 128](part, db)
+    launch(K["linear_grad_out"], grid, (32, RY), g, y, dy, part, bool(relu))
+    launch(K["column_sum"], (OUT + 127) // 128, 128, part, db)

@@ -21,12 +21,11 @@ Versions
         half the SMs idle) and coalesced reads of (N, C) inputs.
 """
 
-import functools
 import math
 
 from numba import boolean, cuda
 
-from .._cuda import SIM, block_sum, device_arrays, numba_type
+from .._cuda import SIM, KernelTable, block_sum, launch
 
 # Threads per block, a power of two (tree reduction). With one block per channel
 # a block must be large to keep an SM's memory pipes busy (a layer may have only
@@ -154,10 +153,8 @@ def build(T):
     }
 
 
-@functools.cache
-def kernels(dtype):
-    """The compiled kernels for one float dtype, {name: kernel} (compiled on first use)."""
-    return {n: cuda.jit(sig)(fn) for n, (fn, sig) in build(numba_type(dtype)).items()}
+kernels = KernelTable(build)
+"""``kernels(dtype)[name]``: compiled on first use."""
 
 
 def batch_norm_forward(x, gamma, beta, running_mean, running_var, y, training, momentum, eps):
@@ -166,10 +163,8 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, y, training, m
     if x.shape[1] == 0:
         return  # a grid of zero blocks is a launch error
     T = x.dtype.type
-    x, gamma, beta, running_mean, running_var, y = device_arrays(
-        x, gamma, beta, running_mean, running_var, y)
-    kernels(x.dtype)["forward"][x.shape[1], TPB](x, gamma, beta, running_mean, running_var, y,
-                                                 bool(training), T(momentum), T(eps))
+    launch(kernels(x.dtype)["forward"], x.shape[1], TPB, x, gamma, beta, running_mean,
+           running_var, y, bool(training), T(momentum), T(eps))
 
 
 def batch_norm_backward(g, x, gamma, running_mean, running_var, dx, dgamma, dbeta, training,
@@ -179,7 +174,5 @@ def batch_norm_backward(g, x, gamma, running_mean, running_var, dx, dgamma, dbet
     if x.shape[1] == 0:
         return
     T = x.dtype.type
-    g, x, gamma, running_mean, running_var, dx, dgamma, dbeta = device_arrays(
-        g, x, gamma, running_mean, running_var, dx, dgamma, dbeta)
-    kernels(x.dtype)["backward"][x.shape[1], TPB](
-        g, x, gamma, running_mean, running_var, dx, dgamma, dbeta, bool(training), T(eps))
+    launch(kernels(x.dtype)["backward"], x.shape[1], TPB, g, x, gamma, running_mean,
+           running_var, dx, dgamma, dbeta, bool(training), T(eps))

@@ -13,12 +13,11 @@ Versions (one table, ``VERSIONS``)
         scalar), blocks and simulator switch from ``kernels/_cuda.py``.
 """
 
-import functools
 import math
 
 from numba import boolean, cuda
 
-from .._cuda import ELEMENT_THREADS, MAX_BLOCKS, blocks, device_arrays, numba_type
+from .._cuda import ELEMENT_THREADS, MAX_BLOCKS, KernelTable, blocks, launch
 
 TPB = ELEMENT_THREADS
 VERSIONS = {"v1": "grid-stride, one element per thread per step"}
@@ -65,19 +64,16 @@ def build(T):
     }
 
 
-@functools.cache
-def kernels(dtype):
-    """The compiled kernels for one float dtype, {name: kernel} (compiled on first use)."""
-    return {name: cuda.jit(sig)(fn) for name, (fn, sig) in build(numba_type(dtype)).items()}
+kernels = KernelTable(build)
+"""``kernels(dtype)[name]``: compiled on first use."""
 
 
 def sgd_step(p, g, buf, lr, momentum, weight_decay, nesterov):
     """One SGD(-momentum) step in place on flat buffers p, g, buf (P,); buf unused when
     momentum == 0. One launch."""
     t = p.dtype.type
-    p, g, buf = device_arrays(p, g, buf)
-    kernels(p.dtype)["sgd"][blocks(p.shape[0], TPB, MAX_BLOCKS), TPB](
-        p, g, buf, t(lr), t(momentum), t(weight_decay), bool(nesterov))
+    launch(kernels(p.dtype)["sgd"], blocks(p.shape[0], TPB, MAX_BLOCKS), TPB,
+           p, g, buf, t(lr), t(momentum), t(weight_decay), bool(nesterov))
 
 
 def adam_step(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay):
@@ -86,7 +82,6 @@ def adam_step(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay):
     t = p.dtype.type
     step_size = lr / (1.0 - beta1 ** step)
     inv_bc2_sqrt = 1.0 / math.sqrt(1.0 - beta2 ** step)
-    p, g, m, v = device_arrays(p, g, m, v)
-    kernels(p.dtype)["adam"][blocks(p.shape[0], TPB, MAX_BLOCKS), TPB](
-        p, g, m, v, t(beta1), t(1.0 - beta1), t(beta2), t(1.0 - beta2), t(step_size),
-        t(inv_bc2_sqrt), t(eps), t(weight_decay))
+    launch(kernels(p.dtype)["adam"], blocks(p.shape[0], TPB, MAX_BLOCKS), TPB,
+           p, g, m, v, t(beta1), t(1.0 - beta1), t(beta2), t(1.0 - beta2), t(step_size),
+           t(inv_bc2_sqrt), t(eps), t(weight_decay))

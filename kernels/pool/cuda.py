@@ -25,12 +25,11 @@ work. No GPU timing has been measured. NaN in grad_out reaches exactly the input
 (nonzero) binomial tap connects it to: the gathers visit only those (issue 12).
 """
 
-import functools
 import math
 
 from numba import boolean, cuda, int64
 
-from .._cuda import ELEMENT_THREADS, device_arrays, numba_type
+from .._cuda import ELEMENT_THREADS, KernelTable, launch
 
 
 @cuda.jit(device=True)
@@ -288,21 +287,17 @@ def build(T):
     }
 
 
-@functools.cache
-def kernels(dtype):
-    """The compiled kernels for one float dtype, {name: kernel} (compiled on first use)."""
-    return {n: cuda.jit(sig)(fn) for n, (fn, sig) in build(numba_type(dtype)).items()}
+kernels = KernelTable(build)
+"""``kernels(dtype)[name]``: compiled on first use."""
 
 
 THREADS = ELEMENT_THREADS
 
 
 def _launch(name, n, *args):
-    """One launch of kernel ``name`` with a thread per element of an n-element array, its
-    array arguments converted once."""
+    """One launch of kernel ``name`` with a thread per element of an n-element array."""
     if n:  # an empty grid is an error in numba.cuda; an empty output needs no work
-        args = device_arrays(*args)
-        kernels(args[0].dtype)[name][(n + THREADS - 1) // THREADS, THREADS](*args)
+        launch(kernels(args[0].dtype)[name], (n + THREADS - 1) // THREADS, THREADS, *args)
 
 
 # ----------------------------------------------------------------------------

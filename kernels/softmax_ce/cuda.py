@@ -30,7 +30,6 @@ z = -inf, whose exp is 0: no NaN either.
 Element-wise losses: one thread per element, grid-stride.
 """
 
-import functools
 import math
 
 from numba import boolean, cuda, int64
@@ -39,10 +38,10 @@ from .._cuda import (
     REDUCE_THREADS,
     SIM,
     WARP,
+    KernelTable,
     block_max,
-    device_arrays,
+    launch,
     launch_flat,
-    numba_type,
     stand_in,
     warp_max,
     warp_sum,
@@ -253,10 +252,8 @@ def build(T):
     return table
 
 
-@functools.cache
-def kernels(dtype):
-    """The compiled kernels for one float dtype, {name: kernel} (compiled on first use)."""
-    return {name: cuda.jit(sig)(fn) for name, (fn, sig) in build(numba_type(dtype)).items()}
+kernels = KernelTable(build)
+"""``kernels(dtype)[name]``: compiled on first use."""
 
 
 def _softmax_ce(logits, labels, g, scale, eps, losses, dlogits, want_grad, version=None):
@@ -266,15 +263,13 @@ def _softmax_ce(logits, labels, g, scale, eps, losses, dlogits, want_grad, versi
     version, _ = choose(C, version)
     K = kernels(logits.dtype)
     T = logits.dtype.type
-    args = device_arrays(logits, labels, g, losses, dlogits)
-    logits, labels, g, losses, dlogits = args
-    tail = (T(scale), T(eps), losses, dlogits, want_grad)
+    args = (logits, labels, g, T(scale), T(eps), losses, dlogits, want_grad)
     if version == "v1":
-        K["v1_block_tree"][N, THREADS](logits, labels, g, *tail)
+        launch(K["v1_block_tree"], N, THREADS, *args)
     elif version == "v2":
-        K["v2_warp_rows"][(N + WARPS - 1) // WARPS, WARPS * WARP](logits, labels, g, *tail)
+        launch(K["v2_warp_rows"], (N + WARPS - 1) // WARPS, WARPS * WARP, *args)
     else:
-        K["v3_block_shuffle"][N, V3_THREADS](logits, labels, g, *tail)
+        launch(K["v3_block_shuffle"], N, V3_THREADS, *args)
 
 
 def softmax_ce_forward(logits, labels, losses, label_smoothing, version=None):
@@ -297,24 +292,20 @@ def softmax_ce_forward_backward(logits, labels, g, scale, label_smoothing, losse
 
 def bce_with_logits_forward(x, t, losses):
     """Element-wise BCE with logits: x, t, losses (n,)."""
-    x, t, losses = device_arrays(x, t, losses)
     launch_flat(kernels(x.dtype)["bce_forward"], x.shape[0], x, t, losses)
 
 
 def bce_with_logits_backward(g, scale, x, t, dx):
     """dx (n,) = scale * g * (sigmoid(x) - t)."""
-    g, x, t, dx = device_arrays(g, x, t, dx)
     launch_flat(kernels(x.dtype)["bce_backward"], x.shape[0], g, x.dtype.type(scale), x, t, dx)
 
 
 def mse_forward(x, t, losses):
     """Element-wise (x - t)^2: x, t, losses (n,)."""
-    x, t, losses = device_arrays(x, t, losses)
     launch_flat(kernels(x.dtype)["mse_forward"], x.shape[0], x, t, losses)
 
 
 def mse_backward(g, scale, x, t, dx):
     """dx (n,) = 2 scale g (x - t)."""
-    g, x, t, dx = device_arrays(g, x, t, dx)
     launch_flat(kernels(x.dtype)["mse_backward"], x.shape[0], g, x.dtype.type(2.0 * scale),
                 x, t, dx)
