@@ -111,7 +111,8 @@ def geometry():
     from nnkern.kernels import _cuda
     from nnkern.kernels.conv import cuda as conv
 
-    conv.SIM = False  # plan with the GPU tile configs
+    conv.SIM = False  # plan with the GPU tile configs and the GPU's block target
+    conv.MIN_BLOCKS = 4 * _cuda.SMS
     conv.v3_configs = lambda: conv.CONFIGS
     conv.v3_plan.cache_clear()
     rows = []
