@@ -20,8 +20,12 @@ simulator), passed straight to the launches. One launch per op, a 1-D grid:
 Versions: version 1 (direct, one element per thread, global loads). Its second
 revision (issue 14) computes in the array's dtype (taps as exact integer binomials
 divided in T, divisors cast to T), compiles per dtype with explicit signatures, and
-takes block sizes from kernels/_cuda.py. Tiled shared-memory versions are future
-work. No GPU timing has been measured. NaN in grad_out reaches exactly the inputs a
+takes block sizes from kernels/_cuda.py. Its third (issue 14 too): max and average
+pooling walk the R x S taps of a window (forward) or the R x S candidate windows of an
+input (backward: tap r of window oh holds h when oh*SH - PH + r == h) in loops of
+constant trip count, and the common 2x2 and 3x3 windows get kernels with R and S fixed
+at compile time, so the loops unroll (FIXED_WINDOWS; other sizes run the same code with
+R and S read at run time). Tiled shared-memory versions are future work. No GPU timing has been measured. NaN in grad_out reaches exactly the inputs a
 (nonzero) binomial tap connects it to: the gathers visit only those (issue 12).
 """
 
@@ -54,12 +58,6 @@ def _reflect(i, H):
 
 
 @cuda.jit(device=True)
-def _first_window(h, R, SH, PH):
-    # first output row whose window (oh*SH - PH .. + R - 1) contains input row h
-    return max(0, -((R - 1 - h - PH) // SH))
-
-
-@cuda.jit(device=True)
 def _count(o, R, SH, PH, H, count_include_pad):
     if count_include_pad:
         return R
@@ -80,6 +78,117 @@ def _padded_preimage(h, k, H, K):
     return p0 + 2 * (H - 1) - h if H - 1 - p1 <= h <= H - 2 else -1
 
 
+FIXED_WINDOWS = ((2, 2), (3, 3))
+"""Window sizes with their own kernels, R and S compile-time constants (the loops unroll);
+other sizes run the same code with R and S read at run time."""
+
+
+def window_functions(T, FR, FS):
+    """Max and average pooling, forward and backward, for the Numba float type T; with
+    FR, FS > 0 the window is FR x FS at compile time (the R, S arguments are ignored)."""
+    zero = T(0)
+    FIXED = FR > 0
+
+    def _max_forward(x, y, indices, R_, S_, SH, SW, PH, PW):
+        # x (N,C,H,W) -> y, indices (N,C,OH,OW); one thread per output
+        R = FR if FIXED else R_
+        S = FS if FIXED else S_
+        N, C, H, W = x.shape
+        OH, OW = y.shape[2], y.shape[3]
+        i = cuda.grid(1)
+        if i >= N * C * OH * OW:
+            return
+        n, c, oh, ow = _nchw(i, C, OH, OW)
+        h0 = oh * SH - PH
+        w0 = ow * SW - PW
+        hb, wb = h0 + max(0, -h0), w0 + max(0, -w0)  # the first tap inside the image
+        best = x[n, c, hb, wb]
+        arg = hb * W + wb
+        for r in range(R):
+            h = h0 + r
+            if h >= 0 and h < H:
+                for s in range(S):
+                    w = w0 + s
+                    if w >= 0 and w < W:
+                        v = x[n, c, h, w]
+                        if _better(v, best):
+                            best = v
+                            arg = h * W + w
+        y[n, c, oh, ow] = best
+        indices[n, c, oh, ow] = arg
+
+    def _max_backward(grad_out, indices, dx, R_, S_, SH, SW, PH, PW):
+        # grad_out, indices (N,C,OH,OW) -> dx (N,C,H,W); one thread per input, a gather over
+        # the windows holding it: tap r of window oh holds h when oh*SH - PH + r == h
+        R = FR if FIXED else R_
+        S = FS if FIXED else S_
+        N, C, H, W = dx.shape
+        OH, OW = grad_out.shape[2], grad_out.shape[3]
+        i = cuda.grid(1)
+        if i >= N * C * H * W:
+            return
+        n, c, h, w = _nchw(i, C, H, W)
+        me = h * W + w
+        acc = zero
+        for r in range(R):
+            a = h + PH - r
+            if a >= 0 and a % SH == 0 and a // SH < OH:
+                for s in range(S):
+                    bb = w + PW - s
+                    if (bb >= 0 and bb % SW == 0 and bb // SW < OW
+                            and indices[n, c, a // SH, bb // SW] == me):
+                        acc += grad_out[n, c, a // SH, bb // SW]
+        dx[n, c, h, w] = acc
+
+    def _avg_forward(x, y, R_, S_, SH, SW, PH, PW, count_include_pad):
+        # x (N,C,H,W) -> y (N,C,OH,OW); one thread per output
+        R = FR if FIXED else R_
+        S = FS if FIXED else S_
+        N, C, H, W = x.shape
+        OH, OW = y.shape[2], y.shape[3]
+        i = cuda.grid(1)
+        if i >= N * C * OH * OW:
+            return
+        n, c, oh, ow = _nchw(i, C, OH, OW)
+        h0 = oh * SH - PH
+        w0 = ow * SW - PW
+        acc = zero
+        for r in range(R):
+            h = h0 + r
+            if h >= 0 and h < H:
+                for s in range(S):
+                    w = w0 + s
+                    if w >= 0 and w < W:
+                        acc += x[n, c, h, w]
+        div = _count(oh, R, SH, PH, H, count_include_pad) * _count(ow, S, SW, PW, W,
+                                                                  count_include_pad)
+        y[n, c, oh, ow] = acc / T(div)
+
+    def _avg_backward(grad_out, dx, R_, S_, SH, SW, PH, PW, count_include_pad):
+        # grad_out (N,C,OH,OW) -> dx (N,C,H,W); one thread per input, a gather
+        R = FR if FIXED else R_
+        S = FS if FIXED else S_
+        N, C, H, W = dx.shape
+        OH, OW = grad_out.shape[2], grad_out.shape[3]
+        i = cuda.grid(1)
+        if i >= N * C * H * W:
+            return
+        n, c, h, w = _nchw(i, C, H, W)
+        acc = zero
+        for r in range(R):
+            a = h + PH - r
+            if a >= 0 and a % SH == 0 and a // SH < OH:
+                hc = _count(a // SH, R, SH, PH, H, count_include_pad)
+                for s in range(S):
+                    bb = w + PW - s
+                    if bb >= 0 and bb % SW == 0 and bb // SW < OW:
+                        wc = _count(bb // SW, S, SW, PW, W, count_include_pad)
+                        acc += grad_out[n, c, a // SH, bb // SW] / T(hc * wc)
+        dx[n, c, h, w] = acc
+
+    return _max_forward, _max_backward, _avg_forward, _avg_backward
+
+
 def build(T):
     """Every kernel of this file for the Numba float type T: {name: (function, signature)}.
     Sums, taps and divisors are in T (version 1 summed in float64 and divided in float64
@@ -94,78 +203,6 @@ def build(T):
         for j in range(r):
             c = c * (K - 1 - j) // (j + 1)
         return T(c) / T(1 << (K - 1))
-
-    def _max_forward(x, y, indices, R, S, SH, SW, PH, PW):
-        # x (N,C,H,W) -> y, indices (N,C,OH,OW); one thread per output
-        N, C, H, W = x.shape
-        OH, OW = y.shape[2], y.shape[3]
-        i = cuda.grid(1)
-        if i >= N * C * OH * OW:
-            return
-        n, c, oh, ow = _nchw(i, C, OH, OW)
-        h0 = oh * SH - PH
-        w0 = ow * SW - PW
-        r0, r1 = max(0, -h0), min(R, H - h0)
-        s0, s1 = max(0, -w0), min(S, W - w0)
-        best = x[n, c, h0 + r0, w0 + s0]
-        arg = (h0 + r0) * W + w0 + s0
-        for r in range(r0, r1):
-            for s in range(s0, s1):
-                v = x[n, c, h0 + r, w0 + s]
-                if _better(v, best):
-                    best = v
-                    arg = (h0 + r) * W + w0 + s
-        y[n, c, oh, ow] = best
-        indices[n, c, oh, ow] = arg
-
-    def _max_backward(grad_out, indices, dx, R, S, SH, SW, PH, PW):
-        # grad_out, indices (N,C,OH,OW) -> dx (N,C,H,W); one thread per input, gather
-        N, C, H, W = dx.shape
-        OH, OW = grad_out.shape[2], grad_out.shape[3]
-        i = cuda.grid(1)
-        if i >= N * C * H * W:
-            return
-        n, c, h, w = _nchw(i, C, H, W)
-        me = h * W + w
-        acc = zero
-        for oh in range(_first_window(h, R, SH, PH), min(OH - 1, (h + PH) // SH) + 1):
-            for ow in range(_first_window(w, S, SW, PW), min(OW - 1, (w + PW) // SW) + 1):
-                if indices[n, c, oh, ow] == me:
-                    acc += grad_out[n, c, oh, ow]
-        dx[n, c, h, w] = acc
-
-    def _avg_forward(x, y, R, S, SH, SW, PH, PW, count_include_pad):
-        # x (N,C,H,W) -> y (N,C,OH,OW); one thread per output
-        N, C, H, W = x.shape
-        OH, OW = y.shape[2], y.shape[3]
-        i = cuda.grid(1)
-        if i >= N * C * OH * OW:
-            return
-        n, c, oh, ow = _nchw(i, C, OH, OW)
-        h0 = oh * SH - PH
-        w0 = ow * SW - PW
-        acc = zero
-        for r in range(max(0, -h0), min(R, H - h0)):
-            for s in range(max(0, -w0), min(S, W - w0)):
-                acc += x[n, c, h0 + r, w0 + s]
-        div = _count(oh, R, SH, PH, H, count_include_pad) * _count(ow, S, SW, PW, W, count_include_pad)
-        y[n, c, oh, ow] = acc / T(div)
-
-    def _avg_backward(grad_out, dx, R, S, SH, SW, PH, PW, count_include_pad):
-        # grad_out (N,C,OH,OW) -> dx (N,C,H,W); one thread per input, gather
-        N, C, H, W = dx.shape
-        OH, OW = grad_out.shape[2], grad_out.shape[3]
-        i = cuda.grid(1)
-        if i >= N * C * H * W:
-            return
-        n, c, h, w = _nchw(i, C, H, W)
-        acc = zero
-        for oh in range(_first_window(h, R, SH, PH), min(OH - 1, (h + PH) // SH) + 1):
-            hc = _count(oh, R, SH, PH, H, count_include_pad)
-            for ow in range(_first_window(w, S, SW, PW), min(OW - 1, (w + PW) // SW) + 1):
-                wc = _count(ow, S, SW, PW, W, count_include_pad)
-                acc += grad_out[n, c, oh, ow] / T(hc * wc)
-        dx[n, c, h, w] = acc
 
     @cuda.jit(device=True)
     def _blur_grad_at(g, n, c, h, w, H, W, K, SH, SW):
@@ -275,11 +312,16 @@ def build(T):
     A4, I4 = T[:, :, :, ::1], int64[:, :, :, ::1]
     i, b = int64, boolean
     win = (i,) * 6  # R, S, SH, SW, PH, PW
+    table = {}
+    for FR, FS in ((0, 0),) + FIXED_WINDOWS:
+        suffix = f"_{FR}x{FS}" if FR else ""
+        mf, mb, af, ab = window_functions(T, FR, FS)
+        table["max_forward" + suffix] = (mf, (A4, A4, I4) + win)
+        table["max_backward" + suffix] = (mb, (A4, I4, A4) + win)
+        table["avg_forward" + suffix] = (af, (A4, A4) + win + (b,))
+        table["avg_backward" + suffix] = (ab, (A4, A4) + win + (b,))
     return {
-        "max_forward": (_max_forward, (A4, A4, I4) + win),
-        "max_backward": (_max_backward, (A4, I4, A4) + win),
-        "avg_forward": (_avg_forward, (A4, A4) + win + (b,)),
-        "avg_backward": (_avg_backward, (A4, A4) + win + (b,)),
+        **table,
         "blur_forward": (_blur_forward, (A4, A4, i, i, i)),
         "blur_backward": (_blur_backward, (A4, A4, i, i, i)),
         "max_blur_forward": (_max_blur_forward, (A4, A4) + (i,) * 5),
@@ -300,18 +342,23 @@ def _launch(name, n, *args):
         launch(kernels(args[0].dtype)[name], (n + THREADS - 1) // THREADS, THREADS, *args)
 
 
+def _window(name, R, S):
+    """The kernel name for an R x S window: its own unrolled kernel where there is one."""
+    return f"{name}_{R}x{S}" if (R, S) in FIXED_WINDOWS else name
+
+
 # ----------------------------------------------------------------------------
 # max pooling
 
 
 def max_pool2d_forward(x, y, indices, R, S, SH, SW, PH, PW):
     """Max pool with argmax; see reference.max_pool2d_forward."""
-    _launch("max_forward", y.size, x, y, indices, R, S, SH, SW, PH, PW)
+    _launch(_window("max_forward", R, S), y.size, x, y, indices, R, S, SH, SW, PH, PW)
 
 
 def max_pool2d_backward(grad_out, indices, dx, R, S, SH, SW, PH, PW):
     """dx gathers grad_out from the windows whose argmax is that element."""
-    _launch("max_backward", dx.size, grad_out, indices, dx, R, S, SH, SW, PH, PW)
+    _launch(_window("max_backward", R, S), dx.size, grad_out, indices, dx, R, S, SH, SW, PH, PW)
 
 
 # ----------------------------------------------------------------------------
@@ -320,12 +367,12 @@ def max_pool2d_backward(grad_out, indices, dx, R, S, SH, SW, PH, PW):
 
 def avg_pool2d_forward(x, y, R, S, SH, SW, PH, PW, count_include_pad):
     """Average pool; see reference.avg_pool2d_forward."""
-    _launch("avg_forward", y.size, x, y, R, S, SH, SW, PH, PW, count_include_pad)
+    _launch(_window("avg_forward", R, S), y.size, x, y, R, S, SH, SW, PH, PW, count_include_pad)
 
 
 def avg_pool2d_backward(grad_out, dx, R, S, SH, SW, PH, PW, count_include_pad):
     """dx gathers grad_out / divisor from every window containing it."""
-    _launch("avg_backward", dx.size, grad_out, dx, R, S, SH, SW, PH, PW, count_include_pad)
+    _launch(_window("avg_backward", R, S), dx.size, grad_out, dx, R, S, SH, SW, PH, PW, count_include_pad)
 
 
 # ----------------------------------------------------------------------------
