@@ -1,7 +1,9 @@
 """One command on a GPU machine: compile, check and time every nnkern CUDA kernel.
 
-Built for a lent GPU with little time on it (issue 14): the most truth per minute, under
-8 minutes including Numba compilation, installing nothing. It uses what the machine has
+Built for a lent GPU with little time on it (issue 14): the most truth per minute, meant
+to finish in under 8 minutes including Numba compilation (``--budget`` seconds, 420 by
+default: a step or case that would start after it is skipped and recorded as such; no
+GPU has run it yet), installing nothing. It uses what the machine has
 (numba-cuda, CuPy, PyTorch with CUDA) and says what it skipped and why. Steps, in order:
 
 1. ``env``      the GPU, driver, library versions, git commit, command;
@@ -99,6 +101,11 @@ class Log:
         self.path = os.path.join(out_dir, "gpu_check.jsonl")
         self.fh = open(self.path, "a")  # noqa: SIM115 (kept open for the whole run)
         self.t0 = time.perf_counter()
+        self.budget = float("inf")
+
+    def over_budget(self):
+        """True once the run has used its time budget (no new step or case starts)."""
+        return time.perf_counter() - self.t0 > self.budget
 
     def __call__(self, step, **record):
         record = {"step": step, "at_s": round(time.perf_counter() - self.t0, 2), **record}
@@ -571,6 +578,9 @@ def step_kernels(log, place, args):
     cases = Cases(log, place)
     for fn in (cases.copy, cases.gemm, cases.convs, cases.pool, cases.softmax_ce,
                cases.batch_norm, cases.relu, cases.adam):
+        if log.over_budget():
+            log("kernels", case=fn.__name__, skipped="past the time budget")
+            continue
         try:
             fn()
         except Exception as e:  # noqa: BLE001 (one case failing must not stop the others)
@@ -661,6 +671,9 @@ def step_lenet(log, place, args):
     net = LENET_DRY if place.dry else LENET
     hw, (c1, c2, d1, d2) = net["hw"], net["widths"]
     for batch in ((1,) if place.dry else (64, 128, 256)):
+        if log.over_budget():
+            log("lenet", batch=batch, skipped="past the time budget")
+            continue
         rng = np.random.default_rng(batch)
         xh = rng.uniform(0, 1, (batch, 1, hw, hw)).astype(np.float32)
         yh = rng.integers(0, 10, batch).astype(np.int64)
@@ -773,6 +786,8 @@ def main(argv=None):
     parser.add_argument("--steps", default=",".join(STEPS), help=f"from {','.join(STEPS)}")
     parser.add_argument("--families", default=",".join(FAMILIES),
                         help="kernel families to compile")
+    parser.add_argument("--budget", type=float, default=420.0,
+                        help="seconds after which no new step or case starts")
     args = parser.parse_args(argv)
     args.steps = [s for s in args.steps.split(",") if s]
     args.families = [f for f in args.families.split(",") if f]
@@ -785,7 +800,11 @@ def main(argv=None):
     import_nnkern()
     place = Place(args.dry_run)
     failed = 0
+    log.budget = args.budget
     for name in args.steps:
+        if log.over_budget():
+            log(name, skipped=f"past the {args.budget:.0f} s budget")
+            continue
         t0 = time.perf_counter()
         try:
             globals()[f"step_{name}"](log, place, args)

@@ -1,4 +1,4 @@
-"""2-D convolution in numba.cuda: direct kernels and im2col/col2im + the nnkern GEMM.
+"""2-D convolution in numba.cuda: direct kernels, im2col + the nnkern GEMM, implicit GEMM.
 
 Arrays are CuPy on a GPU and NumPy under the simulator; both are passed straight to
 the launches. Shapes: x, dx (N, C, H, W); w, dw (K, Cg, R, S) with Cg = C/G and
@@ -12,14 +12,28 @@ Versions (read top to bottom):
                r*dh must divide): no atomics, deterministic. Backward-weights: a block
                takes NB weight (or bias) elements at a time; its threads stride over the
                N*OH*OW pixels and tree-reduce in shared memory (no atomics); dw and db
-               share one launch.
-    version 2  im2col: per sample and group, one thread per column entry builds
-               col (Q, P), then nnkern.kernels.gemm.cuda.gemm computes w_g @ col;
-               backward-data multiplies by w_g^T and folds the columns back with
-               col2im, a gather with one thread per input pixel (no atomics).
+               share one launch. Its grid is far too small for big reductions (LeNet
+               conv1 backward-weights at N=64: 20 blocks for 132 SMs).
+    version 2  im2col: the samples of a chunk (as many as fit IM2COL_CAP elements: the
+               whole batch for every bench shape) go through one im2col launch into col
+               (G, Q, m*P), one GEMM per group over the whole chunk, and one scatter into
+               NCHW that adds the bias; backward-data gathers g into columns, multiplies
+               by w_g^T and folds back with col2im (a gather, no atomics). Its first
+               revision launched im2col and the GEMM once per sample and group (2*N*G
+               launches per pass: 384 per fwd+bwd at N = 64); now 2 + G per chunk.
+    version 3  implicit GEMM (issue 14): the GEMM's shared-memory tiling over operands
+               computed from the NCHW tensors on the fly, no column buffer; forward
+               Kg x N*OH*OW x Cg*R*S, backward-data Cg x N*H*W x Kg*R*S, backward-weights
+               Kg x (Q + 1 for db) over the pixels, split-K with a fixed-order second
+               pass. ``v3_plan`` picks a tile config per shape reaching at least
+               MIN_BLOCKS blocks (4 per SM: bench/cuda_launches.py checks every LeNet
+               and bench shape). ptxas for sm_90, float32: 122-128 registers for the
+               64x64 tiles, no spills (bench/ptx_check.py).
 
-algo="auto" picks direct (no scratch memory, one launch per pass); im2col stays
-selectable. No GPU timings have been taken for these kernels yet.
+algo="auto" and "direct" run version 3, "im2col" version 2, ``version=`` forces one.
+No GPU has run these kernels yet: bench/gpu_check.py times each pass against cuDNN.
+Tried and dropped: the simulator's tiles with BK = 2 (a simulated LeNet step spent 35 s
+in these kernels; BK = 8 and a block target of 4 under the simulator: 12 s).
 """
 
 import functools

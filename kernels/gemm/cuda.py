@@ -31,8 +31,10 @@ Versions (read top to bottom):
 All versions are checked under the CUDA simulator (versions 2 and 3 there with a
 16-thread tile: same code, smaller constants); `choose` picks v3; tests and the
 bench ask for any version by name. Inside one file the launch types follow the op
-surface: C-contiguous arrays, int64 sizes, bool flags. The `gpu`-marked tests cover
-1024^3 and 1000x999x1001.
+surface: C-contiguous arrays, int64 sizes, bool flags. Versions 2 and 3 read M, N and K
+from the shapes (9 launch arguments; they took 12), and every launch goes through
+kernels/_cuda.py's ``launch`` (nnkern's argument packing). The `gpu`-marked tests cover
+1024^3 and 1000x999x1001; bench/gpu_check.py times 4096^3 against cuBLAS.
 """
 
 import math

@@ -18,7 +18,7 @@ def records(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu_check")
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
     run = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "gpu_check.py"),
-                          "--dry-run", "--out", str(out)], cwd=ROOT, env=env,
+                          "--dry-run", "--budget", "100000", "--out", str(out)], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=900, check=False)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     with open(out / "gpu_check.jsonl") as fh:
