@@ -45,13 +45,16 @@ LENET_CONVS = [((1, 28, 28), (6, 1, 5, 5), 2), ((6, 14, 14), (16, 6, 5, 5), 0)]
 BENCH_CONVS = [((32, 28, 28), (64, 32, 3, 3), 1), ((128, 56, 56), (128, 128, 3, 3), 1)]
 
 
-def count_lenet_step(batch=2):
+def count_lenet_step(batch=2, algo="auto"):
     """{kernel name: launches} of one LeNet training step on the cuda backend."""
+    from nnkern.kernels.conv import cuda as conv
     from numba.cuda.simulator.kernel import FakeCUDAKernel
 
     import nnkern
     import nnkern.functional as F
 
+    if hasattr(conv, "IM2COL_CAP"):
+        conv.IM2COL_CAP = 1 << 27  # the GPU's column-buffer size (the simulator's is small)
     counts = Counter()
     real_call = FakeCUDAKernel.__call__
 
@@ -76,10 +79,10 @@ def count_lenet_step(batch=2):
             w1, b1, w2, b2, w3, b3, w4, b4, w5, b5 = params
             x = rng.standard_normal((batch, 1, 28, 28)).astype(np.float32)
             y = rng.integers(0, 10, batch)
-            a1 = F.conv2d(x, w1, b1, padding=2)
+            a1 = F.conv2d(x, w1, b1, padding=2, algo=algo)
             r1 = F.relu(a1)
             p1, i1 = F.max_pool2d(r1, 2, return_indices=True)
-            a2 = F.conv2d(p1, w2, b2)
+            a2 = F.conv2d(p1, w2, b2, algo=algo)
             r2 = F.relu(a2)
             p2, i2 = F.max_pool2d(r2, 2, return_indices=True)
             f = p2.reshape(batch, 400)
@@ -93,10 +96,10 @@ def count_lenet_step(batch=2):
             dp2 = df.reshape(p2.shape)
             dr2 = F.max_pool2d_backward(dp2, r2, 2, indices=i2)
             da2 = F.relu_backward(dr2, a2)
-            dp1, dw2, db2 = F.conv2d_backward(da2, p1, w2, b2)
+            dp1, dw2, db2 = F.conv2d_backward(da2, p1, w2, b2, algo=algo)
             dr1 = F.max_pool2d_backward(dp1, r1, 2, indices=i1)
             da1 = F.relu_backward(dr1, a1)
-            _, dw1, db1 = F.conv2d_backward(da1, x, w1, b1, padding=2)
+            _, dw1, db1 = F.conv2d_backward(da1, x, w1, b1, padding=2, algo=algo)
             grads = np.concatenate([g.reshape(-1) for g in
                                     (dw1, db1, dw2, db2, dw3, db3, dw4, db4, dw5, db5)])
             m, v = np.zeros_like(flat), np.zeros_like(flat)
@@ -152,6 +155,7 @@ def install_fake_driver():
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import ptx_check
+    from numba import cuda
     from numba.cuda import api, codegen, dispatcher
     from numba.cuda.cudadrv import devices
 
@@ -159,9 +163,14 @@ def install_fake_driver():
     devices.get_context = lambda devnum=None: types.SimpleNamespace(device=device)
     devices._runtime.ensure_context = contextlib.nullcontext
 
-    class Stream:
+    class Stream:  # CuPy's legacy default stream, as a CUDA-array-interface stream
+        handle = 1
+
         def synchronize(self):
             pass
+
+        def __int__(self):
+            return 1
 
     class Context:
         def create_external_stream(self, ptr):
@@ -178,6 +187,10 @@ def install_fake_driver():
 
     dispatcher.launch = counting_launch
     sys.modules["cupy"] = FakeCupyModule
+    # device allocations and copies (earlier revisions' stand-ins and geometry arrays)
+    cuda.to_device = lambda a, *args, **kwargs: FakeCupyModule.asarray(a)
+    cuda.device_array = lambda shape, dtype=np.float64, *args, **kwargs: FakeCupyModule.empty(
+        tuple(shape) if isinstance(shape, tuple) else (shape,), dtype)
 
     # numba-cuda's view of a CUDA-array-interface argument asks the driver about the
     # pointer; build the same view without asking
@@ -186,8 +199,10 @@ def install_fake_driver():
     real_view = da._to_strided_memory_view
 
     def view(obj, stream=0, copy=True, user_explicit=False):
+        if da._driver.is_device_memory(obj):
+            return real_view(obj, stream, copy, user_explicit)
         cai = getattr(obj, "__cuda_array_interface__", None)
-        if cai is None or da._driver.is_device_memory(obj):
+        if cai is None:
             return real_view(obj, stream, copy, user_explicit)
         dtype = np.dtype(cai["typestr"])
         shape = tuple(cai["shape"])
@@ -397,6 +412,9 @@ def main():
     for name, n in sorted(counts.items()):
         print(f"  {name:28s} {n}")
     print(f"  {'total':28s} {sum(counts.values())}")
+    for algo in ("auto", "im2col"):  # the count of the im2col path grows with the batch
+        total = sum(count_lenet_step(64, algo).values())
+        print(f"  total at batch 64, algo={algo!r}: {total}")
     print()
     print("Conv launch geometry on an H100 (132 SMs); bar: >= 4 blocks/SM at batch >= 64")
     failed = 0

@@ -315,7 +315,12 @@ def stand_in(dtype, ndim=1):
     """
     key = (np.dtype(dtype), ndim)
     if key not in _STAND_INS:
-        _STAND_INS[key] = cuda.device_array((1,) * ndim, key[0])
+        try:  # a CuPy array: the launch packs it the fast way (a CuPy array's pointer)
+            import cupy
+
+            _STAND_INS[key] = cupy.empty((1,) * ndim, key[0])
+        except ImportError:
+            _STAND_INS[key] = cuda.device_array((1,) * ndim, key[0])
     return _STAND_INS[key]
 
 
