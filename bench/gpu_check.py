@@ -275,10 +275,11 @@ def step_compile(log, place, args):
             try:
                 kernel = kernels[name]
                 res = {}
-                if not place.dry:  # numba-cuda links the cubin on the first of these
-                    res = {"regs": kernel.get_regs_per_thread(),
-                           "smem_b": kernel.get_shared_mem_per_block(),
-                           "local_b": kernel.get_local_mem_per_thread()}
+                if not place.dry:  # the one overload; numba-cuda links its cubin here
+                    compiled = next(iter(kernel.overloads.values()))
+                    res = {"regs": compiled.regs_per_thread,
+                           "smem_b": compiled.shared_mem_per_block,
+                           "local_b": compiled.local_mem_per_thread}
             except Exception as e:  # noqa: BLE001 (every kernel is reported)
                 log("compile", family=family, kernel=name, ok=False,
                     error=f"{type(e).__name__}: {' '.join(str(e).split())[:300]}")
