@@ -154,8 +154,10 @@ def launch(kernel, grid, block, *args):
         if packed is not None:
             kernelargs = packed.pack(args)
             if kernelargs is not None:
-                if packed.checked or packed.check(args, kernelargs):
+                if packed.launched:
                     packed.launch(grid, block, kernelargs)
+                    return
+                if packed.first_launch(args, kernelargs, grid, block):
                     return
                 _LAUNCHERS[kernel] = None
     kernel[grid, block](*args)
@@ -193,7 +195,22 @@ class _Packed:
         self.kernel = kernel
         self.kinds = kinds
         self.checked = False
+        self.launched = False
         self.cufunc = None
+
+    def first_launch(self, args, kernelargs, grid, block):
+        """Check the packing against numba-cuda's, then launch; False (and a warning) when
+        either fails, so the caller launches through numba-cuda instead."""
+        try:
+            if not self.check(args, kernelargs):
+                return False
+            self.launch(grid, block, kernelargs)
+        except Exception as e:  # noqa: BLE001 (numba-cuda internals changed: its own launch)
+            warnings.warn(f"nnkern: packed launch unavailable ({type(e).__name__}: {e}); "
+                          "using numba-cuda's launch", stacklevel=3)
+            return False
+        self.launched = True
+        return True
 
     def pack(self, args):
         """The parameter list, or None when an argument is not a C-contiguous device array
