@@ -252,8 +252,9 @@ class _Packed:
         """True when numba-cuda packs the same arguments into the same parameters (asked
         once per kernel); a warning and False otherwise."""
         retr, reference = [], []
+        stream = _default_stream()  # the stream numba-cuda's own launch would pass
         for ty, a in zip(self.kernel.argument_types, args):
-            self.kernel._prepare_args(ty, a, 0, retr, reference)
+            self.kernel._prepare_args(ty, a, stream, retr, reference)
         self.checked = params(packed) == params(reference)
         if not self.checked:
             warnings.warn(f"nnkern: hand-packed arguments of {self.kernel.entry_name} differ "
