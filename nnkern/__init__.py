@@ -26,6 +26,7 @@ from .device import (  # noqa: F401
     to_device,
     to_numpy,
 )
+from .interop import from_dlpack  # noqa: F401
 
 _LAZY = {"Sequential": "models", "Model": "models"}
 _SUBMODULES = ("layers", "losses", "optimizers", "metrics", "callbacks", "models", "data",

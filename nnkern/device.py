@@ -16,7 +16,10 @@ CUDA when a usable GPU and CuPy are present, else the CPU. Asking for
 Arrays: the host backends hold ``numpy.ndarray``; the CUDA backend holds
 ``cupy.ndarray``, except under Numba's CUDA simulator
 (``NUMBA_ENABLE_CUDASIM=1``), where it holds NumPy arrays so the same CUDA
-kernels run without a GPU.
+kernels run without a GPU. ``to_numpy`` and ``to_device`` take every array kind
+that comes in (NumPy, CuPy, nnkern Tensors, torch tensors and anything else with
+``__dlpack__`` or ``__cuda_array_interface__``, Numba device arrays) and copy only
+when the memory must move between host and GPU.
 """
 
 import contextlib
@@ -32,6 +35,8 @@ import numpy as np
 os.environ.setdefault("NUMBA_CUDA_ARRAY_INTERFACE_SYNC", "0")
 
 BACKENDS = ("numpy", "cpu", "cuda")
+INSTALL_GPU = ("install the GPU extra: pip install 'nnkern[cuda]' (CUDA 12 wheels, which also "
+               "run on CUDA 13 drivers) or 'nnkern[cuda13]'")
 CHOICES = ("auto",) + BACKENDS
 
 _current = None
@@ -79,7 +84,8 @@ def cuda_status():
         import cupy
         count = cupy.cuda.runtime.getDeviceCount()
     except ImportError as exc:
-        _cuda_cache = (False, f"a GPU is present but CuPy is not installed ({exc})")
+        why = f"a GPU is present but CuPy is not installed ({exc}); {INSTALL_GPU}"
+        _cuda_cache = (False, why)
         return _cuda_cache
     except Exception as exc:  # noqa: BLE001 (CUDA runtime errors have many types)
         _cuda_cache = (False, f"a GPU is present but CuPy cannot use it ({exc})")
@@ -169,17 +175,110 @@ def is_gpu_array(x):
     return hasattr(x, "__cuda_array_interface__") and not isinstance(x, np.ndarray)
 
 
+def cupy_module():
+    """CuPy, or a ``ModuleNotFoundError`` that says how to install it."""
+    try:
+        import cupy
+    except ImportError as exc:
+        raise ModuleNotFoundError(
+            f"the cuda backend needs CuPy, which cannot be imported ({exc}); {INSTALL_GPU}",
+            name="cupy",
+        ) from None
+    return cupy
+
+
 def array_module(backend=None):
     """The array library of a backend: ``numpy`` or ``cupy``."""
     backend = backend or get_device()
     if backend == "cuda" and not cuda_simulated():
-        import cupy
-        return cupy
+        return cupy_module()
     return np
 
 
+# DLPack device types (dlpack.h): where the memory of an exported array lives
+_DL_CPU, _DL_CUDA, _DL_CUDA_HOST, _DL_CUDA_MANAGED = 1, 2, 3, 13
+
+
+def _dlpack_device_type(x):
+    """The DLPack device type of ``x``, or None when it exports no DLPack."""
+    probe = getattr(x, "__dlpack_device__", None)
+    if probe is None or not hasattr(x, "__dlpack__"):
+        return None
+    return int(probe()[0])
+
+
+def _is_cupy(x):
+    return type(x).__module__.startswith("cupy") and hasattr(x, "get")
+
+
+def _unwrap_tensor(x):
+    from .autograd.tensor import Tensor  # the autograd package imports this module
+
+    return x.data if isinstance(x, Tensor) else x
+
+
+def to_numpy(x):
+    """Return ``x`` as a NumPy array: host memory is shared (NumPy, nnkern Tensors on the
+    host, torch CPU tensors and anything with ``__dlpack__`` on the CPU), GPU memory is
+    copied to the host (CuPy, torch CUDA tensors, Numba device arrays, anything with
+    ``__cuda_array_interface__``). Lists and scalars go through ``np.asarray``.
+
+    >>> to_numpy([1, 2]).tolist()
+    [1, 2]
+    """
+    if isinstance(x, np.ndarray):
+        return x
+    x = _unwrap_tensor(x)
+    if isinstance(x, np.ndarray):
+        return x
+    if _is_cupy(x):
+        return x.get()
+    if hasattr(x, "copy_to_host"):  # a Numba device array
+        return x.copy_to_host()
+    kind = _dlpack_device_type(x)
+    if kind in (_DL_CPU, _DL_CUDA_HOST):
+        return np.from_dlpack(x)
+    if kind is not None or hasattr(x, "__cuda_array_interface__"):
+        return _gpu_to_host(x, kind)
+    return np.asarray(x)
+
+
+def _gpu_to_host(x, kind):
+    if kind not in (None, _DL_CUDA, _DL_CUDA_MANAGED):
+        raise TypeError(f"a {type(x).__module__}.{type(x).__name__} on DLPack device type "
+                        f"{kind} is neither host nor CUDA memory; nnkern cannot read it")
+    try:
+        import cupy
+    except ImportError:
+        if not hasattr(x, "__cuda_array_interface__"):
+            raise ModuleNotFoundError(
+                f"copying a {type(x).__module__}.{type(x).__name__} from the GPU needs CuPy; "
+                f"{INSTALL_GPU}", name="cupy") from None
+        from numba import cuda  # reads any __cuda_array_interface__ without CuPy
+
+        return cuda.as_cuda_array(x).copy_to_host()
+    return (cupy.from_dlpack(x) if kind is not None else cupy.asarray(x)).get()
+
+
+def to_gpu(x):
+    """``x`` as a CuPy array: GPU memory is shared (CuPy, torch CUDA tensors and anything with
+    a CUDA ``__dlpack__`` or ``__cuda_array_interface__``), host data are copied to the GPU."""
+    cp = cupy_module()
+    x = _unwrap_tensor(x)
+    if isinstance(x, cp.ndarray):
+        return x
+    kind = _dlpack_device_type(x)
+    if kind in (_DL_CUDA, _DL_CUDA_MANAGED):
+        return cp.from_dlpack(x)
+    if kind is None and hasattr(x, "__cuda_array_interface__"):
+        return cp.asarray(x)
+    return cp.asarray(to_numpy(x))
+
+
 def to_device(x, backend=None, dtype=None):
-    """Move ``x`` to a backend's array type (a copy only where one is needed).
+    """Move ``x`` to a backend's array type (a copy only where one is needed): NumPy for
+    "numpy" and "cpu" (and "cuda" under the simulator), CuPy for "cuda". ``x`` may be any
+    array kind ``to_numpy`` takes.
 
     >>> to_device([1.0, 2.0], "cpu").dtype
     dtype('float64')
@@ -187,16 +286,8 @@ def to_device(x, backend=None, dtype=None):
     backend = backend or get_device()
     xp = array_module(backend)
     if xp is np:
-        x = to_numpy(x)
-        return np.asarray(x, dtype=dtype)
-    return xp.asarray(x, dtype=dtype)
-
-
-def to_numpy(x):
-    """Return ``x`` as a NumPy array, copying from the GPU when it lives there."""
-    if is_gpu_array(x):
-        return x.get()
-    return np.asarray(x)
+        return np.asarray(to_numpy(x), dtype=dtype)
+    return xp.asarray(to_gpu(x), dtype=dtype)
 
 
 def where(x):

@@ -17,16 +17,18 @@ passes its argmax to the backward; softmax cross-entropy runs its fused
 forward+backward kernel once and scales the saved gradient).
 
 ``wrap(namespace)`` replaces each op in ``F``'s namespace by a wrapper: plain
-arrays go straight to the op (a type check is all they pay), Tensors are
-unwrapped, the op runs, and the result is a Tensor, recorded when an input
-requires grad. Non-differentiable ops (the backward twins themselves, optimizer
-steps, shape helpers) accept Tensors too and return Tensors (or None) without
-recording.
+arrays go straight to the op (a type check is all they pay), arrays of other
+libraries (torch, anything with ``__dlpack__``) are converted once without a copy
+(``nnkern.interop``), Tensors are unwrapped, the op runs, and the result is a
+Tensor, recorded when an input requires grad. Non-differentiable ops (the
+backward twins themselves, optimizer steps, shape helpers) accept Tensors too
+and return Tensors (or None) without recording.
 """
 
 import functools
 import inspect
 
+from ..interop import PLAIN_TYPES, convert_arguments
 from . import engine
 from .tensor import Tensor
 
@@ -227,26 +229,51 @@ def _unwrap_all(value):
 
 
 def _recorded(fn, rule):
+    # plain arrays and scalars pay one type test each (PLAIN_TYPES); anything else (a
+    # Tensor, a foreign array) takes the boundary: nnkern.interop converts foreign arrays
     @functools.wraps(fn)
     def op(*args, **kwargs):
         for a in args:
-            if isinstance(a, Tensor):
-                return rule.apply(args, kwargs)
+            if type(a) not in PLAIN_TYPES and type(a) is not tuple:
+                return _boundary(fn, rule, args, kwargs)
         if kwargs:
             for a in kwargs.values():
-                if isinstance(a, Tensor):
-                    return rule.apply(args, kwargs)
+                if type(a) not in PLAIN_TYPES and type(a) is not tuple:
+                    return _boundary(fn, rule, args, kwargs)
         return fn(*args, **kwargs)
 
     op.rule = rule
     return op
 
 
+def _boundary(fn, rule, args, kwargs):
+    args, kwargs = convert_arguments(rule.params, args, kwargs)
+    for a in args:
+        if isinstance(a, Tensor):
+            return rule.apply(args, kwargs)
+    for a in kwargs.values():
+        if isinstance(a, Tensor):
+            return rule.apply(args, kwargs)
+    return fn(*args, **kwargs)
+
+
 def _plain(fn, in_place):
     """A non-differentiable op: Tensors are unwrapped; results come back as Tensors, except
     for in-place ops (optimizer steps), whose Tensor arguments get a new version."""
+    params = list(inspect.signature(fn).parameters)
+
     @functools.wraps(fn)
     def op(*args, **kwargs):
+        for a in args:
+            if type(a) not in PLAIN_TYPES:
+                break
+        else:
+            for a in kwargs.values():
+                if type(a) not in PLAIN_TYPES:
+                    break
+            else:
+                return fn(*args, **kwargs)
+        args, kwargs = convert_arguments(params, args, kwargs)
         if not _has_tensor(args, kwargs):
             return fn(*args, **kwargs)
         result = fn(*[_unwrap_all(a) for a in args],

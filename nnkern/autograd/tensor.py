@@ -103,6 +103,22 @@ class Tensor:
             )
         return np.asarray(self.data, dtype=dtype)
 
+    def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        """Export the data through DLPack (``torch.from_dlpack(t)``, ``np.from_dlpack(t)``
+        share its memory). As in PyTorch, a Tensor that requires grad refuses: export
+        ``t.detach()``, since the consumer would not see the tape."""
+        if self.requires_grad:
+            raise BufferError(
+                "cannot export a Tensor that requires grad through DLPack; use t.detach()"
+            )
+        # only the options given: older exporters (CuPy 13) take fewer keywords
+        options = {k: v for k, v in (("stream", stream), ("max_version", max_version),
+                                     ("dl_device", dl_device), ("copy", copy)) if v is not None}
+        return self.data.__dlpack__(**options)
+
+    def __dlpack_device__(self):
+        return self.data.__dlpack_device__()
+
     def item(self):
         """The single value of a one-element Tensor as a Python number."""
         if self.size != 1:

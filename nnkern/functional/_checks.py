@@ -10,6 +10,7 @@ import numpy as np
 
 from .._dispatch import kernels
 from ..device import cuda_simulated, get_device, is_gpu_array, where
+from ..interop import not_an_array  # the boundary (interop) converts; this names the types
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -48,7 +49,7 @@ def backend_kernels(family, *arrays):
 def float_array(x, name, ndim=None, layout=None):
     """Check ``x`` is a float32/float64 array (of ``ndim`` dims when given)."""
     if not hasattr(x, "dtype") or not hasattr(x, "shape"):
-        raise TypeError(f"{name} must be an array, got {type(x).__name__}")
+        raise TypeError(not_an_array(name, x))
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must be float32 or float64, got dtype {x.dtype}")
     if ndim is not None and x.ndim != ndim:
@@ -93,8 +94,10 @@ def int_pair(value, name, minimum):
 
 def labels_array(labels, name, n, num_classes):
     """Check integer labels of shape (n,) lie in [0, num_classes)."""
-    if not hasattr(labels, "dtype") or labels.dtype.kind not in "iu":
-        got = getattr(labels, "dtype", type(labels).__name__)
+    if not hasattr(labels, "dtype"):
+        raise TypeError(not_an_array(name, labels))
+    if getattr(labels.dtype, "kind", "") not in "iu":
+        got = labels.dtype
         raise TypeError(f"{name} must be an integer array of class indices, got {got}")
     if labels.ndim != 1 or labels.shape[0] != n:
         raise ValueError(f"{name} must have shape ({n},), got {tuple(labels.shape)}")

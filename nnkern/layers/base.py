@@ -31,6 +31,7 @@ import numpy as np
 
 import nnkern.functional as F
 from nnkern.autograd import Parameter, Tensor, no_grad
+from nnkern.interop import as_array
 
 _REGISTRY = {}
 _NAME_COUNTS = {}
@@ -200,15 +201,12 @@ def as_symbolic(value):
 # ---------------------------------------------------------------------------------------------
 
 
-def _as_tensor(value, dtype=None):
+def _as_tensor(value, name):
+    """A layer's input as a Tensor: arrays of any library are converted once, without a
+    copy (``nnkern.interop.as_array``); anything else is a TypeError naming what came."""
     if isinstance(value, Tensor):
         return value
-    if not hasattr(value, "shape") or not hasattr(value, "dtype"):
-        raise TypeError(
-            f"layers take arrays or nnkern.Tensors of shape (batch, ...), got "
-            f"{type(value).__name__}"
-        )
-    return Tensor(value)
+    return Tensor(as_array(value, name))
 
 
 class Layer:
@@ -359,11 +357,10 @@ class Layer:
         if any(symbolic):
             raise TypeError(f"{self.name}: cannot mix symbolic tensors and arrays in one call")
         training = bool(training)
+        tensors = [_as_tensor(v, f"{self.name} input") for v in items]
         if any(isinstance(v, Tensor) for v in items):
-            tensors = [_as_tensor(v) for v in items]
             self._ensure_built(tensors, many)
             return self.call(tensors if many else tensors[0], training=training)
-        tensors = [_as_tensor(v) for v in items]
         self._ensure_built(tensors, many)
         with no_grad():
             out = self.call(tensors if many else tensors[0], training=training)

@@ -28,6 +28,7 @@ import numpy as np
 from ..autograd import Tensor, is_grad_enabled, no_grad
 from ..device import device as device_ctx
 from ..device import get_device, to_device
+from ..interop import as_array
 from ..layers import base as layers_base
 from ..layers.base import Input, Layer, SymbolicTensor, as_symbolic, unique_name
 from . import saving, summary
@@ -401,7 +402,7 @@ class Model(Layer, Trainer):
         through an evaluation-mode pass, or through several passes, call the model on
         Tensors and use ``loss.backward()``.
         """
-        xs = _as_list(x)
+        xs = [as_array(a, "x") for a in _as_list(x)]  # any array kind, without a copy
         self._ensure_built(xs[0])
         self._check_batch(xs)
         training = self.training if training is None else bool(training)
