@@ -127,7 +127,7 @@ def main(num_epochs=15, seeds=(0, 1), pad=2, augment=True, verbose=True):
             )
             scores.append(
                 (
-                    model.evaluate(X_test, y_test)["accuracy"],
+                    model.evaluate(X_test, y_test, return_dict=True)["accuracy"],
                     shift_consistency(model, X_test),
                     random_pair_consistency(model, X_test),
                 )

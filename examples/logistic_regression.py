@@ -40,7 +40,7 @@ def main(num_epochs=30, verbose=True):
         metrics=["accuracy"],
     )
     model.fit(X_train, y_train, batch_size=32, epochs=num_epochs, verbose=0)
-    acc = model.evaluate(X_test, y_test)["accuracy"]
+    _, acc = model.evaluate(X_test, y_test)
     # The same decision by hand: z = X w^T + b, class 1 where z > 0 (p > 0.5).
     w, b = (nnkern.to_numpy(a) for a in model.get_weights())
     z = X_test @ w.T + b

@@ -98,7 +98,7 @@ def main(folder=None, num_epochs=5, verbose=True):
         epochs=num_epochs,
         verbose=1 if verbose else 0,
     )
-    acc = model.evaluate(x_test, y_test)["accuracy"]
+    _, acc = model.evaluate(x_test, y_test)  # [loss, accuracy], as Keras
     if verbose:
         print(f"test accuracy after {num_epochs} epochs: {acc:.3f}")
     return model, acc

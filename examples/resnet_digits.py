@@ -58,7 +58,7 @@ def main(num_epochs=10, verbose=True):
     if verbose:
         model.summary()
     model.fit(X_train, y_train, batch_size=32, epochs=num_epochs, verbose=0)
-    acc = model.evaluate(X_test, y_test)["accuracy"]
+    _, acc = model.evaluate(X_test, y_test)
     if verbose:
         total = model.count_params()
         trainable = sum(layer.count_params()[0] for layer in model.layers)

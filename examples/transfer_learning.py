@@ -73,7 +73,7 @@ def main(num_epochs=10, head_epochs=60, draws=(0, 1, 2), verbose=True):
     feats = features()
     base = compiled(feats + [layers.Dense(10)])
     base.fit(X_train, y_train, batch_size=32, epochs=num_epochs, verbose=0)
-    base_acc = base.evaluate(X_test, y_test)["accuracy"]
+    _, base_acc = base.evaluate(X_test, y_test)
 
     # 2.-3. freeze the features; new head for odd (1) / even (0)
     for layer in feats:
@@ -90,7 +90,7 @@ def main(num_epochs=10, head_epochs=60, draws=(0, 1, 2), verbose=True):
             epochs=head_epochs,
             verbose=0,
         )
-        transfer_accs.append(transfer.evaluate(X_test, odd_test)["accuracy"])
+        transfer_accs.append(transfer.evaluate(X_test, odd_test)[1])
         scratch = compiled(features() + [layers.Dense(2)], seed=draw + 1)
         scratch.fit(
             X_train[pick],
@@ -99,7 +99,7 @@ def main(num_epochs=10, head_epochs=60, draws=(0, 1, 2), verbose=True):
             epochs=head_epochs,
             verbose=0,
         )
-        scratch_accs.append(scratch.evaluate(X_test, odd_test)["accuracy"])
+        scratch_accs.append(scratch.evaluate(X_test, odd_test)[1])
     head_params = sum(layer.count_params()[0] for layer in transfer.layers)
     transfer_acc, scratch_acc = (
         float(np.mean(transfer_accs)),

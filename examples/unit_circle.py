@@ -45,16 +45,16 @@ def main(num_epochs=60, verbose=True):
     results = {'always "outside"': float(np.mean(y_test == 0))}
     linear = train(X, y, num_epochs=num_epochs)
     results["logistic regression on (x0, x1)"] = linear.evaluate(
-        X_test, y_test
+        X_test, y_test, return_dict=True
     )["accuracy"]
     feats = train(squared, y, num_epochs=num_epochs)
     results["logistic regression on (x0^2, x1^2)"] = feats.evaluate(
-        squared_test, y_test
+        squared_test, y_test, return_dict=True
     )["accuracy"]
     mlp = train(X, y, hidden=(16, 16), num_epochs=num_epochs)
-    results["MLP 2-16-16-1 (relu) on (x0, x1)"] = mlp.evaluate(X_test, y_test)[
-        "accuracy"
-    ]
+    results["MLP 2-16-16-1 (relu) on (x0, x1)"] = mlp.evaluate(
+        X_test, y_test, return_dict=True
+    )["accuracy"]
     if verbose:
         for name, acc in results.items():
             print(f"{name + ':':42s} test accuracy {acc:.3f}")

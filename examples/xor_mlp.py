@@ -49,9 +49,9 @@ def main(num_epochs=100, verbose=True):
     for hidden in (0, 8):
         model = build(hidden)
         model.fit(X, y, batch_size=16, epochs=num_epochs, verbose=0)
-        results.append((model, model.evaluate(X_table, y_table)["accuracy"]))
+        results.append((model, model.evaluate(X_table, y_table)[1]))
     (_, linear_acc), (mlp, mlp_acc) = results
-    noisy_acc = mlp.evaluate(X_test, y_test)["accuracy"]
+    _, noisy_acc = mlp.evaluate(X_test, y_test)
     p = sigmoid(mlp.predict(X_table)[:, 0])
     if verbose:
         print(

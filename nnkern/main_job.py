@@ -120,7 +120,8 @@ def run_main_job(device=None, epochs=None, distributed=False):
         model.fit(x_train, y_train, batch_size=BATCH_SIZE, epochs=epochs,
                   callbacks=[timer], seed=0, distributed=distributed)
         fit_seconds = time.perf_counter() - start
-        scores = model.evaluate(x_test, y_test, batch_size=256, distributed=distributed)
+        scores = model.evaluate(x_test, y_test, batch_size=256, return_dict=True,
+                                distributed=distributed)
     accuracy = scores["accuracy"]
     steady = timer.times[1:] or timer.times
     images_per_s = len(x_train) * len(steady) / max(sum(steady), 1e-9)

@@ -41,7 +41,7 @@ def equivalence(out):
             history = model.fit(x, y, batch_size=batch_size, epochs=EPOCHS, verbose=0,
                                 validation_data=(xv, yv), seed=0 if rank == 0 else 9,
                                 distributed=True)
-            test = model.evaluate(xv, yv, distributed=True)
+            test = model.evaluate(xv, yv, return_dict=True, distributed=True)
             save(out, case + suffix, model.get_weights(), history=history.history, test=test)
     # the masks of one Dropout call on a batch of ones, on each rank
     probe = nnkern.Sequential([layers.Input((64,), dtype="float64"), layers.Dropout(0.5, seed=3)])

@@ -118,7 +118,7 @@ def one_process_data_parallel(case, ranks=2):
                 for k in layer.state:
                     layer.state[k][...] = np.mean([s[i][k] for s in end_states], axis=0)
             model.optimizer.step()
-        val = model.evaluate(xv, yv)
+        val = model.evaluate(xv, yv, return_dict=True)
         history["loss"].append(loss_sum / n)
         history["accuracy"].append(correct / n)
         history["val_loss"].append(val["loss"])
@@ -144,7 +144,7 @@ def test_two_ranks_equal_one_process_with_the_global_batch(equivalence_run, case
     for i, (got, expected) in enumerate(zip(weights0, model.get_weights())):
         assert_close(got, expected, dtype, f"{case} weight {i}")
     check_history(extra0["history"], history, dtype, case)
-    test = model.evaluate(*case_data(case)[2:])  # evaluate(distributed=True): the global one
+    test = model.evaluate(*case_data(case)[2:], return_dict=True)  # the global one
     assert_close(np.array([extra0["test"]["loss"]]), np.array([test["loss"]]), dtype, "test")
     assert extra0["test"]["accuracy"] == test["accuracy"]
 

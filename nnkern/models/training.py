@@ -8,8 +8,6 @@ targets belong to the loss (``Loss.check_targets``); callbacks say themselves
 whether they run last (``runs_last``) and how to resume (``resume_point``).
 """
 
-import math
-
 import numpy as np
 
 from .. import callbacks as callbacks_mod
@@ -18,8 +16,9 @@ from .. import losses as losses_mod
 from .. import metrics as metrics_mod
 from .. import optimizers as optimizers_mod
 from ..autograd import Tensor, enable_grad, no_grad
-from ..device import is_gpu_array, to_device, to_numpy
+from ..device import to_device, to_numpy
 from ..progress import ProgressBar
+from .batches import ArrayBatches, IterableBatches, is_batch_iterable
 
 
 def _batch_size(value):
@@ -28,17 +27,21 @@ def _batch_size(value):
     return int(value)
 
 
-def _take(data, idx):
-    """Rows ``idx`` of an array, or of each array of a list (several inputs or targets)."""
-    if isinstance(data, list):
-        return [a[idx] for a in data]
-    return data[idx]
-
-
 def _slice(data, start, stop):
     if isinstance(data, list):
         return [a[start:stop] for a in data]
     return data[start:stop]
+
+
+def _local_for_batches(distributed):
+    """A source of batches trains in this process only: refuse ``distributed``."""
+    if distributed:
+        raise ValueError(
+            "distributed training takes arrays: every rank passes the same x and y and "
+            "takes its part of each batch; a source of batches (a DataLoader) cannot be "
+            "split that way"
+        )
+    return distributed_mod.LOCAL
 
 
 class Trainer:
@@ -94,9 +97,7 @@ class Trainer:
         for i, (name, a) in enumerate(items):
             if a is None:
                 raise ValueError(f"{name} (the input data) is required")
-            if is_gpu_array(a):
-                a = to_numpy(a)
-            a = np.asarray(a)
+            a = to_numpy(a)  # any array kind (torch, CuPy, DLPack); lists too
             if a.dtype.kind not in "fiub":
                 raise TypeError(f"{name} must be a numeric array, got dtype {a.dtype}")
             if a.ndim < 2:
@@ -126,6 +127,15 @@ class Trainer:
         out_shape = self._outputs[0].sample_shape
         return self.loss.check_targets(y, n, out_shape, self.dtype, what, x_what)
 
+    def _checked_data(self, x, y, action):
+        """(x, y, n) of array data, checked, for a compiled model."""
+        x = self._check_x(x)
+        self._ready_to_train()
+        n = len(x[0] if isinstance(x, list) else x)
+        if n == 0:
+            raise ValueError(f"{action} needs at least one sample, got x with 0 samples")
+        return x, self._check_y(y, n), n
+
     # --- fit ---------------------------------------------------------------------------------
 
     def fit(self, x=None, y=None, batch_size=32, epochs=1, verbose="auto", callbacks=None,
@@ -133,7 +143,11 @@ class Trainer:
             distributed=None):
         """Train for ``epochs`` epochs on (x, y); returns a ``History``.
 
-        ``x`` is an array (a list of arrays for a model with several inputs). The data stay
+        ``x`` is an array (a list of arrays for a model with several inputs), or a source of
+        ``(x, y)`` batches: nnkern's ``DataLoader`` or any iterable of pairs, which then
+        decides the batches and their order (``y``, ``batch_size``, ``shuffle`` and ``seed``
+        are not used; ``validation_data`` may be such a source too). Arrays of any library
+        (torch tensors, anything with ``__dlpack__``) are taken as they are. The data stay
         on the host; each batch moves to the model's device. The shuffle order of epoch
         ``e`` is a function of (``seed``, e), so a run resumed from a checkpoint
         (``initial_epoch``, or ``ModelCheckpoint(resume=True)``) sees the same batches as an
@@ -142,39 +156,38 @@ class Trainer:
         bar, 2 one line per epoch. ``distributed=True`` (or a
         ``nnkern.distributed.DataParallel``) trains data-parallel on the ranks of
         ``mpiexec``: ``batch_size`` is then the global batch, split over the ranks (see
-        ``nnkern.distributed``).
+        ``nnkern.distributed``); it takes arrays, not a source of batches.
         """
-        x = self._check_x(x)
-        self._ready_to_train()
-        strategy = distributed_mod.strategy_for(distributed, self)
-        n = len(x[0] if isinstance(x, list) else x)
-        if n == 0:
-            raise ValueError("fit needs at least one sample, got x with 0 samples")
-        y = self._check_y(y, n)
-        if validation_data is not None and validation_split:
-            raise ValueError("give validation_data or validation_split, not both")
-        if validation_split:
-            if not 0.0 < validation_split < 1.0:
-                raise ValueError(f"validation_split must be in (0, 1), got {validation_split}")
-            split = int(n * (1.0 - validation_split))
-            if split < 1 or split >= n:
-                raise ValueError(f"validation_split={validation_split} leaves an empty part "
-                                 f"of {n} samples")
-            val = (_slice(x, split, n), _slice(y, split, n))
-            x, y, n = _slice(x, 0, split), _slice(y, 0, split), split
-        elif validation_data is not None:
-            if not isinstance(validation_data, (list, tuple)) or len(validation_data) != 2:
-                raise ValueError(f"validation_data must be a pair (x_val, y_val), got a "
-                                 f"{type(validation_data).__name__}")
-            xv = self._check_x(validation_data[0], "x_val")
-            nv = len(xv[0] if isinstance(xv, list) else xv)
-            val = (xv, self._check_y(validation_data[1], nv, "y_val", "x_val"))
-        else:
-            val = None
         batch_size = _batch_size(batch_size)
-        verbose = strategy.verbose(1 if verbose == "auto" else int(verbose))
-        steps = strategy.steps(n, batch_size)
         seed = 0 if seed is None else int(seed)
+        if is_batch_iterable(x):
+            self._ready_to_train()
+            strategy = _local_for_batches(distributed)
+            if validation_split:
+                raise ValueError("validation_split needs arrays; with a source of batches "
+                                 "pass validation_data")
+            train, n = self._iterable_batches(x, y, epochs - initial_epoch), None
+        else:
+            x, y, n = self._checked_data(x, y, "fit")
+            strategy = distributed_mod.strategy_for(distributed, self)
+            if validation_data is not None and validation_split:
+                raise ValueError("give validation_data or validation_split, not both")
+            if validation_split:
+                if not 0.0 < validation_split < 1.0:
+                    raise ValueError(f"validation_split must be in (0, 1), got "
+                                     f"{validation_split}")
+                split = int(n * (1.0 - validation_split))
+                if split < 1 or split >= n:
+                    raise ValueError(f"validation_split={validation_split} leaves an empty "
+                                     f"part of {n} samples")
+                validation_data = ArrayBatches.evaluation(
+                    _slice(x, split, n), _slice(y, split, n), batch_size, strategy)
+                x, y, n = _slice(x, 0, split), _slice(y, 0, split), split
+            train = ArrayBatches(x, y, batch_size, strategy, shuffle, seed)
+        val = None if validation_data is None else self._validation_batches(
+            validation_data, batch_size, strategy)
+        verbose = strategy.verbose(1 if verbose == "auto" else int(verbose))
+        steps = train.steps
 
         history = callbacks_mod.History()
         self.history = history
@@ -186,6 +199,7 @@ class Trainer:
             if info is not None and info["epoch"] > initial_epoch:
                 resumed, initial_epoch = info, info["epoch"]
         resumed, initial_epoch, seed = strategy.start(self, resumed, initial_epoch, seed, n)
+        train.seed = seed  # rank 0's, in data-parallel training
         if resumed is not None:
             history.history = {k: list(v) for k, v in resumed["history"].items()}
             history.epoch = list(range(initial_epoch))
@@ -212,13 +226,11 @@ class Trainer:
                 if verbose:
                     print(f"Epoch {epoch + 1}/{epochs}", flush=True)
                 cbs.on_epoch_begin(epoch)
-                order = (np.random.default_rng([seed, epoch]).permutation(n) if shuffle
-                         else np.arange(n))
-                logs, bar = self._train_epoch(x, y, strategy.batches(order, batch_size, steps),
-                                              cbs, verbose, strategy)
+                logs, bar = self._train_epoch(train.epoch(epoch), train.steps, cbs, verbose,
+                                              strategy)
                 strategy.end_epoch(self)
                 if val is not None:
-                    val_logs = self._evaluate_arrays(val[0], val[1], batch_size, strategy)
+                    val_logs = self._evaluate_batches(val.epoch(0), strategy)
                     logs.update({f"val_{k}": v for k, v in val_logs.items()})
                 bar.finish(logs)
                 cbs.on_epoch_end(epoch, logs)
@@ -240,30 +252,60 @@ class Trainer:
             return [to_device(a, self._backend) for a in yb]
         return to_device(yb, self._backend)
 
-    def _train_epoch(self, x, y, batches, cbs, verbose, strategy):
-        """One epoch over ``batches``: (this rank's sample indices, global batch size)."""
+    def _iterable_batches(self, source, y, epochs, what="x"):
+        """A DataLoader / iterable of (x, y) pairs as checked host batches."""
+        if y is not None:
+            raise ValueError(f"{what} gives (x, y) batches, so y must be None, got "
+                             f"{type(y).__name__}")
+
+        def check(xb, yb, step):
+            name = f"{what} batch {step}"
+            xb = self._check_x(xb, name)
+            n = len(xb[0] if isinstance(xb, list) else xb)
+            return xb, self._check_y(yb, n, f"y of {name}", name)
+
+        return IterableBatches(source, check, epochs, what)
+
+    def _validation_batches(self, data, batch_size, strategy):
+        if isinstance(data, ArrayBatches):
+            return data
+        if is_batch_iterable(data):
+            _local_for_batches(strategy.size > 1)
+            return self._iterable_batches(data, None, 2, "validation_data")
+        if not isinstance(data, (list, tuple)) or len(data) != 2:
+            raise ValueError(f"validation_data must be a pair (x_val, y_val) or a source of "
+                             f"(x, y) batches, got a {type(data).__name__}")
+        xv = self._check_x(data[0], "x_val")
+        nv = len(xv[0] if isinstance(xv, list) else xv)
+        yv = self._check_y(data[1], nv, "y_val", "x_val")
+        return ArrayBatches.evaluation(xv, yv, batch_size, strategy)
+
+    def _train_epoch(self, batches, steps, cbs, verbose, strategy):
+        """One epoch over ``batches``: checked host ``(xb, yb, size of the global batch)``
+        (in data-parallel training ``xb`` is this rank's part of it)."""
         self.training = True
-        bar = ProgressBar(len(batches), verbose)
+        bar = ProgressBar(steps, verbose)
         for m in self.metrics:
             m.reset()
         running = strategy.running(self)
-        total, count = 0.0, 0
+        total, count, step = 0.0, 0, 0
         logs = {}
         with self._on_device(), enable_grad():
             params = self._params
-            for step, (idx, n_global) in enumerate(batches):
+            for step, (xh, yh, n_global) in enumerate(batches):
+                size = len(xh[0] if isinstance(xh, list) else xh)
                 cbs.on_train_batch_begin(step)
-                xb = self._batch_tensors(_take(x, idx))
-                yb = self._batch_targets(_take(y, idx))
+                xb = self._batch_tensors(xh)
+                yb = self._batch_targets(yh)
                 params.zero_grad()
                 out = self.call(xb, training=True)
                 loss = self.loss(out, yb)
                 loss.backward()
-                strategy.reduce_gradients(self, len(idx), n_global)
+                strategy.reduce_gradients(self, size, n_global)
                 self.optimizer.step()
-                total += float(loss.data) * len(idx)  # the one host sync of a step
-                count += len(idx)
-                self._update_metrics(_take(y, idx), out)
+                total += float(loss.data) * size  # the one host sync of a step
+                count += size
+                self._update_metrics(yh, out)
                 total, count = running.reduce(total, count)  # the global sums, data-parallel
                 logs = {"loss": total / count, **{m.name: m.result() for m in self.metrics}}
                 cbs.on_train_batch_end(step, logs)
@@ -271,22 +313,20 @@ class Trainer:
                 self.stop_training = strategy.agree(self.stop_training)
                 if self.stop_training:
                     break
+        bar.total = max(bar.total, step + 1)  # a source without a length
         return dict(logs), bar
 
-    def _evaluate_arrays(self, x, y, batch_size, strategy=distributed_mod.LOCAL):
+    def _evaluate_batches(self, batches, strategy=distributed_mod.LOCAL):
         for m in self.metrics:
             m.reset()
         total, count = 0.0, 0
-        first, last = strategy.eval_range(len(x[0] if isinstance(x, list) else x))
         with self._on_device(), no_grad():
-            for start in range(first, last, batch_size):
-                stop = min(start + batch_size, last)
-                xb = self._batch_tensors(_slice(x, start, stop))
-                yb = self._batch_targets(_slice(y, start, stop))
-                out = self.call(xb, training=False)
-                total += float(to_numpy(self.loss.value(out, yb))) * (stop - start)
-                count += stop - start
-                self._update_metrics(_slice(y, start, stop), out)
+            for xh, yh, _ in batches:
+                size = len(xh[0] if isinstance(xh, list) else xh)
+                out = self.call(self._batch_tensors(xh), training=False)
+                total += float(to_numpy(self.loss.value(out, self._batch_targets(yh)))) * size
+                count += size
+                self._update_metrics(yh, out)
         total, count = strategy.running(self).reduce(total, count)
         logs = {"loss": total / max(count, 1)}
         logs.update({m.name: m.result() for m in self.metrics})
@@ -303,27 +343,43 @@ class Trainer:
         for m in self.metrics:
             m.update(truth, pred)
 
-    def evaluate(self, x=None, y=None, batch_size=32, verbose=0, distributed=None):
-        """Loss and metrics over (x, y) in evaluation mode -> ``{"loss": ..., "accuracy": ...}``.
-        ``distributed=True``: each rank evaluates its part of (x, y), and every rank gets the
-        totals over all of them."""
-        x = self._check_x(x)
-        self._ready_to_train()
-        strategy = distributed_mod.strategy_for(distributed, self)
+    @property
+    def metrics_names(self):
+        """The names of what ``evaluate`` returns, in order: ``["loss", "accuracy", ...]``."""
+        return ["loss"] + [m.name for m in self.metrics]
+
+    def evaluate(self, x=None, y=None, batch_size=32, verbose=0, return_dict=False,
+                 distributed=None):
+        """Loss and metrics over (x, y) in evaluation mode, as Keras returns them: the loss
+        alone when the model has no metrics, else the list ``[loss, metric, ...]`` in the
+        order of ``metrics_names`` (``loss, acc = model.evaluate(x, y)``); with
+        ``return_dict=True`` the dict ``{"loss": ..., "accuracy": ...}``. ``x`` may be a
+        source of ``(x, y)`` batches, as in ``fit``. ``distributed=True``: each rank
+        evaluates its part of (x, y), and every rank gets the totals over all of them."""
+        if is_batch_iterable(x):
+            self._ready_to_train()
+            strategy = _local_for_batches(distributed)
+            batches = self._iterable_batches(x, y, 1)
+        else:
+            x, y, _ = self._checked_data(x, y, "evaluate")
+            strategy = distributed_mod.strategy_for(distributed, self)
+            batches = ArrayBatches.evaluation(x, y, _batch_size(batch_size), strategy)
         verbose = strategy.verbose(verbose)
-        n = len(x[0] if isinstance(x, list) else x)
-        if n == 0:
-            raise ValueError("evaluate needs at least one sample, got x with 0 samples")
-        y = self._check_y(y, n)
-        batch_size = _batch_size(batch_size)
-        bar = ProgressBar(math.ceil(n / batch_size), 1 if verbose == "auto" else verbose)
-        logs = self._evaluate_arrays(x, y, batch_size, strategy)
+        bar = ProgressBar(batches.steps, 1 if verbose == "auto" else verbose)
+        logs = self._evaluate_batches(batches.epoch(0), strategy)
+        bar.total = batches.steps
         bar.finish(logs)
-        return logs
+        if return_dict:
+            return logs
+        values = [logs[name] for name in self.metrics_names]
+        return values[0] if len(values) == 1 else values
 
     def predict(self, x, batch_size=32, verbose=0):
         """The model's outputs (logits for a classifier) for x, as a NumPy array (a list for
-        several outputs); evaluation mode, in batches, nothing recorded."""
+        several outputs); evaluation mode, in batches, nothing recorded. ``x`` may also be a
+        source of batches (of x alone, or of (x, y) pairs whose y is ignored)."""
+        if is_batch_iterable(x):
+            return self._predict_batches(x)
         x = self._check_x(x)
         batch_size = _batch_size(batch_size)
         n = len(x[0] if isinstance(x, list) else x)
@@ -334,4 +390,18 @@ class Trainer:
                 result = self.call(xb, training=False)
                 for target, o in zip(outs, result if isinstance(result, list) else [result]):
                     target[start:start + batch_size] = to_numpy(o.data)
+        return outs[0] if len(outs) == 1 else outs
+
+    def _predict_batches(self, source):
+        parts = [[] for _ in self._outputs]
+        with self._on_device(), no_grad():
+            for step, batch in enumerate(source):
+                xb = batch[0] if isinstance(batch, tuple) and len(batch) == 2 else batch
+                xb = self._check_x(xb, f"x batch {step}")
+                result = self.call(self._batch_tensors(xb), training=False)
+                for part, o in zip(parts, result if isinstance(result, list) else [result]):
+                    part.append(to_numpy(o.data))
+        if not parts[0]:
+            raise ValueError("predict got a source that gave no batches")
+        outs = [np.concatenate(p) for p in parts]
         return outs[0] if len(outs) == 1 else outs

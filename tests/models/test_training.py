@@ -19,7 +19,7 @@ def test_xor_reaches_100_percent():
     model.compile(optimizer=optimizers.Adam(lr=0.05), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     model.fit(XOR_X, XOR_Y, batch_size=4, epochs=150, verbose=0)
-    assert model.evaluate(XOR_X, XOR_Y)["accuracy"] == 1.0
+    assert model.evaluate(XOR_X, XOR_Y, return_dict=True)["accuracy"] == 1.0
     assert (model.predict(XOR_X).argmax(axis=1) == XOR_Y).all()
 
 
@@ -29,7 +29,7 @@ def test_xor_binary_crossentropy_with_sgd_momentum():
     model.compile(optimizer=optimizers.SGD(lr=0.3, momentum=0.9, nesterov=True),
                   loss="binary_crossentropy", metrics=["accuracy"])
     model.fit(XOR_X, XOR_Y.astype(np.float32), batch_size=4, epochs=300, verbose=0)
-    assert model.evaluate(XOR_X, XOR_Y.astype(np.float32))["accuracy"] == 1.0
+    assert model.evaluate(XOR_X, XOR_Y.astype(np.float32), return_dict=True)["accuracy"] == 1.0
 
 
 def _small_cnn(seed=0, dropout=0.25):
@@ -298,8 +298,10 @@ def test_best_only_checkpoint_restore_best_weights_and_binary_metrics(tmp_path):
     assert {"precision", "recall", "val_precision", "val_recall"} <= set(h.history)
     assert 0.0 <= h.history["val_recall"][-1] <= 1.0
     best_acc = max(h.history["val_accuracy"])
-    assert model.evaluate(x, y)["accuracy"] == pytest.approx(best_acc)
-    assert models.load_model(best).evaluate(x, y)["accuracy"] == pytest.approx(best_acc)
+    assert model.evaluate(x, y, return_dict=True)["accuracy"] == pytest.approx(best_acc)
+    loaded = models.load_model(best)
+    scores = loaded.evaluate(x, y)  # a list in Keras's order (metrics_names)
+    assert scores[loaded.metrics_names.index("accuracy")] == pytest.approx(best_acc)
 
 
 def test_resume_restores_callback_counters_and_lr(tmp_path):
