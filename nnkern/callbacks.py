@@ -245,8 +245,10 @@ class ModelCheckpoint(_Monitor):
 
     def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto",
                  resume=False, verbose=0):
+        from .models.saving import check_path  # nnkern.models imports this module
+
         super().__init__(monitor, mode, 0.0)
-        self.filepath = os.fspath(filepath)
+        self.filepath = check_path(filepath, (".npz",), "ModelCheckpoint")
         self.save_best_only = save_best_only
         self.resume = resume
         self.verbose = verbose

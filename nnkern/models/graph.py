@@ -470,14 +470,42 @@ class Model(Layer, Trainer):
 
     def save(self, path, include_optimizer=True):
         """Save architecture (JSON), weights, buffers and (by default) the optimizer state to
-        one ``.npz`` file, atomically: a failed save leaves an existing file intact."""
+        one ``.npz`` file, atomically: a failed save leaves an existing file intact. Another
+        extension is an error (``.safetensors``: use ``save_weights``)."""
         saving.save_model(self, path, include_optimizer)
 
+    def save_weights(self, path):
+        """Save ``state_dict()`` to a ``.safetensors`` file (atomically), readable by
+        ``load_weights`` and by PyTorch (``safetensors.torch.load_file``)."""
+        saving.save_weights(self, path)
+
     def load_weights(self, path):
-        """Load weights, buffers (and the optimizer state when this model is compiled and the
-        file has one) from a file written by ``save``; layers are matched by position and
-        checked by class and shape. Returns the file's metadata dict."""
+        """Load the weights from a ``.safetensors`` file (``save_weights``, or a PyTorch
+        state_dict saved with safetensors; matched by key, see ``load_state_dict``) or from a
+        model file written by ``save`` (weights, buffers and the optimizer state when this
+        model is compiled; layers matched by position and checked by class and shape).
+        Returns the file's metadata dict."""
         return saving.load_weights(self, path)
+
+    def state_dict(self):
+        """Host copies of every weight and buffer under PyTorch's dotted keys and layouts
+        (``{"conv1.weight": (K, C, R, S), "fc1.weight": (out, in), "fc1.bias": ...}``).
+
+        >>> import nnkern
+        >>> from nnkern import layers
+        >>> m = nnkern.Sequential([layers.Input((4,)), layers.Dense(3, name="fc")])
+        >>> {k: v.shape for k, v in m.state_dict().items()}
+        {'fc.weight': (3, 4), 'fc.bias': (3,)}
+        """
+        return saving.state_dict(self)
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy a ``state_dict`` (key -> array: NumPy, torch tensors, ...) into the model; a
+        torch model's ``state_dict()`` loads into the same architecture when the nnkern
+        layers carry the torch modules' names. Missing, unexpected (``strict``) and wrongly
+        shaped keys are one error that names each; returns ``(missing_keys,
+        unexpected_keys)`` as PyTorch does."""
+        return saving.load_state_dict(self, state_dict, strict)
 
     def save_checkpoint(self, path, epoch, logs=None):
         """Save model + optimizer state + the number of finished epochs + the history so far

@@ -1,4 +1,20 @@
-"""Model files: the architecture as JSON, weights and optimizer state, in one ``.npz``.
+"""Model files: the architecture as JSON, weights and optimizer state, in one ``.npz``;
+the weights alone as a PyTorch-style ``state_dict``, in ``.safetensors``.
+
+    file            written by           holds                           read by
+    .npz            model.save           architecture, weights, buffers, load_model,
+                                         optimizer state                 model.load_weights
+    .safetensors    model.save_weights   model.state_dict()              model.load_weights
+
+Any other extension given to a save is an error that names these two, never an NPZ under
+a foreign name. ``state_dict`` keys are PyTorch's: ``<layer name>.<weight>`` (a nested
+model adds its name in front), with ``weight``/``bias`` for dense, conv and batch-norm
+weights and ``running_mean``/``running_var`` for the batch-norm buffers, in PyTorch's
+layouts (conv ``(K, C/groups, R, S)``, dense ``(out, in)``), so a torch model's
+``state_dict()`` loads into the same nnkern architecture whose layers carry the torch
+modules' names. Safetensors files are read and written through the ``safetensors``
+package's NumPy API (``pip install 'nnkern[safetensors]'``): a header and raw arrays,
+nothing executable.
 
 Files never hold pickled code: the architecture is JSON inside the archive
 (``__meta__``), every array is a plain NumPy array, and ``np.load`` runs with
@@ -19,6 +35,7 @@ import os
 import secrets
 import time
 import zipfile
+from typing import NamedTuple
 
 import numpy as np
 
@@ -31,6 +48,31 @@ from ..layers.base import Input
 
 FORMAT = "nnkern-model-2"
 READABLE = ("nnkern-model-1", FORMAT)
+WEIGHTS_FORMAT = "nnkern-state-dict-1"
+
+FILE_KINDS = {
+    ".npz": "the full model: architecture, weights and optimizer state (model.save, "
+            "nnkern.models.load_model)",
+    ".safetensors": "the weights alone, model.state_dict() (model.save_weights, "
+                    "model.load_weights)",
+}
+
+
+def check_path(path, allowed, action):
+    """Return ``path`` as a string when its extension is one of ``allowed``; otherwise a
+    ValueError that names nnkern's two file kinds and the call that writes the asked one."""
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    if ext in allowed:
+        return path
+    kinds = "; ".join(f"{k} = {v}" for k, v in FILE_KINDS.items())
+    hint = ""
+    if ext == ".safetensors":
+        hint = "; for the weights alone use model.save_weights(path)"
+    elif ext == ".npz":
+        hint = "; for the whole model in one file use model.save(path)"
+    raise ValueError(f"{action} writes {' or '.join(allowed)} files, got {path!r}. nnkern's "
+                     f"files: {kinds}{hint}")
 
 
 # --- architecture ------------------------------------------------------------------------------
@@ -154,10 +196,10 @@ def _meta(model):
     return meta
 
 
-def save_model(model, path, include_optimizer=True, extra=None):
+def save_model(model, path, include_optimizer=True, extra=None, action="model.save"):
     """Write ``model`` to ``path`` (see ``Model.save``)."""
     model._require_built()
-    path = os.fspath(path)
+    path = check_path(path, (".npz",), action)
     meta = _meta(model)
     arrays = _arrays(model)
     if include_optimizer and model.optimizer is not None and model.optimizer.params is not None:
@@ -315,6 +357,10 @@ def _checked_weight(path, what, value, target):
 def load_weights(model, path):
     """Load the weights, buffers and optimizer state of ``path`` into ``model`` (see
     ``Model.load_weights``); returns the file's metadata."""
+    if os.fspath(path).lower().endswith(".safetensors"):
+        state, meta = read_safetensors(path)
+        load_state_dict(model, state, strict=True, source=os.fspath(path))
+        return meta
     arrays, meta = read_file(path)
     model._require_built()
     names, classes = _saved_layers(meta)
@@ -353,7 +399,8 @@ def save_checkpoint(model, path, epoch, logs=None):
             history.setdefault(key, []).append(value)
     states = [[type(cb).__name__, cb.get_state()] for cb in model._fit_callbacks]
     save_model(model, path, extra={"checkpoint": {"epoch": int(epoch), "history": history,
-                                                  "callbacks": states}})
+                                                  "callbacks": states}},
+               action="a checkpoint")
 
 
 def load_checkpoint_into(model, path, return_info=False):
@@ -373,6 +420,10 @@ def load_model(path, compile=True, custom_objects=None):
 
     >>> # model.save("m.npz"); m2 = nnkern.models.load_model("m.npz")
     """
+    if os.fspath(path).lower().endswith(".safetensors"):
+        raise ValueError(f"{os.fspath(path)} holds weights alone (a state_dict), no "
+                         f"architecture: build the model in Python and call "
+                         f"model.load_weights(path)")
     _, meta = read_file(path)
     model = model_from_config(meta["architecture"])
     if compile and meta.get("compile"):
@@ -388,3 +439,135 @@ def load_checkpoint(path, custom_objects=None):
     ``(model, initial_epoch)`` to continue with ``model.fit(..., initial_epoch=...)``."""
     model = load_model(path, custom_objects=custom_objects)
     return model, model.load_checkpoint(path)
+
+
+# --- state_dict and safetensors ------------------------------------------------------------------
+
+# nnkern's weight names -> PyTorch's (the layouts are already PyTorch's)
+TORCH_NAMES = {"w": "weight", "b": "bias", "gamma": "weight", "beta": "bias"}
+# keys of PyTorch state dicts that nnkern has no use for: BatchNorm's batch counter (only
+# used by momentum=None, which nnkern does not have)
+IGNORED_KEYS = ("num_batches_tracked",)
+
+
+class IncompatibleKeys(NamedTuple):
+    """What ``load_state_dict(strict=False)`` left out, as PyTorch returns it."""
+
+    missing_keys: list
+    unexpected_keys: list
+
+
+def state_entries(model):
+    """``{key: (layer, store, name)}`` for every weight and buffer of ``model`` under
+    PyTorch's dotted key; a layer shared by several calls (or models) appears once."""
+    from .graph import Model
+
+    entries, seen = {}, set()
+
+    def walk(m, prefix):
+        for layer in m._layers:
+            if isinstance(layer, Input) or id(layer) in seen:
+                continue
+            seen.add(id(layer))
+            if isinstance(layer, Model):
+                walk(layer, f"{prefix}{layer.name}.")
+                continue
+            for store in ("params", "state"):
+                for name in getattr(layer, store):
+                    key = f"{prefix}{layer.name}.{TORCH_NAMES.get(name, name)}"
+                    if key in entries:
+                        raise ValueError(f"two weights of model {model.name!r} map to the "
+                                         f"state_dict key {key!r}; give the layers unique names")
+                    entries[key] = (layer, store, name)
+
+    model._require_built()
+    walk(model, "")
+    return entries
+
+
+def state_dict(model):
+    """Host copies of every weight and buffer under PyTorch's keys (see the module
+    docstring), in layer order."""
+    return {key: np.array(to_numpy(getattr(layer, store)[name]), copy=True)
+            for key, (layer, store, name) in state_entries(model).items()}
+
+
+def load_state_dict(model, state, strict=True, source="state_dict"):
+    """Copy ``state`` (key -> array of any kind: NumPy, torch tensors, ...) into ``model``.
+
+    Every key of the model must be given and every given key must belong to the model
+    (``strict``; PyTorch's ``num_batches_tracked`` is accepted and ignored); a value of the
+    wrong shape, a non-float or a non-finite value is always an error. One error lists
+    every problem, and nothing is copied unless all values are good. Returns
+    ``IncompatibleKeys(missing_keys, unexpected_keys)``.
+    """
+    if not hasattr(state, "items"):
+        raise TypeError(f"state_dict must be a mapping of names to arrays, got "
+                        f"{type(state).__name__}")
+    entries = state_entries(model)
+    missing = [k for k in entries if k not in state]
+    unexpected = [k for k in state if k not in entries
+                  and k.rsplit(".", 1)[-1] not in IGNORED_KEYS]
+    problems, values = [], {}
+    for key in entries:
+        if key not in state:
+            continue
+        layer, store, name = entries[key]
+        target = getattr(layer, store)[name]
+        try:
+            value = np.asarray(to_numpy(state[key]))
+            values[key] = _checked_weight(source, key, value, target)
+        except (ValueError, TypeError, BufferError) as exc:
+            problems.append(str(exc))
+    if strict and missing:
+        problems.append(f"missing keys (the model has them, the state_dict not): {missing}")
+    if strict and unexpected:
+        problems.append(f"unexpected keys (not weights of this model): {unexpected}")
+    if problems:
+        raise ValueError(
+            f"load_state_dict into model {model.name!r}: " + "; ".join(problems)
+            + f". The model's keys: {list(entries)} (name layers like the torch modules, "
+              f"e.g. layers.Conv2D(6, 5, name='conv1'))"
+        )
+    for key, value in values.items():
+        layer, store, name = entries[key]
+        target = getattr(layer, store)[name]
+        target[...] = to_device(value.astype(target.dtype), model._backend)
+    model._params.mark_updated()
+    return IncompatibleKeys(missing, unexpected)
+
+
+def _safetensors():
+    try:
+        import safetensors.numpy
+    except ImportError as exc:
+        raise ModuleNotFoundError(
+            f".safetensors files need the safetensors package ({exc}): "
+            f"pip install 'nnkern[safetensors]'", name="safetensors") from None
+    return safetensors
+
+
+def save_weights(model, path):
+    """Write ``model.state_dict()`` to a ``.safetensors`` file, atomically (see
+    ``Model.save_weights``)."""
+    path = check_path(path, (".safetensors",), "model.save_weights")
+    st = _safetensors()
+    meta = {"format": WEIGHTS_FORMAT, "model": model.name}
+    blob = st.numpy.save(state_dict(model), metadata=meta)
+    write_atomically(path, lambda f: f.write(blob))
+
+
+def read_safetensors(path):
+    """The arrays and metadata of a safetensors file, or a ValueError that names the file."""
+    path = os.fspath(path)
+    st = _safetensors()
+    if not os.path.exists(path):
+        raise FileNotFoundError(path)
+    try:
+        with st.safe_open(path, framework="np") as f:
+            meta = f.metadata() or {}
+            arrays = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
+    except (st.SafetensorError, OSError, ValueError) as exc:
+        raise ValueError(f"{path} is not a readable safetensors file ({exc}); it may be cut "
+                         f"short") from None
+    return arrays, meta
