@@ -120,7 +120,10 @@ def apply_activation(activation, z):
 
 
 # ---------------------------------------------------------------------------------------------
-# NCHW checks: Keras users pass channels-last images; say so instead of failing deep inside
+# NCHW checks: Keras users pass channels-last images; say so instead of failing deep inside.
+# The hint looks at the model's input images only (the shape an Input declares, where a
+# layer that takes images reads it, and the data given to fit/predict): an inner feature
+# map such as (16, 8, 3) is valid NCHW, however it looks.
 
 
 def looks_channels_last(shape):
@@ -129,20 +132,27 @@ def looks_channels_last(shape):
 
 
 def require_image_shape(layer, shape):
-    """Check a per-sample input shape is (C, H, W); explain NCHW when it looks channels-last."""
+    """Check a per-sample input shape is (C, H, W) (three dimensions)."""
     shape = tuple(shape)
     if len(shape) != 3:
         raise ValueError(
             f"{layer.name} ({type(layer).__name__}) expects images laid out NCHW, i.e. a "
             f"per-sample shape (channels, height, width); got per-sample shape {shape}"
         )
+    return shape
+
+
+def check_input_layout(layer, shape):
+    """Refuse a model input image shape that looks channels-last, with the fix."""
+    shape = tuple(shape)
     if looks_channels_last(shape):
         h, w, c = shape
         raise ValueError(
             f"{layer.name} ({type(layer).__name__}) expects NCHW input (channels, height, "
             f"width) per sample, got {shape}, which looks channels-last (height, width, "
             f"channels); nnkern is NCHW: transpose the data with x.transpose(0, 3, 1, 2) and "
-            f"declare Input(({c}, {h}, {w}))"
+            f"declare Input(({c}, {h}, {w})) (or, if {shape} really is NCHW, "
+            f"Input({shape}, check_layout=False))"
         )
     return shape
 
@@ -221,6 +231,8 @@ class Layer:
     ...     def call(self, x, training=False):
     ...         return x * self.variables["s"]
     """
+
+    takes_images = False  # NCHW images in: the channels-last hint checks a model input
 
     def __init__(self, name=None, trainable=True, dtype=None, seed=None, input_shape=None):
         self.name = name or unique_name(_snake(type(self).__name__))
@@ -372,6 +384,10 @@ class Layer:
             self._build(shapes if many else shapes[0], tensors[0].dtype, 0)
 
     def _call_symbolic(self, items, many):
+        if self.takes_images:
+            for v in items:  # a model input image, not an inner feature map
+                if v.node is None and isinstance(v.layer, Input) and v.layer.check_layout:
+                    check_input_layout(self, v.sample_shape)
         shapes = [v.sample_shape for v in items]
         out_shape = self.compute_output_shape(shapes if many else shapes[0])
         node = CallNode(self, items, many)
@@ -412,9 +428,11 @@ class Input(Layer):
     (None, 16)
 
     ``dtype="float64"`` makes the whole model float64 (used by gradient checks).
+    A layer that takes images refuses an input shape that looks channels-last, such as
+    ``(28, 28, 3)``, and says how to transpose; ``check_layout=False`` accepts it as NCHW.
     """
 
-    def __init__(self, shape, dtype="float32", name=None, **kwargs):
+    def __init__(self, shape, dtype="float32", name=None, check_layout=True, **kwargs):
         kwargs.pop("trainable", None)
         kwargs.pop("seed", None)
         super().__init__(name=name or unique_name("input_layer"), dtype=dtype)
@@ -426,6 +444,7 @@ class Input(Layer):
         if self.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
             raise TypeError(f"Input dtype must be float32 or float64, got {self.dtype}")
         self.shape = shape
+        self.check_layout = bool(check_layout)
         self.input_shape = self.output_shape = shape
         self.built = True
         self._tensor = SymbolicTensor(shape, self.dtype, self)
@@ -435,7 +454,10 @@ class Input(Layer):
         return self._tensor
 
     def get_config(self):
-        return {"shape": list(self.shape), "dtype": self.dtype.name, "name": self.name}
+        config = {"shape": list(self.shape), "dtype": self.dtype.name, "name": self.name}
+        if not self.check_layout:
+            config["check_layout"] = False
+        return config
 
     def compute_output_shape(self, input_shape):
         return self.shape

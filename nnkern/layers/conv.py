@@ -32,6 +32,8 @@ class Conv2D(Layer):
     >>> conv = Conv2D(16, 3, padding="same", activation="relu")
     """
 
+    takes_images = True
+
     def __init__(self, filters, kernel_size, strides=1, padding="valid", dilation_rate=1,
                  groups=1, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", algo="auto", **kwargs):
@@ -126,6 +128,7 @@ class _Pool(Layer):
     """Shared shape logic of the pooling layers: no weights, NCHW in and out."""
 
     op = None
+    takes_images = True
 
     def _kwargs(self):
         raise NotImplementedError
@@ -251,4 +254,43 @@ class MaxBlurPool2D(_Pool):
                 "filt_size": self.filt_size, "stride": list(self.stride)}
 
 
-__all__ = ["AvgPool2D", "BlurPool2D", "Conv2D", "MaxBlurPool2D", "MaxPool2D"]
+@register
+class GlobalAveragePooling2D(_Pool):
+    """The mean of each channel over the whole image: (N, C, H, W) -> (N, C), or
+    (N, C, 1, 1) with ``keepdims=True`` (Keras's layer, on NCHW images). It runs the
+    average-pooling kernel with the image as its window.
+
+    >>> GlobalAveragePooling2D().compute_output_shape((64, 7, 7))
+    (64,)
+    """
+
+    op = "avg_pool2d"
+
+    def __init__(self, data_format=None, keepdims=False, **kwargs):
+        super().__init__(**kwargs)
+        if data_format not in (None, "channels_first"):
+            raise ValueError(
+                f"{self.name}: nnkern is NCHW, so data_format must be 'channels_first' (or "
+                f"None), got {data_format!r}; transpose the data with x.transpose(0, 3, 1, 2)"
+            )
+        self.keepdims = bool(keepdims)
+
+    def compute_output_shape(self, input_shape):
+        C, _, _ = require_image_shape(self, input_shape)
+        return (C, 1, 1) if self.keepdims else (C,)
+
+    def call(self, x, training=False):
+        N, C, H, W = x.shape
+        y = F.avg_pool2d(x, (H, W))
+        return y if self.keepdims else y.reshape(N, C)
+
+    def get_config(self):
+        return {**super().get_config(), "keepdims": self.keepdims}
+
+
+# Keras's names for the same layers (the same classes: saved files name the class above)
+MaxPooling2D = MaxPool2D
+AveragePooling2D = AvgPool2D
+
+__all__ = ["AveragePooling2D", "AvgPool2D", "BlurPool2D", "Conv2D", "GlobalAveragePooling2D",
+           "MaxBlurPool2D", "MaxPool2D", "MaxPooling2D"]

@@ -116,6 +116,24 @@ class Softmax(_Activation):
 
 
 @register
+class Activation(_Activation):
+    """Keras's ``Activation(name)``: ``"relu"``, ``"sigmoid"``, ``"tanh"``, ``"softmax"``
+    (over axis 1) or ``"linear"`` as a layer.
+
+    >>> import numpy as np
+    >>> Activation("relu")(np.array([[-1.0, 2.0]]))
+    array([[0., 2.]])
+    """
+
+    def __init__(self, activation, **kwargs):
+        super().__init__(**kwargs)
+        self.activation = check_activation(activation)
+
+    def get_config(self):
+        return {**super().get_config(), "activation": self.activation}
+
+
+@register
 class Dropout(Layer):
     """Inverted dropout: in training zero each element with probability ``rate`` and scale
     the rest by 1 / (1 - rate); identity in evaluation.

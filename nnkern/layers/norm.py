@@ -78,6 +78,8 @@ class BatchNorm2D(_BatchNorm):
     ...          layers.ReLU()]
     """
 
+    takes_images = True
+
     def _channels(self, input_shape):
         return require_image_shape(self, input_shape)[0]
 

@@ -115,3 +115,70 @@ def test_bad_sources_of_batches_are_named():
         model.fit([(x[:8], y[:8]), (x[:8, :5], y[:8])], verbose=0)
     with pytest.raises(ValueError, match="gave no batches in epoch 1"):
         model.fit(iter([]), verbose=0)
+
+
+# --- layer names and the channels-last hint ----------------------------------------------------
+
+
+def test_keras_layer_aliases_are_the_same_layers():
+    assert layers.MaxPooling2D is layers.MaxPool2D
+    assert layers.AveragePooling2D is layers.AvgPool2D
+    x = np.random.default_rng(4).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    act = layers.Activation("tanh")
+    np.testing.assert_allclose(act(x), np.tanh(x), rtol=1e-6)
+    assert layers.Activation("linear")(x) is x
+    with pytest.raises(ValueError, match="activation must be one of"):
+        layers.Activation("gelu")
+
+
+def test_global_average_pooling_is_the_mean_over_each_image(tmp_path):
+    x = np.random.default_rng(5).standard_normal((4, 3, 5, 7))
+    np.testing.assert_allclose(layers.GlobalAveragePooling2D()(x), x.mean(axis=(2, 3)),
+                               rtol=1e-12)
+    np.testing.assert_allclose(layers.GlobalAveragePooling2D(keepdims=True)(x),
+                               x.mean(axis=(2, 3), keepdims=True), rtol=1e-12)
+    with pytest.raises(ValueError, match="data_format must be 'channels_first'"):
+        layers.GlobalAveragePooling2D(data_format="channels_last")
+    model = nnkern.Sequential([layers.Input((1, 8, 8)), layers.Conv2D(4, 3, padding="same"),
+                               layers.GlobalAveragePooling2D(), layers.Activation("relu"),
+                               layers.Dense(10)])
+    assert model.output_shape == (None, 10)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    x8, y8 = data.load_digits()
+    model.fit(x8[:64], y8[:64], epochs=1, verbose=0)
+    path = tmp_path / "gap.npz"
+    model.save(path)
+    np.testing.assert_array_equal(nnkern.models.load_model(path).predict(x8[:8]),
+                                  model.predict(x8[:8]))
+
+
+@pytest.mark.parametrize("stack", [
+    # Input((1, 64, 24)) -> (16, 64, 24) -> MaxPool 8 -> (16, 8, 3): a map, not an image
+    [layers.Input((1, 64, 24)), layers.Conv2D(16, 3, padding="same", activation="relu"),
+     layers.MaxPool2D(8), layers.Conv2D(8, 3, padding="same"), layers.Flatten(),
+     layers.Dense(3)],
+    # Input((1, 100, 1)) -> (16, 98, 1) -> (16, 96, 1)
+    [layers.Input((1, 100, 1)), layers.Conv2D(16, (3, 1), activation="relu"),
+     layers.Conv2D(16, (3, 1)), layers.BatchNorm2D(), layers.Flatten(), layers.Dense(3)],
+])
+def test_inner_feature_maps_that_look_channels_last_build_and_train(stack):
+    model = nnkern.Sequential(stack)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    shape = model.input_shape[1:]
+    x = np.random.default_rng(6).standard_normal((12,) + shape).astype(np.float32)
+    history = model.fit(x, np.arange(12) % 3, batch_size=4, epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert model.predict(x).shape == (12, 3)
+
+
+def test_the_channels_last_hint_stays_on_the_model_input_and_can_be_turned_off():
+    with pytest.raises(ValueError, match=r"looks channels-last.*check_layout=False"):
+        nnkern.Sequential([layers.Input((16, 8, 3)), layers.Conv2D(4, 3)])
+    a = layers.Input((28, 28, 3))
+    with pytest.raises(ValueError, match=r"max_pool\w* \(MaxPool2D\) expects NCHW"):
+        layers.MaxPool2D(2)(a)  # functional graphs too
+    model = nnkern.Sequential([layers.Input((16, 8, 3), check_layout=False),
+                               layers.Conv2D(4, 3), layers.Flatten(), layers.Dense(2)])
+    assert model.output_shape == (None, 2)
+    again = nnkern.models.model_from_config(model.get_config())  # the choice is saved
+    assert again.output_shape == (None, 2)
