@@ -34,6 +34,7 @@ that is the current device), CUDA tensors on ``"cuda"``: the torch tensors' plac
 decides, as it does in torch.
 """
 
+import contextlib
 import inspect
 
 import numpy as np
@@ -41,7 +42,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from . import functional as F
-from .autograd import Tensor, enable_grad
+from .autograd import Tensor, set_grad_enabled
 from .autograd.rules import TABLE
 from .device import device as device_ctx
 from .device import get_device
@@ -60,43 +61,62 @@ def _backend(tensors):
     return current if current in _HOST_BACKENDS else "cpu"
 
 
+def _to_nnkern(t, name):
+    """The array under a torch tensor, without a copy: ``Tensor.numpy()`` on the host (a C
+    call; torch's Python-level ``__dlpack__`` costs about 10 us), CuPy through DLPack on a
+    GPU."""
+    t = t.detach()
+    return as_array(t, name) if t.is_cuda else t.numpy()
+
+
 def _to_torch(array):
     """A torch tensor on the memory of an nnkern result (NumPy or CuPy), without a copy."""
+    if isinstance(array, np.ndarray):
+        return torch.from_numpy(array)
     if isinstance(array, np.generic):  # a reduced loss may come back as a NumPy scalar
-        array = np.asarray(array)
+        return torch.from_numpy(np.asarray(array))
     return torch.from_dlpack(array)
+
+
+def _on(backend):
+    """The device context for ``backend``, or none when it is already the current one."""
+    return contextlib.nullcontext() if get_device() == backend else device_ctx(backend)
 
 
 class _Adapter(torch.autograd.Function):
     """The generic adapter; ``_make_function`` gives each op of the table its own subclass
-    (so a torch graph shows ``Conv2dBackward``-like names) with ``op`` and
-    ``differentiable`` set."""
+    (so a torch graph shows ``Conv2dBackward``-like names) with its ``rule`` set: the
+    object nnkern's own tape records the op with (``nnkern.functional.RULES``)."""
 
-    op = None
-    differentiable = ()
+    rule = None
 
     @classmethod
     def run_forward(cls, ctx, spec, tensors):
         names, static = spec
+        rule = cls.rule
         args = dict(static)
         leaves = []
         for name, t, wanted in zip(names, tensors, ctx.needs_input_grad[1:]):
-            array = as_array(t.detach(), f"{cls.op.__name__}: {name}")
-            if name in cls.differentiable:
+            array = _to_nnkern(t, f"{rule.name}: {name}")
+            if name in rule.differentiable:
                 leaf = Tensor(array, requires_grad=bool(wanted))
                 leaves.append(leaf)
                 args[name] = leaf
             else:
                 if wanted:
                     raise ValueError(
-                        f"nnkern.torch.{cls.op.__name__}: {name} requires grad, but nnkern "
-                        f"gives gradients only for {cls.differentiable}; pass {name}.detach()"
+                        f"nnkern.torch.{rule.name}: {name} requires grad, but nnkern gives "
+                        f"gradients only for {rule.differentiable}; pass {name}.detach()"
                     )
                 leaves.append(None)
                 args[name] = array
         backend = _backend(tensors)
-        with device_ctx(backend), enable_grad():
-            out = cls.op(**args)
+        previous = set_grad_enabled(True)  # torch runs forward under its no_grad, not ours
+        try:
+            with _on(backend):
+                out = rule.apply((), args)
+        finally:
+            set_grad_enabled(previous)
         outs = out if isinstance(out, tuple) else (out,)
         ctx.nnkern = (backend, outs[0], leaves)
         ctx.save_for_backward(*[t for t, leaf in zip(tensors, leaves) if leaf is not None])
@@ -112,8 +132,8 @@ class _Adapter(torch.autograd.Function):
         backend, out, leaves = ctx.nnkern
         grads_in = [None] * len(leaves)
         if out.requires_grad:
-            g = as_array(grads[0], "grad_output")
-            with device_ctx(backend):
+            g = _to_nnkern(grads[0], "grad_output")
+            with _on(backend):
                 # the tape is ctx's alone: keep it for a torch backward with retain_graph
                 out.backward(g, retain_graph=True)
             for i, leaf in enumerate(leaves):
@@ -125,15 +145,12 @@ class _Adapter(torch.autograd.Function):
 
 def _make_function(name):
     """The ``torch.autograd.Function`` of F op ``name``, from its row of the table."""
-    op = getattr(F, name)
-
     def forward(ctx, spec, *tensors):
         return cls.run_forward(ctx, spec, tensors)
 
     title = "".join(part.capitalize() for part in name.split("_"))
     cls = type(title, (_Adapter,), {
-        "op": staticmethod(op), "differentiable": TABLE[name][0],
-        "forward": staticmethod(forward),
+        "rule": F.RULES[name], "forward": staticmethod(forward),
         "__doc__": f"``nnkern.functional.{name}`` as a torch autograd Function; gradients "
                    f"for {TABLE[name][0]}.",
     })

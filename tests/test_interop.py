@@ -197,3 +197,25 @@ def test_a_missing_cupy_says_how_to_install_the_gpu_extra(monkeypatch):
     with pytest.raises(ModuleNotFoundError, match=r"_OnTheGPU from the GPU needs CuPy.*"
                                                   r"nnkern\[cuda\]"):
         nnkern.to_numpy(_OnTheGPU())
+
+
+def test_the_readme_interop_section_runs(tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = text.index("## Interop")
+    section = text[start:text.find("\n## ", start + 1)]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    assert len(blocks) == 3
+    monkeypatch.chdir(tmp_path)  # the weights file lands here
+    scope = {"nnkern": nnkern, "layers": layers}
+    for block in blocks:
+        exec(block, scope)  # noqa: S102
+    assert scope["net"].conv1.weight.grad is not None
+    np.testing.assert_array_equal(scope["back"].numpy(), scope["y"])
+    with torch.no_grad():
+        expected = scope["net"](scope["x"]).numpy()
+    np.testing.assert_allclose(scope["model"].predict(scope["x"].numpy()), expected,
+                               rtol=1e-4, atol=1e-5)
+    assert (tmp_path / "lenet.safetensors").exists()

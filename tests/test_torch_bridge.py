@@ -263,3 +263,20 @@ def test_arguments_without_an_nnkern_kernel_are_refused(make, match):
 def test_blur_pool_checks_its_channels():
     with pytest.raises(ValueError, match=r"BlurPool2d\(4\) takes \(N, 4, H, W\).*\(1, 3, 8, 8\)"):
         nt.BlurPool2d(4)(torch.zeros(1, 3, 8, 8))
+
+
+def test_the_torch_lenet_example_trains_like_pure_torch():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "torch_lenet.py"
+    spec = importlib.util.spec_from_file_location("example_torch_lenet", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    out = example.main(num_epochs=2, verbose=False)
+    (torch_acc, torch_ms), (ours_acc, ours_ms) = (out["results"]["pure torch"],
+                                                  out["results"]["torch + nnkern.torch"])
+    assert torch_acc > 0.75  # two epochs of LeNet-5 on the digits
+    assert abs(ours_acc - torch_acc) <= 0.02  # same start, same batches, same math
+    assert out["same"] == out["n_test"]  # the weights predict alike in nnkern's Sequential
+    assert torch_ms > 0 and ours_ms > 0
