@@ -55,7 +55,7 @@ class LeNet(torch.nn.Module):
         return self.fc3(torch.relu(self.fc2(x)))
 
 
-def keras_lenet():
+def keras_lenet(seed=0):
     """The same network in nnkern's layers, named like LeNet's modules."""
     return nnkern.Sequential([
         layers.Input((1, 28, 28)),
@@ -67,7 +67,7 @@ def keras_lenet():
         layers.Dense(120, activation="relu", name="fc1"),
         layers.Dense(84, activation="relu", name="fc2"),
         layers.Dense(10, name="fc3"),
-    ])
+    ], seed=seed)
 
 
 def load():

@@ -219,3 +219,14 @@ def test_the_readme_interop_section_runs(tmp_path, monkeypatch):
     np.testing.assert_allclose(scope["model"].predict(scope["x"].numpy()), expected,
                                rtol=1e-4, atol=1e-5)
     assert (tmp_path / "lenet.safetensors").exists()
+
+
+def test_import_nnkern_imports_neither_torch_nor_safetensors():
+    import subprocess
+
+    code = ("import sys, nnkern, nnkern.functional, nnkern.layers, nnkern.models, "
+            "nnkern.interop; print(sorted(m for m in ('torch', 'safetensors') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, check=True)
+    assert out.stdout.strip() == "[]", out.stderr

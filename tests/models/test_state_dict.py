@@ -1,6 +1,9 @@
 """Weights in PyTorch's names and layouts: state_dict round trips, a torch LeNet's weights in
 nnkern, safetensors files, and the save-path rules (issue 11 item 3)."""
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -10,35 +13,20 @@ from nnkern import callbacks, layers, models
 torch = pytest.importorskip("torch")  # the torch cases need torch; CI installs it (.ci/run)
 
 
-def _lenet(seed=0):
-    """LeNet-5 with the layer names of ``TorchLeNet``'s modules."""
-    return nnkern.Sequential([
-        layers.Input((1, 28, 28)),
-        layers.Conv2D(6, 5, padding=2, activation="relu", name="conv1"),
-        layers.MaxPool2D(2),
-        layers.Conv2D(16, 5, activation="relu", name="conv2"),
-        layers.MaxPool2D(2),
-        layers.Flatten(),
-        layers.Dense(120, activation="relu", name="fc1"),
-        layers.Dense(84, activation="relu", name="fc2"),
-        layers.Dense(10, name="fc3"),
-    ], seed=seed)
+def _example():
+    """examples/torch_lenet.py: its torch LeNet and the same net in nnkern's layers."""
+    path = Path(__file__).resolve().parents[2] / "examples" / "torch_lenet.py"
+    spec = importlib.util.spec_from_file_location("example_torch_lenet", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-class TorchLeNet(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(1, 6, 5, padding=2)
-        self.conv2 = torch.nn.Conv2d(6, 16, 5)
-        self.fc1 = torch.nn.Linear(400, 120)
-        self.fc2 = torch.nn.Linear(120, 84)
-        self.fc3 = torch.nn.Linear(84, 10)
+EXAMPLE = _example()
+TorchLeNet = EXAMPLE.LeNet
 
-    def forward(self, x):
-        x = torch.max_pool2d(torch.relu(self.conv1(x)), 2)
-        x = torch.max_pool2d(torch.relu(self.conv2(x)), 2)
-        x = torch.relu(self.fc1(x.flatten(1)))
-        return self.fc3(torch.relu(self.fc2(x)))
+
+_lenet = EXAMPLE.keras_lenet  # LeNet-5 in nnkern's layers, named like TorchLeNet's modules
 
 
 def _digits28(n=200):
