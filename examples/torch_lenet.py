@@ -22,13 +22,14 @@ batch 64, Adam 1e-3, 23 steps per epoch):
     nnkern Sequential with the nnkern.torch weights: same class for 359/359 test images
 """
 
+# nnkern first: it makes idle OpenMP threads sleep (OMP_WAIT_POLICY=passive) before torch
+# starts its own, so neither library's threads spin while the other computes
+import nnkern  # noqa: I001
+
 import time
 
-import numpy as np
-
-import nnkern  # first: it makes idle OpenMP threads sleep before torch starts its own
-
 import numba
+import numpy as np
 import torch
 
 import nnkern.torch as nt
