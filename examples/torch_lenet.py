@@ -14,8 +14,8 @@ same class for every test image.
 
     python examples/torch_lenet.py
 
-Measured (2-vCPU Intel Xeon, AVX-512, shared; torch 2.13 CPU, 2 threads each; 12 epochs,
-batch 64, Adam 1e-3, 23 steps per epoch):
+Expected result (measured on the 2-vCPU Intel Xeon, AVX-512, shared with other jobs;
+torch 2.13 CPU, 2 threads each; 12 epochs, batch 64, Adam 1e-3, 23 steps per epoch):
 
     pure torch:               test accuracy 0.978, 9.9 ms/step
     torch + nnkern.torch:     test accuracy 0.978, 7.9 ms/step (1.25x torch's speed)

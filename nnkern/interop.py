@@ -25,14 +25,15 @@ received and the types accepted (``ACCEPTED``).
 import numpy as np
 
 from .autograd.tensor import Tensor
-from .device import _DL_CPU, _DL_CUDA_HOST, _dlpack_device_type, _is_cupy, to_gpu
+from .device import _DL_CPU, _DL_CUDA_HOST, _dlpack_device_type, _is_cupy, array_module, to_gpu
 
 ACCEPTED = ("numpy.ndarray, cupy.ndarray, nnkern.Tensor, or an array exporting __dlpack__ or "
             "__cuda_array_interface__ (torch.Tensor, jax.Array, a Numba device array)")
 
 # Argument types an F op takes as they are: the boundary looks at nothing else. CuPy's
-# ndarray joins the set the first time one passes (no CuPy import here).
-PLAIN_TYPES = {np.ndarray, int, float, bool, str, type(None), tuple, np.float32, np.float64,
+# ndarray joins the set the first time one passes (no CuPy import here). Tuples and lists
+# are not in it: the optimizer steps take lists (or tuples) of arrays or Tensors.
+PLAIN_TYPES = {np.ndarray, int, float, bool, str, type(None), np.float32, np.float64,
                np.int32, np.int64, np.bool_}
 
 
@@ -45,7 +46,7 @@ def type_name(x):
 
 def not_an_array(name, x):
     """The message for an argument that should be an array and is not."""
-    return f"{name} must be an array ({ACCEPTED}), got {type_name(x)}"
+    return f"{name} must be an array, got {type_name(x)} (accepted: {ACCEPTED})"
 
 
 def is_foreign_array(x):
@@ -65,9 +66,12 @@ def as_array(x, name="x"):
     >>> as_array([1.0], "x")
     Traceback (most recent call last):
     ...
-    TypeError: x must be an array (numpy.ndarray, cupy.ndarray, nnkern.Tensor, or an array \
-exporting __dlpack__ or __cuda_array_interface__ (torch.Tensor, jax.Array, a Numba device \
-array)), got list
+    TypeError: x must be an array, got list (accepted: numpy.ndarray, cupy.ndarray, \
+nnkern.Tensor, or an array exporting __dlpack__ or __cuda_array_interface__ (torch.Tensor, \
+jax.Array, a Numba device array))
+
+    GPU memory is converted (to CuPy) only when the current backend is "cuda"; on a host
+    backend a GPU array stays as it is, so the op's device check names it.
     """
     if isinstance(x, np.ndarray):
         return x
@@ -81,6 +85,8 @@ array)), got list
         kind = _dlpack_device_type(x)
         if kind in (_DL_CPU, _DL_CUDA_HOST):
             return np.from_dlpack(x)
+        if array_module() is np:
+            return x  # GPU memory on a host backend: the op's device check names it
         return to_gpu(x)
     except (BufferError, RuntimeError, TypeError, ValueError) as exc:
         dtype = getattr(x, "dtype", None)

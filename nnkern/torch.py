@@ -170,9 +170,10 @@ def _make_op(name, function):
 
     op.__name__ = op.__qualname__ = name
     op.__signature__ = inspect.signature(rule.forward)
+    summary = (inspect.getdoc(rule.forward) or "").split("\n\n")[0]  # F's examples are F's
     op.__doc__ = (f"``nnkern.functional.{name}`` on torch tensors, differentiable in "
-                  f"{TABLE[name][0]} through torch's autograd.\n\n"
-                  f"{inspect.getdoc(rule.forward) or ''}")
+                  f"{TABLE[name][0]} through torch's autograd (returns torch tensors).\n\n"
+                  f"{summary}")
     return op
 
 
