@@ -98,7 +98,8 @@ def resume(out, ckpt, csv, kill_epoch=None, kill_step=None):
     model = build("adam_dropout", seed=0 if rank == 0 else 5)
     # only rank 0 keeps checkpoints and logs: the others get paths that must stay unused
     suffix = "" if rank == 0 else f".rank{rank}-must-not-exist"
-    cbs = [callbacks.ModelCheckpoint(ckpt + suffix, resume=True),
+    ckpt_path = ckpt + suffix + (".npz" if suffix else "")  # a checkpoint is an .npz
+    cbs = [callbacks.ModelCheckpoint(ckpt_path, resume=True),
            callbacks.CSVLogger(csv + suffix), callbacks.ReduceLROnPlateau("loss", patience=1)]
     if kill_epoch is not None:
         cbs.append(_KillBoth(int(kill_epoch), int(kill_step)))
