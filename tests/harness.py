@@ -18,6 +18,7 @@ may pass a larger ``rtol`` with a comment saying why.
 """
 
 import numpy as np
+import pytest
 
 import nnkern
 import nnkern.functional as F
@@ -168,3 +169,133 @@ def check_gradients(op, inputs, kwargs=None, wrt=None, eps=1e-6, rtol=1e-6, seed
     for i in wrt:
         numeric = numerical_gradient(loss, inputs[i], eps)
         assert_close(grads[i], numeric, np.float64, f"{op} d/d(input {i})", rtol)
+
+
+# --- NaN and inf: PyTorch's semantics, the one rule every backend is held to ----------------
+
+# Issue 12 items 2-4 on CUDA are fixed on the CUDA kernels' branch with the same rules; until
+# that lands, the cuda cases of the tests that hold it to them are strict xfails (strict: the
+# mark must go, here, with the fix).
+NAN_RULE_BACKENDS = [
+    b if b != "cuda" else pytest.param(b, marks=pytest.mark.xfail(
+        strict=True, reason="CUDA side of issue 12 items 2-4: fixed on the cuda branch"))
+    for b in BACKENDS
+]
+
+
+def assert_nonfinite_rule(actual, expected, dtype, what="value", rtol=None):
+    """PyTorch's semantics for NaN and inf, the rule for every backend: ``actual`` has NaN
+    exactly where ``expected`` has NaN, +inf and -inf exactly where it has them, and the
+    finite elements meet the tolerance rule of ``assert_close``.
+
+    ``expected`` is PyTorch's answer, or the float64 reference once it has been held to
+    PyTorch's answer (``check_nonfinite`` does both).
+    """
+    if expected is None or actual is None:
+        assert actual is None and expected is None, f"{what}: one of actual/expected is None"
+        return
+    actual = np.asarray(to_numpy(actual))
+    expected = np.asarray(expected)
+    assert actual.shape == expected.shape, (
+        f"{what}: shape {actual.shape} != expected {expected.shape}"
+    )
+    for kind, where in (("NaN", np.isnan), ("+inf", np.isposinf), ("-inf", np.isneginf)):
+        differ = where(actual) != where(expected)
+        if differ.any():
+            i = tuple(int(k) for k in np.argwhere(differ)[0])
+            raise AssertionError(
+                f"{what}: {int(differ.sum())} elements differ in being {kind}; first at {i}: "
+                f"got {actual[i]!r}, expected {expected[i]!r} (PyTorch's NaN/inf semantics)"
+            )
+    finite = np.isfinite(expected)
+    assert_close(actual[finite], expected[finite], dtype, what, rtol)
+
+
+def _torch_linear(torch, x, w, b=None, activation=None):
+    y = torch.nn.functional.linear(x, w, b)
+    return torch.relu(y) if activation == "relu" else y
+
+
+def _torch_blur(torch, x, filt_size=3, stride=2):
+    from nnkern.kernels.pool.reference import binomial_filter, blur_pads
+    C = x.shape[1]
+    p0, p1 = blur_pads(filt_size)
+    a = torch.tensor(binomial_filter(filt_size), dtype=x.dtype)
+    w = torch.outer(a, a).expand(C, 1, filt_size, filt_size)
+    xp = torch.nn.functional.pad(x, (p0, p1, p0, p1), mode="reflect")
+    return torch.nn.functional.conv2d(xp, w, stride=stride, groups=C)
+
+
+def _torch_max_blur(torch, x, kernel_size=2, filt_size=3, stride=2):
+    m = torch.nn.functional.max_pool2d(x, kernel_size, stride=1)
+    return _torch_blur(torch, m, filt_size, stride)
+
+
+def _torch_dropout(torch, x, p, training=True, seed=0):
+    # torch's formula, x * mask / (1 - p), with nnkern's mask (torch draws its own)
+    with nnkern.device("numpy"):
+        keep = F.dropout(np.ones(tuple(x.shape)), p, training, seed) != 0
+    return x * torch.tensor(keep, dtype=x.dtype) / (1 - p)
+
+
+def _torch_softmax_ce(torch, logits, labels, reduction="mean", label_smoothing=0.0):
+    return torch.nn.functional.cross_entropy(logits, labels, reduction=reduction,
+                                             label_smoothing=label_smoothing)
+
+
+# op -> torch(torch, *tensors, **kwargs): what PyTorch computes for the same call; its
+# gradients come from autograd. The oracles of check_nonfinite.
+TORCH_ORACLES = {
+    "relu": lambda torch, x: torch.relu(x),
+    "sigmoid": lambda torch, x: torch.sigmoid(x),
+    "tanh": lambda torch, x: torch.tanh(x),
+    "dropout": _torch_dropout,
+    "linear": _torch_linear,
+    "blur_pool2d": _torch_blur,
+    "max_blur_pool2d": _torch_max_blur,
+    "softmax_cross_entropy": _torch_softmax_ce,
+}
+
+
+def torch_answer(op, inputs, kwargs, grad_out):
+    """PyTorch's outputs and gradients (float64) of ``F.<op>(*inputs, **kwargs)``, or None
+    when torch does not import. Gradients are None for inputs that are not float arrays."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    tensors = [torch.tensor(x, requires_grad=x.dtype.kind == "f")
+               if isinstance(x, np.ndarray) else x for x in inputs]
+    out = TORCH_ORACLES[op](torch, *tensors, **kwargs)
+    wrt = [t for t in tensors if getattr(t, "requires_grad", False)]
+    grads = torch.autograd.grad(out, wrt, torch.tensor(grad_out))
+    grads = iter(g.numpy() for g in grads)
+    return out.detach().numpy(), [next(grads) if getattr(t, "requires_grad", False) else None
+                                  for t in tensors]
+
+
+def check_nonfinite(op, inputs, backend, dtype, kwargs=None, grad_out=None, rtol=None):
+    """Hold ``F.<op>`` on ``backend`` to PyTorch's NaN/inf semantics for inputs (and a
+    ``grad_out``) that hold NaN or inf.
+
+    The numpy reference in float64 is first held to PyTorch's answer
+    (``TORCH_ORACLES``, where torch imports), then the backend in ``dtype`` to the
+    reference, both under ``assert_nonfinite_rule``. Returns the backend's
+    ``(outputs, grads)``.
+    """
+    kwargs = kwargs or {}
+    ref_outs, ref_grads, _ = run_op(op, inputs, "numpy", np.float64, kwargs, grad_out)
+    torch_result = torch_answer(op, [_cast(x, np.float64) for x in inputs], kwargs, grad_out)
+    if torch_result is not None:
+        out_t, grads_t = torch_result
+        assert_nonfinite_rule(ref_outs[0], out_t, np.float64, f"{op}[numpy] vs torch")
+        for i, (g, gt) in enumerate(zip(ref_grads, grads_t)):
+            if gt is not None:
+                assert_nonfinite_rule(g, gt, np.float64, f"{op}_backward[numpy] grad {i} vs torch")
+    outs, grads, _ = run_op(op, inputs, backend, dtype, kwargs, grad_out)
+    for i, (o, r) in enumerate(zip(outs, ref_outs)):
+        assert_nonfinite_rule(o, r, dtype, f"{op}[{backend},{np.dtype(dtype)}] output {i}", rtol)
+    for i, (g, r) in enumerate(zip(grads, ref_grads)):
+        assert_nonfinite_rule(g, r, dtype, f"{op}_backward[{backend},{np.dtype(dtype)}] grad {i}",
+                              rtol)
+    return outs, grads

@@ -1,12 +1,17 @@
 """Element-wise ops, NumPy reference: the oracle for the cpu and cuda backends.
 
-    relu      y = max(x, 0)                     dx = g * (x > 0)
+    relu      y = max(x, 0)                     dx = 0 if x <= 0 else g
     sigmoid   y = 1 / (1 + exp(-x))             dx = g * y * (1 - y)
     tanh      y = tanh(x)                       dx = g * (1 - y^2)
     softmax   y = exp(x - lse(x)) along L       dx = y * (g - sum_L(g * y))
     log_softmax y = x - lse(x) along L          dx = g - exp(y) * sum_L(g)
     bias_add  y[n, c, s] = x[n, c, s] + b[c]    db[c] = sum_{n, s} g[n, c, s]
-    dropout   y = x * keep / (1 - p),  keep = hash(seed, i) >= p * 2^32
+    dropout   y = x * keep * scale,  keep = (hash(seed, i) >= p * 2^32) in {0, 1},
+              scale = 1 / (1 - p)
+
+NaN and inf follow PyTorch: relu's backward selects on x (a NaN x passes g, a NaN g
+where x <= 0 gives 0), and dropout multiplies by its mask instead of writing 0, so
+a dropped NaN or inf stays NaN (as torch's ``x * mask / (1 - p)``).
 
 Layouts are those of the family's ``__init__``: flat (n,), (A, L, B) for the
 softmaxes, (N, C, S) for bias_add. Every kernel writes into given outputs.
@@ -23,8 +28,8 @@ def relu_forward(x, y):
 
 
 def relu_backward(g, x, dx):
-    """dx (n,) = g where x > 0, else 0 (torch's choice at x == 0)."""
-    dx[...] = np.where(x > 0, g, 0)
+    """dx (n,) = 0 where x <= 0, else g (torch's select: 0 at x == 0, g where x is NaN)."""
+    dx[...] = np.where(x <= 0, 0, g)
 
 
 def sigmoid_forward(x, y):
@@ -102,10 +107,12 @@ def dropout_hash(seed, n):
 
 
 def dropout_apply(x, y, threshold, scale, seed):
-    """y (n,) = x * scale where hash(seed, i) >= threshold, else 0.
+    """y (n,) = x * keep * scale, keep = 1 where hash(seed, i) >= threshold, else 0.
 
     threshold = floor(p * 2^32) (see ``dropout_threshold``), scale = 1 / (1 - p)
-    in x's dtype, seed an integer in [0, 2^64). Forward on x, backward on g.
+    in x's dtype, seed an integer in [0, 2^64). Forward on x, backward on g. A product,
+    not a select: a dropped NaN or inf gives NaN, as in torch.
     """
-    keep = dropout_hash(seed, x.shape[0]) >= np.uint64(threshold)
-    y[...] = np.where(keep, x * x.dtype.type(scale), x.dtype.type(0))
+    keep = (dropout_hash(seed, x.shape[0]) >= np.uint64(threshold)).astype(x.dtype)
+    with np.errstate(invalid="ignore"):           # inf * 0 = NaN is the answer, no warning
+        y[...] = x * keep * x.dtype.type(scale)

@@ -557,7 +557,7 @@ def linear_grad_out_kernel(g, y, dy, db, relu):
     for i in range(N):
         for j in range(OUT):
             v = g[i, j]
-            if relu and not y[i, j] > 0:
+            if relu and y[i, j] <= 0:   # torch's select: a NaN output passes g
                 v = 0
             dy[i, j] = v
             total[j] += v
@@ -566,5 +566,5 @@ def linear_grad_out_kernel(g, y, dy, db, relu):
 
 
 def linear_grad_out(g, y, dy, db, relu):
-    """dy = g * (y > 0) (or g); db = column sums of dy."""
+    """dy = 0 where y <= 0, else g (or g); db = column sums of dy."""
     linear_grad_out_kernel(g, y, dy, db, bool(relu))

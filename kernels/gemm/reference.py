@@ -42,13 +42,16 @@ def linear(x, w, bias, y, relu):
 
 
 def linear_grad_out(g, y, dy, db, relu):
-    """Gradient through the fused epilogue: dy = g * (y > 0) (or g), db = dy summed over rows.
+    """Gradient through the fused epilogue: dy = 0 where y <= 0, else g (or g), db = dy
+    summed over rows.
 
     g, y, dy are (N, OUT), db is (OUT,). ``y`` is the forward output (after relu), so
-    ``y > 0`` is exactly where the relu passed its input (torch's convention at 0).
+    ``y <= 0`` is exactly where the relu blocked its input (torch's convention at 0). A
+    select, not ``g * (y > 0)``: a NaN in g where y <= 0 gives 0, and a NaN y passes g,
+    as torch's relu backward does.
     """
     if relu:
-        np.multiply(g, y > 0, out=dy)
+        dy[...] = np.where(y <= 0, 0, g)
     else:
         dy[...] = g
     np.sum(dy, axis=0, out=db)

@@ -152,21 +152,28 @@ def blur_pool2d_forward(x, y, filt_size, SH, SW):
     y[...] = total
 
 
-def reflect_matrix(H, filt_size):
-    """P (H + p0 + p1, H) with padded = P @ plane: row p is one-hot at the source row of p.
-
-    Reflect padding is linear, so its backward is P.T: a padded cell's gradient
-    goes back to the input cell it was copied from.
-    """
+def reflect_source(H, filt_size):
+    """src (H + p0 + p1,): the input row that each row of the reflect-padded plane copies."""
     p0, p1 = blur_pads(filt_size)
     src = np.abs(np.arange(-p0, H + p1))  # reflect at the top edge: -i -> i
-    src = np.where(src > H - 1, 2 * (H - 1) - src, src)  # and at the bottom edge
-    return (src[:, None] == np.arange(H)[None, :]).astype(np.float64)
+    return np.where(src > H - 1, 2 * (H - 1) - src, src)  # and at the bottom edge
+
+
+def _fold(gp, src, axis, size):
+    """Backward of reflect padding along ``axis``: each padded cell's gradient is added to
+    the cell it was copied from (an index fold; a product with the 0/1 reflection matrix
+    would spread a NaN of grad_out over whole rows, since 0 * NaN is NaN)."""
+    out = np.zeros(gp.shape[:axis] + (size,) + gp.shape[axis + 1:], dtype=gp.dtype)
+    np.add.at(np.moveaxis(out, axis, 0), src, np.moveaxis(gp, axis, 0))
+    return out
 
 
 def blur_pool2d_backward(grad_out, dx, filt_size, SH, SW):
     """Spread each grad_out through the filter taps onto the padded grid, then fold the
-    reflected border back onto the input.  grad_out (N,C,OH,OW) -> dx (N,C,H,W)."""
+    reflected border back onto the input.  grad_out (N,C,OH,OW) -> dx (N,C,H,W).
+
+    A NaN or inf in grad_out reaches exactly the input cells its (nonzero) taps touch,
+    as in torch's transposed convolution."""
     N, C, H, W = dx.shape
     OH, OW = grad_out.shape[2:]
     p0, p1 = blur_pads(filt_size)
@@ -175,7 +182,8 @@ def blur_pool2d_backward(grad_out, dx, filt_size, SH, SW):
     for r in range(filt_size):
         for s in range(filt_size):
             _taps(gp, r, s, OH, OW, SH, SW)[...] += (a[r] * a[s]) * grad_out
-    dx[...] = reflect_matrix(H, filt_size).T @ gp @ reflect_matrix(W, filt_size)
+    dx[...] = _fold(_fold(gp, reflect_source(H, filt_size), 2, H),
+                    reflect_source(W, filt_size), 3, W)
 
 
 # ----------------------------------------------------------------------------

@@ -21,8 +21,10 @@ import numpy as np
 
 
 def _shifted_logits(logits):
-    # logits (N, C) -> z = x - max(x) (N, C), log-sum-exp of z (N,)
-    z = logits - logits.max(axis=1, keepdims=True)
+    # logits (N, C) -> z = x - max(x) (N, C), log-sum-exp of z (N,). A z that overflows to
+    # -inf (float32 logits of -3e38 against +3e38) has exp(z) = 0, the right answer.
+    with np.errstate(over="ignore"):
+        z = logits - logits.max(axis=1, keepdims=True)
     log_sum = np.log(np.exp(z).sum(axis=1))
     return z, log_sum
 
