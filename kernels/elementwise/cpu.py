@@ -24,7 +24,7 @@ while it sits in cache.
                  ``log``). An axis that is not the last one (B > 1) is transposed to
                  rows and back by NumPy (two copies): one kernel pair to read and to
                  compile instead of a second, strided one.
-    bias_add     forward by rows of channel planes; backward db by channel in
+    bias_add     forward by samples of (C, S) planes; backward db by channel in
                  prange (4-D, no shared writes) or one serial pass (2-D).
     dropout      the splitmix64 hash of (seed, i), the same integer arithmetic as
                  the reference, so the mask is bit-identical; y = x * keep * scale in
@@ -392,31 +392,30 @@ def log_softmax_backward(g, y, dx):
 
 
 @njit(cache=True)
-def _bias_add_row(x, b, y):
-    # x, y (C * S,): one sample's channel planes, b (C,)
-    C = b.shape[0]
-    S = x.shape[0] // C
+def _bias_add_sample(x, b, y):
+    # x, y (C, S): one sample's channel planes, b (C,)
+    C, S = x.shape
     for c in range(C):
         for s in range(S):
-            y[c * S + s] = x[c * S + s] + b[c]
+            y[c, s] = x[c, s] + b[c]
 
 
 @njit(parallel=True, cache=True)
 def _bias_add(x, b, y):
-    # x, y (N, C * S), b (C,): one sample per iteration
+    # x, y (N, C, S), b (C,): one sample per iteration. The sizes come from the shape,
+    # never from a division by C (C = 0 is a valid, empty call).
     N = x.shape[0]
     if x.size < SERIAL_BELOW:
         for n in range(N):
-            _bias_add_row(x[n], b, y[n])
+            _bias_add_sample(x[n], b, y[n])
     else:
         for n in prange(N):
-            _bias_add_row(x[n], b, y[n])
+            _bias_add_sample(x[n], b, y[n])
 
 
 def bias_add_forward(x, b, y):
     """y (N, C, S) = x + b[c]."""
-    N, C, S = x.shape
-    _bias_add(x.reshape(N, C * S), b, y.reshape(N, C * S))
+    _bias_add(x, b, y)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)

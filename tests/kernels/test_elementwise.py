@@ -129,6 +129,21 @@ def test_bias_add(backend, dtype):
         check_op("bias_add", [x, b], backend, dtype, rtol=rtol)
 
 
+@pytest.mark.parametrize("shape", [(2, 0, 3, 3), (0, 3, 2, 2), (2, 3, 0, 4), (3, 0), (0, 4)])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bias_add_empty(backend, shape):
+    # issue 12 item 7: no channels (C = 0) raised ZeroDivisionError on cpu
+    x = np.ones(shape, np.float32)
+    b = np.arange(shape[1], dtype=np.float32)
+    with nnkern.device(backend):
+        y = F.bias_add(nnkern.to_device(x), nnkern.to_device(b))
+        dx, db = F.bias_add_backward(nnkern.to_device(x), nnkern.to_device(x),
+                                     nnkern.to_device(b))
+    assert y.shape == dx.shape == shape and db.shape == (shape[1],)
+    np.testing.assert_array_equal(nnkern.to_numpy(db), x.sum(axis=tuple(
+        i for i in range(x.ndim) if i != 1)))
+
+
 @pytest.mark.parametrize(
     "op,kwargs",
     [("relu", {}), ("sigmoid", {}), ("tanh", {}), ("softmax", {"axis": 1}),
