@@ -29,6 +29,7 @@ Randomness: every function that draws takes ``seed``, an int, ``None`` or a
 """
 
 import gzip
+import math
 import os
 from pathlib import Path
 
@@ -208,7 +209,9 @@ def load_idx(path):
         )
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     dtype = _IDX_TYPES[code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    # Python ints: a header may claim up to (2^32 - 1)^255 items, which int64 would wrap
+    # (even onto the real file length, letting a wrong shape through to reshape)
+    expected = math.prod(shape) * dtype.itemsize
     got = len(raw) - header
     if got != expected:
         raise ValueError(

@@ -125,6 +125,11 @@ def test_save_idx_load_idx_round_trip(tmp_path, dtype, name):
     (b"\x00\x00\x08\x03\x00\x00\x00\x01", "truncated header"),
     (b"\x00\x00\x08\x01\x00\x00\x00\x03\x05\x06", "needs 3 bytes, file has 2"),
     (b"\x00\x00\x0c\x01\x00\x00\x00\x01\x05\x06\x07\x08\x09", "needs 4 bytes, file has 5"),
+    # issue 12 item 10: (2^32 - 1)^3 items overflowed the int64 size check
+    (b"\x00\x00\x08\x03" + b"\xff" * 12 + b"\x01",
+     f"needs {(2**32 - 1) ** 3} bytes, file has 1"),
+    # and a size that wraps to the file length (2^64 = 0 bytes) got through to reshape
+    (b"\x00\x00\x08\x04" + b"\x00\x01\x00\x00" * 4, f"needs {2**64} bytes, file has 0"),
 ])
 def test_load_idx_errors(tmp_path, raw, match):
     p = tmp_path / "bad.idx"
