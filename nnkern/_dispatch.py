@@ -2,12 +2,18 @@
 
 A backend module is loaded on first use and checked against the family's
 ``KERNELS`` list; a missing kernel is an error right there, never a silent
-fallback to another backend.
+fallback to another backend. Under Numba's workqueue threading layer the CPU
+modules come back serialised across Python threads (``nnkern._threads``), and
+a damaged Numba cache file of a kernel is recompiled, not fatal
+(``nnkern._numba_cache``, installed here, before any kernel loads).
 """
 
 import importlib
 
+from . import _numba_cache, _threads
 from .device import get_device
+
+_numba_cache.install()
 
 _BACKEND_MODULE = {"numpy": "reference", "cpu": "cpu", "cuda": "cuda"}
 _loaded = {}
@@ -45,5 +51,7 @@ def kernels(family, backend=None):
         raise BackendError(
             f"backend '{backend}' of kernel family '{family}' lacks kernels: {', '.join(missing)}"
         )
+    if backend == "cpu":
+        module = _threads.serialised(module, family_pkg.KERNELS)
     _loaded[key] = module
     return module
