@@ -293,9 +293,18 @@ def _rows_backward(g, x, gamma, running_mean, running_var, dx, dgamma, dbeta, tr
 # --- the KERNELS entry points ------------------------------------------------------------
 
 
+def _writable(v):
+    # Numba types a kernel's every branch: kernel 1 writes the running statistics in its
+    # training branch, so a read-only array (valid when they are only read: eval, and
+    # every backward) would not compile. A (C,) copy is the stand-in.
+    return v if v.flags.writeable else v.copy()
+
+
 def batch_norm_forward(x, gamma, beta, running_mean, running_var, y, training, momentum, eps):
     """y = gamma * (x - mean) / sqrt(var + eps) + beta per channel; updates the running
     statistics in place when training. x, y (N, C, L); the others (C,)."""
+    if not training:
+        running_mean, running_var = _writable(running_mean), _writable(running_var)
     if x.shape[2] < ROW_MIN_L:
         _rows_forward(x, gamma, beta, running_mean, running_var, y, bool(training),
                       float(momentum), float(eps))
@@ -309,6 +318,7 @@ def batch_norm_backward(g, x, gamma, running_mean, running_var, dx, dgamma, dbet
                         eps):
     """dx (N, C, L), dgamma, dbeta (C,) of batch_norm_forward; running statistics are read in
     eval and never written."""
+    running_mean, running_var = _writable(running_mean), _writable(running_var)
     if x.shape[2] < ROW_MIN_L:
         _rows_backward(g, x, gamma, running_mean, running_var, dx, dgamma, dbeta,
                        bool(training), float(eps))

@@ -153,21 +153,27 @@ def int_pair(value, name, minimum, maximum=MAX_INT):
     return pair
 
 
-def real_number(value, name, lo=None, hi=None, lo_open=False, hi_open=False):
+def real_number(value, name, lo=None, hi=None, lo_open=False, hi_open=False, expected=None):
     """Check ``value`` is a finite real number (not a bool) within the given bounds; return
-    it as a float. NaN and inf are refused: they would silently poison every result."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-    if ok:
-        v = float(value)
-        ok = math.isfinite(v)
-        if ok and lo is not None:
-            ok = v > lo if lo_open else v >= lo
-        if ok and hi is not None:
-            ok = v < hi if hi_open else v <= hi
+    it as a float. NaN and inf are refused: they would silently poison every result.
+
+    The message says ``{name} must {expected}, got {value!r}``; ``expected`` defaults to
+    "be a number in [lo, hi]" with the bounds as given (open ends in parentheses).
+    """
+    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    v = float(value)
+    ok = math.isfinite(v)
+    if ok and lo is not None:
+        ok = v > lo if lo_open else v >= lo
+    if ok and hi is not None:
+        ok = v < hi if hi_open else v <= hi
     if not ok:
-        lo_s = "(-inf" if lo is None else f"{'(' if lo_open else '['}{lo}"
-        hi_s = "inf)" if hi is None else f"{hi}{')' if hi_open else ']'}"
-        raise ValueError(f"{name} must be a finite number in {lo_s}, {hi_s}, got {value!r}")
+        if expected is None:
+            lo_s = "(-inf" if lo is None else f"{'(' if lo_open else '['}{lo}"
+            hi_s = "inf)" if hi is None else f"{hi}{')' if hi_open else ']'}"
+            expected = f"be a number in {lo_s}, {hi_s}"
+        raise ValueError(f"{name} must {expected}, got {value!r}")
     return v
 
 

@@ -13,7 +13,15 @@ Semantics are those of ``torch.nn.functional.conv2d`` (NCHW, cross-correlation).
 import numpy as np
 
 from ..device import array_module
-from ._checks import backend_kernels, empty, float_array, int_pair, same_dtype, shape_is
+from ._checks import (
+    backend_kernels,
+    empty,
+    float_array,
+    int_pair,
+    same_dtype,
+    shape_is,
+    shape_tuple,
+)
 
 __all__ = ["conv2d", "conv2d_backward", "conv2d_output_shape"]
 
@@ -99,13 +107,14 @@ def _check(x, w, b, stride, padding, dilation, groups, algo):
 
 
 def conv2d_output_shape(x_shape, w_shape, stride=1, padding=0, dilation=1):
-    """(N, K, OH, OW) of conv2d for these shapes (no other validation).
+    """(N, K, OH, OW) of conv2d for these shapes (the arguments are checked, not that the
+    kernel fits the padded input).
 
     >>> conv2d_output_shape((8, 3, 32, 32), (16, 3, 5, 5), stride=2, padding=2)
     (8, 16, 16, 16)
     """
-    N, _, H, W = x_shape
-    K, _, R, S = w_shape
+    N, _, H, W = shape_tuple(x_shape, "x_shape", 4)
+    K, _, R, S = shape_tuple(w_shape, "w_shape", 4)
     stride = int_pair(stride, "stride", 1)
     dilation = int_pair(dilation, "dilation", 1)
     (pt, pb), (pl, pr) = _padding(padding, R, S, stride, dilation)

@@ -15,7 +15,16 @@ recomputing it (the result is the same without it).
 import numpy as np
 
 from ..kernels.elementwise import dropout_threshold
-from ._checks import backend_kernels, empty, empty_like, float_array, same_dtype, shape_is
+from ._checks import (
+    backend_kernels,
+    empty,
+    empty_like,
+    flag,
+    float_array,
+    real_number,
+    same_dtype,
+    shape_is,
+)
 from ._checks import contiguous as _contiguous
 
 __all__ = [
@@ -222,15 +231,12 @@ def bias_add_backward(grad_out, x, b):
 
 def _check_dropout(x, p, training, seed):
     float_array(x, "x")
-    if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)):
-        raise TypeError(f"p must be a float in [0, 1), got {p!r}")
-    if not 0.0 <= float(p) < 1.0:
-        raise ValueError(f"dropout probability p must lie in [0, 1), got {p!r}")
-    if not isinstance(training, (bool, np.bool_)):
-        raise TypeError(f"training must be a bool, got {training!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+    p = real_number(p, "dropout probability p", 0, 1, hi_open=True, expected="lie in [0, 1)")
+    flag(training, "training")
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an int, got {seed!r}")
-    return float(p), np.uint64(int(seed) % 2**64)
+    # any int is a seed: it is taken modulo 2^64 (negative and huge ones included)
+    return p, np.uint64(int(seed) % 2**64)
 
 
 def _dropout_apply(K, x, p, seed):

@@ -9,21 +9,23 @@ arguments. Inputs that are not C-contiguous are copied to contiguous ones
 instead of ``a.T``.
 """
 
-import numpy as np
 
 from ..device import array_module
-from ._checks import backend_kernels, empty, float_array, same_dtype, shape_is, zeros
+from ._checks import (
+    backend_kernels,
+    choice,
+    empty,
+    flag,
+    float_array,
+    same_dtype,
+    shape_is,
+    zeros,
+)
 from ._checks import contiguous as _contiguous
 
 __all__ = ["linear", "linear_backward", "matmul", "matmul_backward"]
 
 ACTIVATIONS = (None, "relu")
-
-
-def _flag(value, name):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
-    return bool(value)
 
 
 def _run_gemm(K, a, b, c, trans_a, trans_b):
@@ -43,8 +45,8 @@ def _matmul_checks(a, b, trans_a, trans_b):
     float_array(a, "a", 2)
     float_array(b, "b", 2)
     same_dtype(("a", a), ("b", b))
-    trans_a = _flag(trans_a, "trans_a")
-    trans_b = _flag(trans_b, "trans_b")
+    trans_a = flag(trans_a, "trans_a")
+    trans_b = flag(trans_b, "trans_b")
     M, ka = (a.shape[1], a.shape[0]) if trans_a else a.shape
     kb, N = (b.shape[1], b.shape[0]) if trans_b else b.shape
     if ka != kb:
@@ -112,8 +114,7 @@ def _linear_checks(x, w, b, activation):
         float_array(b, "b", 1, "(out_features,)")
         shape_is(b, "b", (w.shape[0],))
         b = _contiguous(b)
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    choice(activation, "activation", ACTIVATIONS)
     return K, _contiguous(x), _contiguous(w), b
 
 

@@ -10,34 +10,34 @@
     ((4, 3), array([0.45, 0.55, 0.65], dtype=float32))
 """
 
-import numbers
-
-import numpy as np
-
 from ..device import array_module
-from ._checks import backend_kernels, empty, float_array, same_dtype, shape_is
+from ._checks import (
+    backend_kernels,
+    empty,
+    flag,
+    float_array,
+    real_number,
+    same_dtype,
+    shape_is,
+    writable,
+)
 
 __all__ = ["batch_norm", "batch_norm_backward"]
 
 
-def _check(x, gamma, beta, running_mean, running_var, training, momentum, eps):
+def _check(x, gamma, beta, running_mean, running_var, training, momentum, eps, updates):
     """Validate the batch-norm arguments; return (kernels, x as (N, C, L), the (C,) vectors
-    with None replaced, training, momentum, eps)."""
+    with None replaced, training, momentum, eps). ``updates``: the call writes the running
+    statistics when training (the forward; the backward only reads)."""
     float_array(x, "x")
     if x.ndim not in (2, 4):
         raise ValueError(
             f"x must have 2 dimensions (N, C) or 4 dimensions (N, C, H, W), "
             f"got shape {tuple(x.shape)}"
         )
-    if not isinstance(training, (bool, np.bool_, numbers.Integral)):
-        raise TypeError(f"training must be a bool, got {training!r}")
-    training = bool(training)
-    if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not (
-        0.0 <= momentum <= 1.0
-    ):
-        raise ValueError(f"momentum must be a number in [0, 1], got {momentum!r}")
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps > 0:
-        raise ValueError(f"eps must be a number > 0, got {eps!r}")
+    training = flag(training, "training")
+    momentum = real_number(momentum, "momentum", 0, 1)
+    eps = real_number(eps, "eps", 0, lo_open=True, expected="be a number > 0")
     N, C = x.shape[0], x.shape[1]
     L = 1 if x.ndim == 2 else x.shape[2] * x.shape[3]
     named = [("gamma", gamma), ("beta", beta),
@@ -46,6 +46,8 @@ def _check(x, gamma, beta, running_mean, running_var, training, momentum, eps):
         if v is not None:
             float_array(v, name, ndim=1)
             shape_is(v, name, (C,))
+            if updates and training and name.startswith("running"):
+                writable(v, name, "training updates it in place; eval only reads it")
     same_dtype(("x", x), *named)
     if not training and (running_mean is None or running_var is None):
         raise ValueError(
@@ -67,7 +69,7 @@ def _check(x, gamma, beta, running_mean, running_var, training, momentum, eps):
         for name, v in named
     ]
     x3 = xp.ascontiguousarray(x).reshape(N, C, L)
-    return K, x3, vectors, training, float(momentum), float(eps)
+    return K, x3, vectors, training, momentum, eps
 
 
 def batch_norm(x, gamma, beta, running_mean, running_var, training=True, momentum=0.1,
@@ -83,7 +85,7 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training=True, momentu
     training only (then nothing is tracked).
     """
     K, x3, (g_, b_, rm, rv), training, momentum, eps = _check(
-        x, gamma, beta, running_mean, running_var, training, momentum, eps)
+        x, gamma, beta, running_mean, running_var, training, momentum, eps, updates=True)
     y = empty(x3.shape, x.dtype)
     K.batch_norm_forward(x3, g_, b_, rm, rv, y, training, momentum, eps)
     for given, used in ((running_mean, rm), (running_var, rv)):
@@ -102,7 +104,7 @@ def batch_norm_backward(grad_out, x, gamma, beta, running_mean, running_var, tra
     ``gamma``/``beta`` are None.
     """
     K, x3, (g_, _, rm, rv), training, _, eps = _check(
-        x, gamma, beta, running_mean, running_var, training, momentum, eps)
+        x, gamma, beta, running_mean, running_var, training, momentum, eps, updates=False)
     float_array(grad_out, "grad_out")
     shape_is(grad_out, "grad_out", x.shape)
     same_dtype(("x", x), ("grad_out", grad_out))

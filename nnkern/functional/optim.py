@@ -19,7 +19,7 @@ import numbers
 
 import numpy as np
 
-from ._checks import backend_kernels, float_array, same_dtype, shape_is
+from ._checks import backend_kernels, flag, float_array, real_number, same_dtype, shape_is, writable
 
 __all__ = ["adam_step", "sgd_step"]
 
@@ -61,26 +61,15 @@ def _groups(params, **state):
             x = items[i]
             float_array(x, f"{name}{where}")
             shape_is(x, f"{name}{where}", ps[i].shape)
-            if name != "grads" and not x.flags.c_contiguous:
-                raise ValueError(
-                    f"{name}{where} must be C-contiguous (it is updated in place), got a "
-                    f"non-contiguous array of shape {tuple(x.shape)}"
-                )
+            if name != "grads":
+                if not x.flags.c_contiguous:
+                    raise ValueError(
+                        f"{name}{where} must be C-contiguous (it is updated in place), got a "
+                        f"non-contiguous array of shape {tuple(x.shape)}"
+                    )
+                writable(x, f"{name}{where}")
         same_dtype(*[(f"{name}{where}", items[i]) for name, items in lists.items()])
     return lists, single, len(ps)
-
-
-def _number(value, name, lo, hi=None, hi_open=False, lo_open=False):
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if ok:
-        ok = (value > lo if lo_open else value >= lo)
-        if hi is not None:
-            ok = ok and (value < hi if hi_open else value <= hi)
-    if not ok:
-        lo_s = "(" if lo_open else "["
-        hi_s = "inf)" if hi is None else (f"{hi})" if hi_open else f"{hi}]")
-        raise ValueError(f"{name} must be a number in {lo_s}{lo}, {hi_s}, got {value!r}")
-    return float(value)
 
 
 def _flat(x):
@@ -103,12 +92,10 @@ def sgd_step(params, grads, velocities, lr, momentum=0.0, weight_decay=0.0, nest
     update). With ``momentum == 0`` no buffer is used: ``velocities`` may be
     None and is left untouched.
     """
-    lr = _number(lr, "lr", 0.0)
-    momentum = _number(momentum, "momentum", 0.0)
-    weight_decay = _number(weight_decay, "weight_decay", 0.0)
-    if not isinstance(nesterov, (bool, np.bool_, numbers.Integral)):
-        raise TypeError(f"nesterov must be a bool, got {nesterov!r}")
-    nesterov = bool(nesterov)
+    lr = real_number(lr, "lr", 0.0)
+    momentum = real_number(momentum, "momentum", 0.0)
+    weight_decay = real_number(weight_decay, "weight_decay", 0.0)
+    nesterov = flag(nesterov, "nesterov")
     if nesterov and momentum == 0:
         raise ValueError("nesterov=True requires momentum > 0, got momentum=0")
     if velocities is None:
@@ -144,13 +131,15 @@ def adam_step(params, grads, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8,
     updating). ``d = grad + weight_decay * p``; ``m``, ``v`` are the first and
     second moments (start at zero); the bias corrections use ``step``.
     """
-    if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 1:
-        raise ValueError(f"step must be an int >= 1 (the 1-based step count), got {step!r}")
-    lr = _number(lr, "lr", 0.0)
-    beta1 = _number(beta1, "beta1", 0.0, 1.0, hi_open=True)
-    beta2 = _number(beta2, "beta2", 0.0, 1.0, hi_open=True)
-    eps = _number(eps, "eps", 0.0)
-    weight_decay = _number(weight_decay, "weight_decay", 0.0)
+    if (isinstance(step, (bool, np.bool_)) or not isinstance(step, numbers.Integral)
+            or not 1 <= step < 2**63):
+        raise ValueError(
+            f"step must be an int >= 1 (the 1-based step count) and < 2^63, got {step!r}")
+    lr = real_number(lr, "lr", 0.0)
+    beta1 = real_number(beta1, "beta1", 0.0, 1.0, hi_open=True)
+    beta2 = real_number(beta2, "beta2", 0.0, 1.0, hi_open=True)
+    eps = real_number(eps, "eps", 0.0)
+    weight_decay = real_number(weight_decay, "weight_decay", 0.0)
     lists, single, count = _groups(params, grads=grads, m=m, v=v)
     for i in range(count):
         arrays = [(name, lists[name][i]) for name in ("params", "grads", "m", "v")]

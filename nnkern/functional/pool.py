@@ -18,11 +18,23 @@ takes the upstream gradient followed by the forward's own arguments and returns 
            [13, 15]])
 """
 
+import weakref
 from types import SimpleNamespace
 
 import numpy as np
 
-from ._checks import backend_kernels, empty, float_array, int_pair, same_dtype, shape_is
+from ..device import array_module
+from ._checks import (
+    backend_kernels,
+    choice,
+    empty,
+    flag,
+    float_array,
+    int_pair,
+    same_dtype,
+    shape_is,
+    shape_tuple,
+)
 from ._checks import contiguous as _contiguous
 
 __all__ = [
@@ -94,7 +106,9 @@ def _blur(op, H, W, filt_size, stride, what="input"):
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False):
     """Max pooling of x (N, C, H, W) -> y (N, C, OH, OW), or (y, indices) with
-    ``return_indices``; indices (int64) are flat ``h * W + w`` in each input plane.
+    ``return_indices``; indices (int64) are flat ``h * W + w`` in each input plane,
+    returned read-only (host backends): passed back to ``max_pool2d_backward`` unchanged,
+    they need no check.
 
     stride defaults to kernel_size; padding (at most half the kernel) is never
     chosen. Ties go to the first maximum in window scan order; NaN wins.
@@ -106,20 +120,70 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False):
     op = "max_pool2d"
     x = _image(op, x)
     R, S, SH, SW, PH, PW, OH, OW = _window(op, x, kernel_size, stride, padding)
+    return_indices = flag(return_indices, "return_indices")
     K = backend_kernels("pool", ("x", x))
     x = _contiguous(x)
     N, C = x.shape[:2]
     y = empty((N, C, OH, OW), x.dtype)
     indices = empty((N, C, OH, OW), np.int64)
     K.max_pool2d_forward(x, y, indices, R, S, SH, SW, PH, PW)
-    return (y, indices) if return_indices else y
+    return (y, _issue(indices)) if return_indices else y
+
+
+# Indices that max_pool2d handed out, by id: the read-only view the caller holds, and the
+# writable array under it that the kernels take. A backward given one of these, still
+# read-only, skips the window check (they are right by construction); any other indices
+# array is checked. Entries leave with the caller's view (a weakref callback).
+_issued = {}
+
+
+def _issue(indices):
+    if not isinstance(indices, np.ndarray):
+        return indices  # CuPy arrays have no read-only flag: they are always checked
+    view = indices.view()
+    view.flags.writeable = False
+    key = id(view)
+    _issued[key] = (weakref.ref(view, lambda _, key=key: _issued.pop(key, None)), indices)
+    return view
+
+
+def _trusted(indices):
+    """The kernels' writable array for indices max_pool2d issued, unmodified; else None."""
+    entry = _issued.get(id(indices))
+    if entry is None or entry[0]() is not indices or indices.flags.writeable:
+        return None
+    return entry[1]
+
+
+def _check_indices(op, indices, H, W, R, S, SH, SW, PH, PW):
+    """Each index must be the flat position h * W + w of a cell inside its own window (what
+    max_pool2d returns): the kernels gather by window (a stray index was dropped silently)
+    and the reference scatters (it added the gradient elsewhere, or raised IndexError)."""
+    xp = array_module()
+    OH, OW = indices.shape[2:]
+    h0 = xp.arange(OH) * SH - PH
+    w0 = xp.arange(OW) * SW - PW
+    hlo, hhi = xp.maximum(h0, 0)[:, None], xp.minimum(h0 + R, H)[:, None]   # (OH, 1)
+    wlo, whi = xp.maximum(w0, 0)[None, :], xp.minimum(w0 + S, W)[None, :]   # (1, OW)
+    h, w = xp.divmod(indices, W)
+    bad = (indices < 0) | (h < hlo) | (h >= hhi) | (w < wlo) | (w >= whi)
+    if bool(bad.any()):
+        n, c, oh, ow = (int(v) for v in xp.argwhere(bad)[0])
+        raise ValueError(
+            f"{op}: indices must be flat positions h * W + w inside each output's window, "
+            f"as max_pool2d(..., return_indices=True) returns them; got {int(bad.sum())} "
+            f"that are not, e.g. {int(indices[n, c, oh, ow])} at {(n, c, oh, ow)}, whose "
+            f"window covers rows [{int(hlo[oh, 0])}, {int(hhi[oh, 0])}) and columns "
+            f"[{int(wlo[0, ow])}, {int(whi[0, ow])}) of the {H}x{W} input plane"
+        )
 
 
 def max_pool2d_backward(
     grad_out, x, kernel_size, stride=None, padding=0, return_indices=False, *, indices=None
 ):
     """Gradient of max_pool2d: dx (N, C, H, W), each grad_out element added to its
-    window's winner. ``indices`` from the forward skips recomputing the argmax.
+    window's winner. ``indices`` from the forward skips recomputing the argmax; indices
+    from anywhere else are checked to lie in their windows (a pass over them).
     ``return_indices`` is accepted for symmetry with the forward and ignored.
     """
     op = "max_pool2d_backward"
@@ -132,12 +196,16 @@ def max_pool2d_backward(
     if indices is None:
         indices = empty((N, C, OH, OW), np.int64)
         K.max_pool2d_forward(x, empty((N, C, OH, OW), x.dtype), indices, R, S, SH, SW, PH, PW)
+    elif (issued := _trusted(indices)) is not None:
+        shape_is(indices, f"{op}: indices", (N, C, OH, OW))
+        indices = issued
     else:
         if not hasattr(indices, "dtype") or indices.dtype.kind not in "iu":
             got = getattr(indices, "dtype", type(indices).__name__)
             raise TypeError(f"{op}: indices must be an integer array from max_pool2d, got {got}")
         shape_is(indices, f"{op}: indices", (N, C, OH, OW))
         indices = _contiguous(indices.astype(np.int64, copy=False))
+        _check_indices(op, indices, *x.shape[2:], R, S, SH, SW, PH, PW)
     dx = empty(x.shape, x.dtype)
     K.max_pool2d_backward(grad_out, indices, dx, R, S, SH, SW, PH, PW)
     return dx
@@ -161,7 +229,8 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True):
     K = backend_kernels("pool", ("x", x))
     x = _contiguous(x)
     y = empty(x.shape[:2] + (OH, OW), x.dtype)
-    K.avg_pool2d_forward(x, y, R, S, SH, SW, PH, PW, bool(count_include_pad))
+    K.avg_pool2d_forward(x, y, R, S, SH, SW, PH, PW,
+                         flag(count_include_pad, "count_include_pad"))
     return y
 
 
@@ -174,7 +243,8 @@ def avg_pool2d_backward(grad_out, x, kernel_size, stride=None, padding=0, count_
     K = backend_kernels("pool", ("x", x), ("grad_out", grad_out))
     x, grad_out = _contiguous(x), _contiguous(grad_out)
     dx = empty(x.shape, x.dtype)
-    K.avg_pool2d_backward(grad_out, dx, R, S, SH, SW, PH, PW, bool(count_include_pad))
+    K.avg_pool2d_backward(grad_out, dx, R, S, SH, SW, PH, PW,
+                          flag(count_include_pad, "count_include_pad"))
     return dx
 
 
@@ -228,21 +298,36 @@ def pool2d_output_shape(op, x_shape, **kwargs):
     >>> pool2d_output_shape("blur_pool2d", (8, 3, 7, 7), filt_size=3, stride=2)
     (8, 3, 4, 4)
     """
-    x = SimpleNamespace(shape=tuple(x_shape))  # the checks read only the shape
+    choice(op, "op", tuple(_WINDOW_ARGS))
+    x = SimpleNamespace(shape=shape_tuple(x_shape, "x_shape", 4))  # the checks read the shape
+    allowed = _WINDOW_ARGS[op]
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise TypeError(f"{op} takes no argument {unknown[0]!r}; its window arguments are "
+                        f"{', '.join(allowed)}")
+    args = {**{k: v for k, v in allowed.items() if v is not _REQUIRED}, **kwargs}
+    missing = [k for k, v in allowed.items() if v is _REQUIRED and k not in args]
+    if missing:
+        raise TypeError(f"{op} needs the argument {missing[0]!r}")
     if op in ("max_pool2d", "avg_pool2d"):
-        *_, OH, OW = _window(op, x, kwargs["kernel_size"], kwargs.get("stride"),
-                             kwargs.get("padding", 0))
+        *_, OH, OW = _window(op, x, args["kernel_size"], args["stride"], args["padding"])
     elif op == "blur_pool2d":
-        *_, OH, OW = _blur(op, *x.shape[2:], kwargs.get("filt_size", 3), kwargs.get("stride", 2))
-    elif op == "max_blur_pool2d":
-        *_, OH, OW = _max_blur(op, x, kwargs.get("kernel_size", 2), kwargs.get("filt_size", 3),
-                               kwargs.get("stride", 2))
+        *_, OH, OW = _blur(op, *x.shape[2:], args["filt_size"], args["stride"])
     else:
-        raise ValueError(
-            "op must be one of max_pool2d, avg_pool2d, blur_pool2d, max_blur_pool2d, "
-            f"got {op!r}"
-        )
+        *_, OH, OW = _max_blur(op, x, args["kernel_size"], args["filt_size"], args["stride"])
     return (*x.shape[:2], OH, OW)
+
+
+_REQUIRED = object()
+# the window arguments of each pooling op and their defaults (those of the op itself)
+_WINDOW_ARGS = {
+    "max_pool2d": {"kernel_size": _REQUIRED, "stride": None, "padding": 0,
+                   "return_indices": False},
+    "avg_pool2d": {"kernel_size": _REQUIRED, "stride": None, "padding": 0,
+                   "count_include_pad": True},
+    "blur_pool2d": {"filt_size": 3, "stride": 2},
+    "max_blur_pool2d": {"kernel_size": 2, "filt_size": 3, "stride": 2},
+}
 
 
 def _max_blur(op, x, kernel_size, filt_size, stride):

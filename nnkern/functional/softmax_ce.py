@@ -16,7 +16,16 @@ per-row (softmax CE) or per-element losses.
 import numpy as np
 
 from ..device import array_module
-from ._checks import backend_kernels, empty, float_array, labels_array, same_dtype, shape_is
+from ._checks import (
+    backend_kernels,
+    choice,
+    empty,
+    float_array,
+    labels_array,
+    real_number,
+    same_dtype,
+    shape_is,
+)
 
 __all__ = [
     "binary_cross_entropy_with_logits",
@@ -33,18 +42,11 @@ FAMILY = "softmax_ce"
 
 
 def _check_reduction(reduction):
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    choice(reduction, "reduction", REDUCTIONS)
 
 
 def _check_smoothing(label_smoothing):
-    if isinstance(label_smoothing, bool) or not isinstance(
-        label_smoothing, (int, float, np.integer, np.floating)
-    ):
-        raise TypeError(f"label_smoothing must be a float in [0, 1], got {label_smoothing!r}")
-    if not 0.0 <= float(label_smoothing) <= 1.0:
-        raise ValueError(f"label_smoothing must lie in [0, 1], got {label_smoothing!r}")
-    return float(label_smoothing)
+    return real_number(label_smoothing, "label_smoothing", 0, 1, expected="lie in [0, 1]")
 
 
 def _reduce(losses, reduction):
@@ -58,9 +60,11 @@ def _reduce(losses, reduction):
 
 def _grad_and_scale(grad_out, reduction, n, dtype, expected_shape):
     """Upstream gradient as a 1-D array (n,) or (1,) for the kernels, and its scale."""
-    if isinstance(grad_out, (int, float, np.integer, np.floating)) and reduction != "none":
+    is_bool = isinstance(grad_out, (bool, np.bool_))
+    if not is_bool and isinstance(grad_out, (int, float, np.integer, np.floating)) and (
+            reduction != "none"):
         grad_out = array_module().full((1,), grad_out, dtype=dtype)
-    if not hasattr(grad_out, "dtype") or not hasattr(grad_out, "shape"):
+    if is_bool or not hasattr(grad_out, "dtype") or not hasattr(grad_out, "shape"):
         raise TypeError(f"grad_out must be an array, got {type(grad_out).__name__}")
     if grad_out.dtype != dtype:
         raise TypeError(f"grad_out has dtype {grad_out.dtype} but the input has {dtype}")
