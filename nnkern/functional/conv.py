@@ -68,9 +68,10 @@ def _check(x, w, b, stride, padding, dilation, groups, algo):
     groups = int(groups)
     N, C, H, W = x.shape
     K, Cg, R, S = w.shape
-    if min(x.shape) < 1 or min(w.shape) < 1:
+    if min(x.shape[1:]) < 1 or min(w.shape) < 1:  # an empty batch (N = 0) is a valid call
         raise ValueError(
-            f"x and w must have no empty dimension, got x {tuple(x.shape)}, w {tuple(w.shape)}"
+            f"x and w must have no empty dimension but the batch, got x {tuple(x.shape)}, "
+            f"w {tuple(w.shape)}"
         )
     if C % groups or K % groups:
         raise ValueError(
@@ -148,6 +149,8 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, algo="auto")
     )
     xp = array_module()
     y = empty(out_shape, x.dtype)  # kernels write every element
+    if not y.size:
+        return y
     b = None if b is None else xp.ascontiguousarray(b)
     kern.conv2d_forward(
         xp.ascontiguousarray(x), xp.ascontiguousarray(w), b, y,
@@ -174,6 +177,11 @@ def conv2d_backward(g, x, w, b=None, stride=1, padding=0, dilation=1, groups=1, 
     dx = empty(x.shape, x.dtype)  # kernels write every element
     dw = empty(w.shape, w.dtype)
     db = None if b is None else empty(b.shape, b.dtype)
+    if not g.size:  # an empty batch: no gradient reaches the weights
+        dw[...] = 0
+        if db is not None:
+            db[...] = 0
+        return dx, dw, db
     kern.conv2d_backward_data(
         g, xp.ascontiguousarray(w), dx, stride, pad, dilation, groups, algo
     )

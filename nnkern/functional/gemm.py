@@ -103,6 +103,8 @@ def _linear_checks(x, w, b, activation):
     K = backend_kernels("gemm", ("x", x), ("w", w), ("b", b))
     float_array(x, "x", 2, "(N, in_features)")
     float_array(w, "w", 2, "(out_features, in_features)")
+    if b is not None:
+        float_array(b, "b", 1, "(out_features,)")
     same_dtype(("x", x), ("w", w), ("b", b))
     if x.shape[1] != w.shape[1]:
         raise ValueError(
@@ -111,7 +113,6 @@ def _linear_checks(x, w, b, activation):
             f"got {x.shape[1]} and {w.shape[1]}"
         )
     if b is not None:
-        float_array(b, "b", 1, "(out_features,)")
         shape_is(b, "b", (w.shape[0],))
         b = _contiguous(b)
     choice(activation, "activation", ACTIVATIONS)

@@ -19,7 +19,7 @@ import numbers
 
 import numpy as np
 
-from ._checks import backend_kernels, flag, float_array, real_number, same_dtype, shape_is, writable
+from ._checks import backend_kernels, flag, float_array, real_number, same_dtype, writable
 
 __all__ = ["adam_step", "sgd_step"]
 
@@ -60,7 +60,11 @@ def _groups(params, **state):
         for name, items in lists.items():  # params first: the others are checked against it
             x = items[i]
             float_array(x, f"{name}{where}")
-            shape_is(x, f"{name}{where}", ps[i].shape)
+            if name != "params" and tuple(x.shape) != tuple(ps[i].shape):
+                raise ValueError(
+                    f"{name}{where} must have shape {tuple(ps[i].shape)}, got "
+                    f"{tuple(x.shape)} (it pairs with params{where})"
+                )
             if name != "grads":
                 if not x.flags.c_contiguous:
                     raise ValueError(

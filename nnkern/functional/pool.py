@@ -189,6 +189,7 @@ def max_pool2d_backward(
     op = "max_pool2d_backward"
     x = _image(op, x)
     R, S, SH, SW, PH, PW, OH, OW = _window(op, x, kernel_size, stride, padding)
+    flag(return_indices, "return_indices")
     N, C = x.shape[:2]
     grad_out = _grad(op, grad_out, x, (N, C, OH, OW))
     K = backend_kernels("pool", ("x", x), ("grad_out", grad_out), ("indices", indices))
