@@ -98,20 +98,23 @@ def float_array(x, name, ndim=None, layout=None):
 
 def same_dtype(*named):
     """Check all given (name, array) pairs share one dtype; return it."""
-    present = [(n, x) for n, x in named if x is not None]
-    first_name, first = present[0]
-    for name, x in present[1:]:
-        if x.dtype != first.dtype:
+    first_name, first = None, None
+    for name, x in named:
+        if x is None:
+            continue
+        if first is None:
+            first_name, first = name, x.dtype
+        elif x.dtype is not first and x.dtype != first:
             raise TypeError(
-                f"{name} has dtype {x.dtype} but {first_name} has {first.dtype}; "
+                f"{name} has dtype {x.dtype} but {first_name} has {first}; "
                 f"cast them to one float dtype"
             )
-    return first.dtype
+    return first
 
 
 def shape_is(x, name, shape):
     """Check ``x.shape == shape``."""
-    if tuple(x.shape) != tuple(shape):
+    if x.shape != shape and tuple(x.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(x.shape)}")
 
 

@@ -12,6 +12,8 @@ log_softmax accept the saved forward output as keyword ``out=`` to skip
 recomputing it (the result is the same without it).
 """
 
+import math
+
 import numpy as np
 
 from ..kernels.elementwise import dropout_threshold
@@ -86,8 +88,11 @@ def _unary_backward(kernel, forward, grad_out, x, out):
     if saved is None:
         saved = _contiguous(x) if forward is None else forward(x)
     g = _contiguous(grad_out)
-    dx = empty(x.shape, x.dtype)
-    getattr(K, kernel)(g.reshape(-1), saved.reshape(-1), dx.reshape(-1))
+    dx = empty_like(x)
+    if x.ndim == 1:
+        getattr(K, kernel)(g, saved, dx)
+    else:
+        getattr(K, kernel)(g.reshape(-1), saved.reshape(-1), dx.reshape(-1))
     return dx
 
 
@@ -133,9 +138,7 @@ def _axis_view(x, axis):
     if not -x.ndim <= axis < x.ndim:
         raise ValueError(f"axis must lie in [{-x.ndim}, {x.ndim}) for a {x.ndim}-D x, got {axis}")
     axis = int(axis) % x.ndim
-    A = int(np.prod(x.shape[:axis], dtype=np.int64))
-    B = int(np.prod(x.shape[axis + 1:], dtype=np.int64))
-    return (A, x.shape[axis], B)
+    return (math.prod(x.shape[:axis]), x.shape[axis], math.prod(x.shape[axis + 1:]))
 
 
 def _softmax_like(kernel, x, axis):
@@ -201,8 +204,7 @@ def _check_bias(x, b):
             f"got {tuple(b.shape)}"
         )
     N, C = x.shape[:2]
-    S = int(np.prod(x.shape[2:], dtype=np.int64))
-    return (N, C, S)
+    return (N, C, math.prod(x.shape[2:]))
 
 
 def bias_add(x, b):
