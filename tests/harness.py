@@ -18,7 +18,6 @@ may pass a larger ``rtol`` with a comment saying why.
 """
 
 import numpy as np
-import pytest
 
 import nnkern
 import nnkern.functional as F
@@ -172,16 +171,6 @@ def check_gradients(op, inputs, kwargs=None, wrt=None, eps=1e-6, rtol=1e-6, seed
 
 
 # --- NaN and inf: PyTorch's semantics, the one rule every backend is held to ----------------
-
-# Issue 12 items 2-4 on CUDA are fixed on the CUDA kernels' branch with the same rules; until
-# that lands, the cuda cases of the tests that hold it to them are strict xfails (strict: the
-# mark must go, here, with the fix).
-NAN_RULE_BACKENDS = [
-    b if b != "cuda" else pytest.param(b, marks=pytest.mark.xfail(
-        strict=True, reason="CUDA side of issue 12 items 2-4: fixed on the cuda branch"))
-    for b in BACKENDS
-]
-
 
 def assert_nonfinite_rule(actual, expected, dtype, what="value", rtol=None):
     """PyTorch's semantics for NaN and inf, the rule for every backend: ``actual`` has NaN

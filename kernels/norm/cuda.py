@@ -112,7 +112,7 @@ def layout_functions(T, NC):
         M = N * L
         piece = (M + chunks - 1) // chunks
         cx, lane, c, z = where()
-        coef = cuda.shared.array((2, W), T)  # mean, gamma * invstd
+        coef = cuda.shared.array((3, W), T)  # shift, gamma * invstd, shifted beta
         if lane == 0 and c < C:
             if training:
                 s1 = zero
@@ -127,16 +127,20 @@ def layout_functions(T, NC):
                     running_mean[c] = (one - momentum) * running_mean[c] + momentum * mean
                     running_var[c] = ((one - momentum) * running_var[c]
                                       + momentum * var * (T(M) / T(M - 1)))
-                coef[0, cx] = mean
+                # y = (x - shift) a + beta - mean_d a: x - shift is exact near the mean, where
+                # x - mean with the mean rounded to T was not (issue 12 item 14)
+                coef[0, cx] = x[0, c, 0]
                 coef[1, cx] = gamma[c] / math.sqrt(var + eps)
+                coef[2, cx] = beta[c] - mean_d * coef[1, cx]
             else:
                 coef[0, cx] = running_mean[c]
                 coef[1, cx] = gamma[c] / math.sqrt(running_var[c] + eps)
+                coef[2, cx] = beta[c]
         cuda.syncthreads()
         if c < C:
             mean = coef[0, cx]
             a = coef[1, cx]
-            b = beta[c]
+            b = coef[2, cx]
             for j in range(z * piece + lane, min(M, (z + 1) * piece), LANES):
                 n = j // L
                 i = j - n * L
@@ -208,10 +212,10 @@ def layout_functions(T, NC):
                 dgamma[c] = sum_gxhat
                 dbeta[c] = sg
             k = gamma[c] * invstd
-            coef[0, cx] = shift + mean_d
+            coef[0, cx] = shift  # q (x - shift) + r - q mean_d: exact near the mean (item 14)
             coef[1, cx] = k
             coef[2, cx] = -k * invstd * sum_gxhat / T(M) if training else zero
-            coef[3, cx] = -k * sg / T(M) if training else zero
+            coef[3, cx] = -k * sg / T(M) - coef[2, cx] * mean_d if training else zero
         cuda.syncthreads()
         if c < C:
             mean = coef[0, cx]
@@ -221,7 +225,10 @@ def layout_functions(T, NC):
             for j in range(z * piece + lane, min(M, (z + 1) * piece), LANES):
                 n = j // L
                 i = j - n * L
-                dx[n, c, i] = k * g[n, c, i] + q * (x[n, c, i] - mean) + r
+                if training:
+                    dx[n, c, i] = k * g[n, c, i] + q * (x[n, c, i] - mean) + r
+                else:  # k g alone: an inf running mean must not give 0 * inf
+                    dx[n, c, i] = k * g[n, c, i]
 
     return fwd_partial, fwd_apply, bwd_partial, bwd_apply
 

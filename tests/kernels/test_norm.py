@@ -133,11 +133,7 @@ def test_float32_mean_far_from_zero(backend, shape, training):
     assert_close(dx, dx_ref, np.float32, "dx")
 
 
-@pytest.mark.parametrize("backend", [
-    b if b != "cuda" else pytest.param(b, marks=pytest.mark.xfail(strict=True, reason=(
-        "kernels/norm/cuda.py computes the eval dx as k g + 0 * (x - mean): NaN for an inf "
-        "running mean; for the CUDA kernels' owner")))
-    for b in BACKENDS])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_eval_with_infinite_running_mean(backend):
     # torch: y = (x - inf) * a + b = -inf, and dx = gamma * invstd * g, finite
     x, gamma, beta, rm, rv = _inputs((3, 2, 2, 2))
