@@ -35,4 +35,4 @@ import numba
 # AVX2 FMA loops (about 10x); Numba leaves it off by default.
 numba.config.SLP_VECTORIZE = 1
 
-FAMILIES = ("gemm", "conv", "pool", "softmax_ce", "elementwise", "norm", "optim")
+FAMILIES = ("gemm", "conv", "pool", "softmax_ce", "elementwise", "norm", "optim", "lrn")

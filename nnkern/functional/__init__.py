@@ -26,6 +26,7 @@ from ._checks import DeviceMismatchError  # noqa: F401
 from .conv import *
 from .elementwise import *
 from .gemm import *
+from .lrn import *
 from .norm import *
 from .optim import *
 from .pool import *
