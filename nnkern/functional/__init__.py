@@ -21,7 +21,7 @@ The ops live in one module per kernel family (``nnkern/functional/<family>.py``)
 and are all re-exported here.
 """
 
-from . import conv, elementwise, gemm, norm, optim, pool, softmax_ce
+from . import conv, elementwise, gemm, lrn, norm, optim, pool, softmax_ce
 from ._checks import DeviceMismatchError  # noqa: F401
 from .conv import *
 from .elementwise import *
@@ -35,7 +35,7 @@ from .softmax_ce import *
 # Every op also takes nnkern.Tensors: with a Tensor input it returns a Tensor and, when
 # an input requires grad, records itself on the tape with its <op>_backward as the
 # gradient (one table: nnkern/autograd/rules.py). Plain arrays pay one type check.
-_FAMILY_MODULES = (conv, elementwise, gemm, norm, optim, pool, softmax_ce)
+_FAMILY_MODULES = (conv, elementwise, gemm, lrn, norm, optim, pool, softmax_ce)
 __all__ = sorted({name for module in _FAMILY_MODULES for name in module.__all__})  # noqa: PLE0605
 
 

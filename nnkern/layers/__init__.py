@@ -22,6 +22,7 @@ from .conv import (
     MaxPooling2D,
 )
 from .core import Activation, Add, Dense, Dropout, Flatten, Lambda, ReLU, Sigmoid, Softmax, Tanh
+from .lrn import LocalResponseNorm
 from .norm import BatchNorm1D, BatchNorm2D
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "Input",
     "Lambda",
     "Layer",
+    "LocalResponseNorm",
     "MaxBlurPool2D",
     "MaxPool2D",
     "MaxPooling2D",

@@ -1,6 +1,6 @@
 """Local response normalisation (family 'lrn') on every backend against the NumPy reference;
 the reference against a plain loop and a closed form; gradient checks; PyTorch; inputs with
-NaN, inf and a large dynamic range (the kernels keep running sums); errors."""
+NaN, inf and a large dynamic range (the kernels keep running sums); the layer; errors."""
 
 import numpy as np
 import pytest
@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 import nnkern
 import nnkern.functional as F
+from nnkern import layers
 from nnkern._dispatch import kernels
 from nnkern.device import to_device, to_numpy
 
@@ -229,6 +230,57 @@ def test_errors():
         F.local_response_norm_backward(x[:, :, 0, 0], x, 3)
     with pytest.raises(TypeError, match=r"grad_out has dtype float32 but x has float64"):
         F.local_response_norm_backward(x.astype(np.float32), x, 3)
+
+
+# --- the layer ---------------------------------------------------------------------------
+
+
+def test_layer_matches_functional_and_has_no_weights():
+    x = _x((4, 6, 5, 5))
+    g = _x((4, 6, 5, 5), seed=2)
+    layer = layers.LocalResponseNorm(5, alpha=0.5, beta=0.75, k=2.0)
+    assert_close(layer(x), F.local_response_norm(x, 5, 0.5, 0.75, 2.0), np.float64, "layer y")
+    xt = nnkern.tensor(x, requires_grad=True)
+    layer(xt, training=True).backward(g)      # recorded on the tape: the op's backward
+    assert_close(xt.grad, F.local_response_norm_backward(g, x, 5, 0.5, 0.75, 2.0),
+                 np.float64, "layer dx")
+    assert layer.count_params() == (0, 0)
+
+
+def test_autograd_gradcheck():
+    from nnkern.testing import gradcheck
+
+    assert gradcheck(lambda x: (F.local_response_norm(x, 3, 1.0, 0.75, 2.0) * x).sum(),
+                     [_x((2, 5, 2, 2))])
+
+
+def test_layer_in_a_model_trains_and_round_trips(tmp_path):
+    model = nnkern.Sequential([
+        layers.Input((3, 6, 6)),
+        layers.Conv2D(8, 3, padding="same", activation="relu"),
+        layers.LocalResponseNorm(3, alpha=1.0, beta=0.75, k=2.0),
+        layers.Flatten(),
+        layers.Dense(2),
+    ], seed=0)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    x = _x((16, 3, 6, 6)).astype(np.float32)
+    y = (x[:, 0].mean(axis=(1, 2)) > 0).astype(np.int64)
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    path = tmp_path / "m.npz"
+    model.save(path)
+    loaded = nnkern.models.load_model(path)
+    lrn = next(layer for layer in loaded.layers if isinstance(layer, layers.LocalResponseNorm))
+    assert (lrn.size, lrn.alpha, lrn.beta, lrn.k) == (3, 1.0, 0.75, 2.0)
+    np.testing.assert_allclose(loaded.predict(x), model.predict(x), rtol=1e-6, atol=1e-6)
+
+
+def test_layer_errors():
+    with pytest.raises(ValueError, match=r"size must be an int >= 1 .* got 0"):
+        layers.LocalResponseNorm(0)
+    with pytest.raises(ValueError, match=r"expects a per-sample shape \(channels, \.\.\.\)"):
+        nnkern.Sequential([layers.Input((16,)), layers.LocalResponseNorm(3)])
+    with pytest.raises(ValueError, match=r"looks channels-last"):
+        nnkern.Sequential([layers.Input((28, 28, 3)), layers.LocalResponseNorm(3)])
 
 
 @pytest.mark.gpu
