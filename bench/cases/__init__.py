@@ -7,7 +7,8 @@ the GPU-only shapes of issue 4; they run only when a GPU is found.
 
 import importlib
 
-FAMILIES = ("gemm", "conv", "pool", "softmax_ce", "elementwise", "optim", "norm", "train_step")
+FAMILIES = ("gemm", "conv", "pool", "softmax_ce", "elementwise", "optim", "norm", "lrn",
+            "train_step")
 
 
 def load(families, quick):
