@@ -145,3 +145,29 @@ def test_siamese_shared_encoder_learns_pairs():
 
 def test_examples_run_on_the_chosen_backend():
     assert nnkern.get_device() == BACKEND
+
+
+def test_alexnet_ablation_trains_every_variant():
+    module = load_example("alexnet_digits")
+    results = module.main(num_epochs=3, variants=("all tricks", "2x2 pooling, stride 2"),
+                          verbose=False)
+    assert set(results) == {"all tricks", "2x2 pooling, stride 2"}
+    assert all(0.2 < acc <= 1.0 for acc in results.values())  # chance is 0.1
+    # the claim of the docstring: with AlexNet's constants the LRN layers of the trained
+    # network divide by nearly one number, 2^0.75 = 1.68 (k = 2 dominates the sum)
+    X_train, y_train, X_val, y_val, X_test, _ = module.load()
+    model = module.train(module.build(), X_train, y_train, X_val, y_val, num_epochs=1)
+    for lo, _, hi in module.lrn_divisors(model, module.centre(X_test[:32])):
+        assert 2.0**0.75 <= lo <= hi < 1.1 * 2.0**0.75
+
+
+def test_vgg_blocks_against_5x5():
+    results = load_example("vgg_digits").main(num_epochs=3, seeds=(0,), verbose=False)
+    # conv weights + biases per block, from the formula R*S*C_in*K + K per convolution
+    two_3x3 = [(9 * 1 * 16 + 16) + (9 * 16 * 16 + 16), (9 * 16 * 32 + 32) + (9 * 32 * 32 + 32),
+               (9 * 32 * 64 + 64) + (9 * 64 * 64 + 64)]
+    one_5x5 = [25 * 1 * 16 + 16, 25 * 16 * 32 + 32, 25 * 32 * 64 + 64]
+    head = (64 * 2 * 2 * 64 + 64) + (64 * 10 + 10)
+    assert results["3x3"][:2] == (sum(two_3x3) + head, two_3x3)
+    assert results["5x5"][:2] == (sum(one_5x5) + head, one_5x5)
+    assert results["3x3"][2] > 0.8 and results["5x5"][2] > 0.8
