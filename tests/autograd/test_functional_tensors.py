@@ -72,6 +72,8 @@ CASES = {
         [R.standard_normal((3, 2)), R.random((3, 2))], [0]),  # targets: not differentiable
     "mse_loss": (lambda p, t: F.mse_loss(p, t), [R.standard_normal((3, 2)),
                                                 R.standard_normal((3, 2))]),
+    "local_response_norm": (lambda x: F.local_response_norm(x, 3, alpha=1.0, beta=0.75, k=2.0),
+                            [R.standard_normal((2, 5, 2, 2))]),
 }
 
 
