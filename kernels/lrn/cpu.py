@@ -188,6 +188,28 @@ def _first_sums(x, n, l0, hi, lo, after):
             hi[i] += v * v
 
 
+@njit(inline="always", **_JIT)
+def _tile(task, tiles, TL, L):
+    # task -> (sample n, first position l0, positions nl) of its tile
+    n = task // tiles
+    l0 = (task - n * tiles) * TL
+    return n, l0, min(TL, L - l0)
+
+
+@njit(inline="always", **_JIT)
+def _step(x, n, c, l0, zero, hi, lo, d, r, before, after, scale, beta, k, mode, exact):
+    # The window moves to channel c: its sums (hi, lo), then d = k + scale * sum and
+    # r = d^beta in x's dtype
+    C = x.shape[1]
+    nl = hi.size
+    xa = x[n, c + after, l0:l0 + nl] if c + after < C else zero[:nl]   # entering
+    xr = x[n, c - before - 1, l0:l0 + nl] if c > before else zero[:nl]  # leaving
+    if _slide_squares(xa, xr, hi, lo, exact):
+        _mend_sums(x, n, c, l0, hi, lo, before, after)
+    _denominators(hi, lo, d, scale, k)
+    _power(d, r, beta, mode)
+
+
 @njit(parallel=True, cache=True, **_JIT)
 def _forward(x, y, before, after, scale, beta, k, mode, exact, tiles, acc_rows, d_rows, zero):
     # x, y (N, C, L); acc_rows (threads, 2, TL) float64 (the window sums and their
@@ -197,9 +219,7 @@ def _forward(x, y, before, after, scale, beta, k, mode, exact, tiles, acc_rows, 
     N, C, L = x.shape
     TL = acc_rows.shape[2]
     for task in prange(N * tiles):
-        n = task // tiles
-        l0 = (task - n * tiles) * TL
-        nl = min(TL, L - l0)
+        n, l0, nl = _tile(task, tiles, TL, L)
         tid = numba.get_thread_id()
         hi = acc_rows[tid, 0, :nl]
         lo = acc_rows[tid, 1, :nl]
@@ -207,12 +227,7 @@ def _forward(x, y, before, after, scale, beta, k, mode, exact, tiles, acc_rows, 
         r = d_rows[tid, 1, :nl]
         _first_sums(x, n, l0, hi, lo, after)
         for c in range(C):
-            xa = x[n, c + after, l0:l0 + nl] if c + after < C else zero[:nl]   # entering
-            xr = x[n, c - before - 1, l0:l0 + nl] if c > before else zero[:nl]  # leaving
-            if _slide_squares(xa, xr, hi, lo, exact):
-                _mend_sums(x, n, c, l0, hi, lo, before, after)
-            _denominators(hi, lo, d, scale, k)
-            _power(d, r, beta, mode)
+            _step(x, n, c, l0, zero, hi, lo, d, r, before, after, scale, beta, k, mode, exact)
             xc = x[n, c, l0:l0 + nl]
             yc = y[n, c, l0:l0 + nl]
             for i in range(nl):
@@ -232,9 +247,7 @@ def _backward(g, x, dx, before, after, scale, beta, k, mode, exact, tiles, acc_r
     size = before + after + 1
     coef = 2.0 * scale * beta
     for task in prange(N * tiles):
-        n = task // tiles
-        l0 = (task - n * tiles) * TL
-        nl = min(TL, L - l0)
+        n, l0, nl = _tile(task, tiles, TL, L)
         tid = numba.get_thread_id()
         s_hi = acc_rows[tid, 0, :nl]
         s_lo = acc_rows[tid, 1, :nl]
@@ -251,12 +264,8 @@ def _backward(g, x, dx, before, after, scale, beta, k, mode, exact, tiles, acc_r
             told = ring[(j - size) % R] if j >= size else zero64[:nl]
             tj = ring[j % R]
             if j < C:
-                xa = x[n, j + after, l0:l0 + nl] if j + after < C else zero[:nl]
-                xr = x[n, j - before - 1, l0:l0 + nl] if j > before else zero[:nl]
-                if _slide_squares(xa, xr, s_hi, s_lo, exact):
-                    _mend_sums(x, n, j, l0, s_hi, s_lo, before, after)
-                _denominators(s_hi, s_lo, d, scale, k)
-                _power(d, r, beta, mode)
+                _step(x, n, j, l0, zero, s_hi, s_lo, d, r, before, after, scale, beta, k, mode,
+                      exact)
                 xj = x[n, j, l0:l0 + nl]
                 gj = g[n, j, l0:l0 + nl]
                 qj = dx[n, j, l0:l0 + nl]                      # holds q_j until row j is final

@@ -96,15 +96,21 @@ def _slide(x, n, l, c, hi, lo, before, after, exact):
     return hi, lo
 
 
+@cuda.jit(device=True)
+def _column(L):
+    # this thread's column (n, l): consecutive threads, consecutive positions
+    idx = cuda.grid(1)
+    n = idx // L
+    return n, idx - n * L
+
+
 @cuda.jit
 def _forward_kernel(x, y, before, after, scale, beta, k, mode, exact):
     # x, y (N, C, L); one thread per (n, l)
     N, C, L = x.shape
-    idx = cuda.grid(1)
-    if idx >= N * L:
+    n, l = _column(L)
+    if n >= N:
         return
-    n = idx // L
-    l = idx - n * L
     hi = 0.0
     lo = 0.0
     for c in range(C):
@@ -123,11 +129,9 @@ def _t(g, x, n, l, c, s, scale, beta, k, mode):
 def _backward_kernel(g, x, dx, before, after, scale, beta, k, mode, exact):
     # g, x, dx (N, C, L); one thread per (n, l)
     N, C, L = x.shape
-    idx = cuda.grid(1)
-    if idx >= N * L:
+    n, l = _column(L)
+    if n >= N:
         return
-    n = idx // L
-    l = idx - n * L
     size = before + after + 1
     coef = 2.0 * scale * beta
     lead_hi = lead_lo = mid_hi = mid_lo = trail_hi = trail_lo = 0.0
