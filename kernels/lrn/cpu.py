@@ -261,8 +261,10 @@ def _backward(g, x, dx, before, after, scale, beta, k, mode, exact, tiles, acc_r
         t_lo[:] = 0.0
         for j in range(C + before):
             m = j - before                                     # the channel dx finishes
-            told = ring[(j - size) % R] if j >= size else zero64[:nl]
-            tj = ring[j % R]
+            # rows indexed in acc_rows itself: a row of the 2-D ring view has a run-time
+            # stride to Numba (layout "A"), and its loops stayed scalar
+            told = acc_rows[tid, 4 + (j - size) % R, :nl] if j >= size else zero64[:nl]
+            tj = acc_rows[tid, 4 + j % R, :nl]
             if j < C:
                 _step(x, n, j, l0, zero, s_hi, s_lo, d, r, before, after, scale, beta, k, mode,
                       exact)
