@@ -33,6 +33,15 @@ Versions
         - Loops with few rows: one loop over all eight rows of the backward step was
           left scalar (LLVM gives up on that many aliasing checks); split in two, both
           vectorise.
+        - Rows taken as acc_rows[tid, row, :nl], never as rows of a 2-D view
+          (acc_rows[tid, 4:, :nl][i] has a run-time stride to Numba, layout "A", and the
+          ring's loops stayed scalar): fwd+bwd on (32, 16, 28, 28), the AlexNet
+          example's lrn1, went from 6.0x to 10-11.7x PyTorch.
+        - Tried, inconclusive on the busy shared machine: whole rows as one tile
+          (TILE 1024/4096 against 512: 0.9-1.5x, the same setting differing by 25%
+          between rounds) and fastmath {afn, arcp} on the power and the quotient
+          (no change: the roots are not the bottleneck; beta = 1, no roots at all, ran
+          only 10% faster than 0.75). TILE stays 512.
         - Backward, in the same single sweep: channel j's window sum gives d_j,
           r_j = d_j^beta, q_j = g_j / r_j (kept in dx's row j until it is final) and
           t_j = g_j x_j / (r_j d_j) (kept in a ring of size + 1 float64 rows); a
@@ -40,7 +49,12 @@ Versions
           m - after .. m + before, finishes dx_m = q_m - 2 alpha beta / size * x_m * T_m
           as soon as t_(m+before) is known (m = j - before). One power per element,
           as in the forward.
-        Speed: bench/cases/lrn.py (its header has the ratios against PyTorch).
+        Speed (bench/cases/lrn.py, ratios against PyTorch in its header): fwd+bwd 8.8-9.5x
+        torch on (32, 256, 27, 27) and 4.9-9.8x on (32, 96, 55, 55), measured while other
+        processes took about 80% of the 2 CPUs. Against a parallel copy of x in the same
+        process the forward ran at about 1/3 and the backward at about 1/4 of copy speed,
+        so it is not yet memory-bound: the per-channel passes over the L1 rows (float64
+        sums, conversions) cost more than the traffic.
 """
 
 import numba
