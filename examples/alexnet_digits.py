@@ -150,8 +150,8 @@ def train(model, X_train, y_train, X_val, y_val, num_epochs, augment=True, lr=0.
         if augment is True:
             X = data.random_flip(X, seed=rng)
         model.fit(X, y_train, batch_size=32, epochs=1, verbose=0, seed=seed * 1000 + epoch)
-        val = model.evaluate(centre(X_val), y_val)
-        plateau.on_epoch_end(epoch, {"val_loss": val["loss"]})
+        val_loss, _ = model.evaluate(centre(X_val), y_val)
+        plateau.on_epoch_end(epoch, {"val_loss": val_loss})
     return model
 
 
@@ -180,7 +180,7 @@ def main(num_epochs=10, variants=tuple(VARIANTS), seed=0, lr=0.01, verbose=True)
         augment = options.pop("augment", True)
         model = train(build(**options, seed=seed), X_train, y_train, X_val, y_val, num_epochs,
                       augment, lr=lr, seed=seed)
-        results[name] = model.evaluate(centre(X_test), y_test)["accuracy"]
+        _, results[name] = model.evaluate(centre(X_test), y_test)
         if verbose:
             print(f"{name:24s} test accuracy {results[name]:.3f} "
                   f"({model.count_params():,} parameters, final lr {model.optimizer.lr:g})")

@@ -85,7 +85,8 @@ def main(num_epochs=15, seeds=(0, 1), verbose=True):
         for seed in seeds:
             model = build(style, seed)
             model.fit(X_train, y_train, batch_size=32, epochs=num_epochs, verbose=0, seed=seed)
-            accuracies.append(model.evaluate(X_test, y_test)["accuracy"])
+            _, accuracy = model.evaluate(X_test, y_test)
+            accuracies.append(accuracy)
         results[style] = (model.count_params(), conv_params(model), float(np.mean(accuracies)))
     if verbose:
         print(f"{'blocks':16s}{'parameters':>12s}{'conv weights per block':>30s}"
