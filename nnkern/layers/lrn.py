@@ -3,7 +3,7 @@
 import nnkern.functional as F
 from nnkern.functional.lrn import lrn_params
 
-from .base import Layer, register, require_image_shape
+from .base import Layer, register
 
 
 @register
@@ -31,9 +31,7 @@ class LocalResponseNorm(Layer):
 
     def compute_output_shape(self, input_shape):
         shape = tuple(input_shape)
-        if len(shape) == 3:
-            require_image_shape(self, shape)   # says so when the images look channels-last
-        elif len(shape) < 2:
+        if len(shape) < 2:
             raise ValueError(
                 f"{self.name} (LocalResponseNorm) normalises across channels and expects a "
                 f"per-sample shape (channels, ...) such as (C, H, W), got {shape}"
