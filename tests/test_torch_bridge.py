@@ -63,6 +63,8 @@ EXAMPLES = {
                                                      False)], {}),
     "mse_loss": lambda: ([_t(_normal((4, 3), 26)), _t(_normal((4, 3), 27))],
                          {"reduction": "sum"}),
+    "local_response_norm": lambda: ([_t(_normal((2, 6, 3, 3), 28))],
+                                    {"size": 3, "alpha": 1.0, "beta": 0.75, "k": 2.0}),
 }
 
 
@@ -100,6 +102,8 @@ TORCH_SAME = {
     "binary_cross_entropy_with_logits": lambda x, t: (
         torch.nn.functional.binary_cross_entropy_with_logits(x, t)),
     "mse_loss": lambda a, b: torch.nn.functional.mse_loss(a, b, reduction="sum"),
+    "local_response_norm": lambda x: torch.nn.functional.local_response_norm(x, 3, 1.0, 0.75,
+                                                                             2.0),
 }
 
 
