@@ -28,9 +28,9 @@ two halves of the augmentation apart):
 
     python examples/alexnet_digits.py
 
-Expected result (measured, cpu backend, 10 epochs per run, seed 0; 52 s of CPU
-time for the six runs, 133 s of wall time while other jobs kept the 2 CPUs
-loaded about 10 deep; not yet timed on a quiet machine):
+Expected result (measured, cpu backend, 10 epochs per run, seed 0; 52-59 s of
+CPU time for the six runs; 61 s of wall time while other jobs kept the 2 CPUs
+loaded 3-4 deep, 133 s at 10 deep; not yet timed on a quiet machine):
 
     all tricks               test accuracy 0.624 (72,394 parameters, final lr 0.01)
                              lrn1 divides by 1.682 .. 1.686 (median 1.682)

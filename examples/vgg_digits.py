@@ -12,9 +12,9 @@ the bundled digits, upsampled 2x to 16x16:
 
     python examples/vgg_digits.py
 
-Expected result (measured, cpu backend, 15 epochs, mean of 2 seeds; 31-38 s of
-CPU time in all, 47-65 s of wall time while other jobs kept the 2 CPUs loaded
-5-10 deep; not yet timed on a quiet machine):
+Expected result (measured, cpu backend, 15 epochs, mean of 2 seeds; 28-38 s of
+CPU time in all; 30 s of wall time while other jobs kept the 2 CPUs loaded 4
+deep, 47-65 s at 5-10 deep; not yet timed on a quiet machine):
 
     blocks            parameters        conv weights per block   test accuracy
     two 3x3 convs         88,890       2,480 / 13,888 / 55,424           0.982

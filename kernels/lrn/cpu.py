@@ -51,7 +51,7 @@ Versions
           as in the forward.
         Speed (bench/cases/lrn.py, ratios against PyTorch in its header): fwd+bwd 12-13x
         torch on (32, 96, 55, 55), 9-10x on (32, 256, 27, 27) and 10-11x on (32, 16, 28,
-        28), measured while other processes took 30-70% of the 2 CPUs; 4-5 GB/s against a
+        28), measured while other processes took 30-70% of the 2 CPUs; 3.7-5.2 GB/s against a
         copy ceiling of about 25 GB/s. Against a parallel copy of x in the same process
         the forward ran at about 1/3 and the backward at about 1/4 of copy speed, so it
         is not yet memory-bound: the per-channel passes over the L1 rows (float64
