@@ -12,24 +12,31 @@ PyTorch's ``torch.nn.functional.local_response_norm``, with its argument names:
 """
 
 import math
-import numbers
 
-from ._checks import backend_kernels, contiguous, empty, float_array, same_dtype, shape_is
+from ._checks import (
+    backend_kernels,
+    contiguous,
+    empty,
+    float_array,
+    int_value,
+    real_number,
+    same_dtype,
+    shape_is,
+)
 
 __all__ = ["local_response_norm", "local_response_norm_backward"]
 
 
 def lrn_params(size, alpha, beta, k):
     """Check the window size and the three coefficients; return them as (int, float, float,
-    float). The ``LocalResponseNorm`` layer checks its arguments with it too."""
-    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
-        raise ValueError(f"size must be an int >= 1 (channels in the window), got {size!r}")
-    values = []
-    for name, v in (("alpha", alpha), ("beta", beta), ("k", k)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
-            raise ValueError(f"{name} must be a finite number, got {v!r}")
-        values.append(float(v))
-    return int(size), *values
+    float). The ``LocalResponseNorm`` layer checks its arguments with it too.
+
+    alpha, beta and k must be >= 0: PyTorch takes any number, but a negative one turns the
+    inhibition into amplification or makes the denominator negative (NaN for a
+    fractional beta)."""
+    return (int_value(size, "size", 1),
+            real_number(alpha, "alpha", 0), real_number(beta, "beta", 0),
+            real_number(k, "k", 0))
 
 
 def _check(x, size, alpha, beta, k):
@@ -53,7 +60,8 @@ def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
 
     ``y_c = x_c / (k + alpha / size * sum of x_j^2)^beta``, the sum over the ``size``
     channels ``c - size // 2 .. c + (size - 1) // 2`` (zeros beyond the ends), as
-    ``torch.nn.functional.local_response_norm``. AlexNet used ``size=5, alpha=5e-4``
+    ``torch.nn.functional.local_response_norm``; ``alpha``, ``beta``, ``k`` >= 0 (see
+    ``lrn_params``). AlexNet used ``size=5, alpha=5e-4``
     in this convention (its paper's alpha 1e-4 is per channel, not divided by size),
     ``beta=0.75, k=2``.
 

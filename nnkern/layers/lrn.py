@@ -26,8 +26,8 @@ class LocalResponseNorm(Layer):
         super().__init__(**kwargs)
         try:
             self.size, self.alpha, self.beta, self.k = lrn_params(size, alpha, beta, k)
-        except ValueError as exc:
-            raise ValueError(f"{self.name}: {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{self.name}: {exc}") from None
 
     def compute_output_shape(self, input_shape):
         shape = tuple(input_shape)
