@@ -235,6 +235,9 @@ VALID = {
     "mse_loss": {"pred": _a(3, 4), "target": _a(3, 4, seed=1), "reduction": "sum"},
     "mse_loss_backward": {"grad_out": np.array(2.0), "pred": _a(3, 4),
                           "target": _a(3, 4, seed=1), "reduction": "mean"},
+    "local_response_norm": {"x": X4, "size": 3, "alpha": 1e-4, "beta": 0.75, "k": 1.0},
+    "local_response_norm_backward": {"grad_out": X4, "x": X4, "size": 3, "alpha": 1e-4,
+                                     "beta": 0.75, "k": 1.0},
 }
 
 # The kind of each argument, by name; (op, name) where one name means different things.
@@ -254,6 +257,7 @@ KIND = {
     "count_include_pad": "flag", "nesterov": "flag",
     "reduction": "choice", "algo": "choice", "activation": "choice", "op": "choice",
     "x_shape": "shape", "w_shape": "shape",
+    "size": "count", "alpha": "nonneg", "k": "nonneg",
 }
 KIND_OVERRIDES = {
     ("matmul", "b"): "array_nd", ("matmul_backward", "b"): "array_nd",
@@ -272,6 +276,9 @@ KIND_OVERRIDES = {
     # batch norm's backward never writes the running statistics: read-only ones are valid
     ("batch_norm_backward", "running_mean"): "array_dep",
     ("batch_norm_backward", "running_var"): "array_dep",
+    # local response norm takes (N, C, ...) of any rank >= 3; its beta is an exponent
+    ("local_response_norm", "x"): "array", ("local_response_norm_backward", "x"): "array",
+    ("local_response_norm", "beta"): "nonneg", ("local_response_norm_backward", "beta"): "nonneg",
 }
 
 
