@@ -71,6 +71,21 @@ def _copy(x):
     return x.copy() if isinstance(x, np.ndarray) else x
 
 
+def versions(family, backend):
+    """The names in a backend's version table (``VERSIONS`` of ``kernels/<family>/<backend>.py``),
+    in reading order; ``[]`` when the backend has one version only.
+
+    Example (a test parametrised over every CPU conv version)::
+
+        @pytest.mark.parametrize("version", versions("conv", "cpu"))
+        def test_conv(version):
+            check_op("conv2d", [x, w], "cpu", np.float32, version=version)
+    """
+    from nnkern._dispatch import kernels
+
+    return list(getattr(kernels(family, backend), "VERSIONS", ()))
+
+
 def run_op(op, inputs, backend, dtype, kwargs=None, grad_out=None):
     """Run ``F.<op>`` (and its backward when ``grad_out`` is given) on a backend.
 
@@ -98,9 +113,14 @@ def run_op(op, inputs, backend, dtype, kwargs=None, grad_out=None):
     return outs, grads, dev_inputs
 
 
-def check_op(op, inputs, backend, dtype, kwargs=None, backward=True, rtol=None, seed=0):
+def check_op(op, inputs, backend, dtype, kwargs=None, backward=True, rtol=None, seed=0,
+             version=None):
     """Check forward (and backward) of ``F.<op>`` on ``backend`` in ``dtype`` against
     the numpy backend in float64. Returns the backend's ``(outputs, grads)``.
+
+    ``version`` (a name from ``versions(family, backend)``) runs that version of the
+    backend's kernels: it is passed as the op's ``algo`` keyword to the backend only,
+    never to the reference.
 
     Example (a test body)::
 
@@ -112,7 +132,8 @@ def check_op(op, inputs, backend, dtype, kwargs=None, backward=True, rtol=None, 
     grad_out = rng.standard_normal(np.shape(ref_outs[0])) if backward else None
     if grad_out is not None:
         _, ref_grads, _ = run_op(op, inputs, "numpy", np.float64, kwargs, grad_out)
-    outs, grads, _ = run_op(op, inputs, backend, dtype, kwargs, grad_out)
+    own_kwargs = kwargs if version is None else dict(kwargs or {}, algo=version)
+    outs, grads, _ = run_op(op, inputs, backend, dtype, own_kwargs, grad_out)
     assert len(outs) == len(ref_outs)
     for i, (o, r) in enumerate(zip(outs, ref_outs)):
         if hasattr(o, "dtype") and o.dtype.kind == "f":

@@ -9,7 +9,9 @@ channels per group:
 
 where g = k // Kg, (sh, sw) is the stride, (ph, pw) the top/left padding,
 (dh, dw) the dilation, and x reads as zero outside the image. Output size:
-OH = (H + ph + ph_bottom - dh*(R-1) - 1) // sh + 1 (likewise OW).
+OH = (H + ph + ph_bottom - dh*(R-1) - 1) // sh + 1 (likewise OW). These index
+rules (output size, padded extent, input index) are written once, in rules.py,
+for every backend.
 
 Two ways to compute it, both here because the CPU and CUDA files have both:
 
@@ -31,6 +33,8 @@ Backward (g is the upstream gradient dL/dy, shaped like y):
 
 import numpy as np
 
+from .rules import padded_extent
+
 
 def _pad(x, ph, pw, OH, OW, R, S, stride, dilation):
     """Zero-pad x (N, C, H, W) by (ph, pw) at the top/left and as much as the
@@ -38,8 +42,8 @@ def _pad(x, ph, pw, OH, OW, R, S, stride, dilation):
     Returns xp (N, C, Hp, Wp)."""
     N, C, H, W = x.shape
     (sh, sw), (dh, dw) = stride, dilation
-    Hp = max(H + ph, (OH - 1) * sh + (R - 1) * dh + 1)
-    Wp = max(W + pw, (OW - 1) * sw + (S - 1) * dw + 1)
+    Hp = padded_extent(H, ph, OH, R, sh, dh)
+    Wp = padded_extent(W, pw, OW, S, sw, dw)
     xp = np.zeros((N, C, Hp, Wp), dtype=x.dtype)
     xp[:, :, ph:ph + H, pw:pw + W] = x
     return xp

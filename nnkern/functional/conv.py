@@ -61,8 +61,6 @@ def _check(x, w, b, stride, padding, dilation, groups, algo):
     if b is not None:
         float_array(b, "b", 1)
     same_dtype(("x", x), ("w", w), ("b", b))
-    if not isinstance(algo, str) or algo not in ALGOS:
-        raise ValueError(f"algo must be one of {ALGOS}, got {algo!r}")
     if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
         raise ValueError(f"groups must be an int >= 1, got {groups!r}")
     groups = int(groups)
@@ -104,6 +102,13 @@ def _check(x, w, b, stride, padding, dilation, groups, algo):
     OH = (H + pt + pb - eh) // stride[0] + 1
     OW = (W + pl + pr - ew) // stride[1] + 1
     kern = backend_kernels("conv", ("x", x), ("w", w), ("b", b))
+    # Besides ALGOS, a backend's own version names (its VERSIONS table) pick one version.
+    versions = tuple(getattr(kern, "VERSIONS", ()))
+    if not isinstance(algo, str) or algo not in ALGOS + versions:
+        raise ValueError(
+            f"algo must be one of {ALGOS} or a version of this backend {versions}, "
+            f"got {algo!r}"
+        )
     return kern, (N, K, OH, OW), stride, (pt, pl), dilation, groups
 
 
@@ -137,7 +142,8 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, algo="auto")
             bottom/right, as PyTorch does).
         groups: split channels into this many independent groups.
         algo: "direct", "im2col" (columns + the nnkern GEMM) or "auto" (the
-            backend picks; see kernels/conv/cpu.py and cuda.py).
+            backend picks; see kernels/conv/cpu.py and cuda.py), or the name of one
+            version in the backend's VERSIONS table (e.g. "px" on the cpu backend).
 
     >>> import numpy as np
     >>> x = np.zeros((2, 3, 8, 8), np.float32); w = np.zeros((4, 3, 3, 3), np.float32)

@@ -9,7 +9,7 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
-from harness import BACKENDS, DTYPES, assert_close, check_gradients, check_op
+from harness import BACKENDS, DTYPES, assert_close, check_gradients, check_op, versions
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -39,6 +39,10 @@ CASES = [
     ((2, 3, 9, 30), (4, 3, 3, 3), {"padding": 1, "stride": (2, 1)}),
     ((2, 4, 7, 28), (34, 2, 3, 3), {"padding": (0, 1), "groups": 2, "stride": (3, 1)}),
     ((1, 2, 3, 32), (3, 2, 2, 3), {"dilation": (1, 2), "padding": (1, 2)}),
+    # Depthwise at stride 1 and a LeNet-like first layer with a batch of one (the CPU's
+    # one-channel pixel tiles, and backward-weights split over pixel bands).
+    ((2, 6, 9, 9), (6, 1, 3, 3), {"padding": 1, "groups": 6}),
+    ((1, 1, 12, 11), (6, 1, 5, 5), {"padding": 2}),
 ]
 IDS = [f"case{i}" for i in range(len(CASES))]
 
@@ -58,10 +62,10 @@ def _inputs(x_shape, w_shape, bias=True, seed=0):
     return x, w, b
 
 
-def _run_case(backend, dtype, x_shape, w_shape, kwargs, algo, bias=True):
+def _run_case(backend, dtype, x_shape, w_shape, kwargs, algo, bias=True, version=None):
     x, w, b = _inputs(x_shape, w_shape, bias)
     inputs = [x, w] + ([b] if bias else [])
-    check_op("conv2d", inputs, backend, dtype, dict(kwargs, algo=algo))
+    check_op("conv2d", inputs, backend, dtype, dict(kwargs, algo=algo), version=version)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -70,6 +74,92 @@ def _run_case(backend, dtype, x_shape, w_shape, kwargs, algo, bias=True):
 @pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "cuda"])
 def test_conv2d_host(backend, x_shape, w_shape, kwargs, algo, dtype):
     _run_case(backend, dtype, x_shape, w_shape, kwargs, algo)
+
+
+CPU_VERSIONS = versions("conv", "cpu")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("version", CPU_VERSIONS)
+@pytest.mark.parametrize("x_shape,w_shape,kwargs", CASES, ids=IDS)
+def test_conv2d_cpu_every_version(version, x_shape, w_shape, kwargs, dtype):
+    # A version that cannot run a case's op (px at stride 2, pxw for forward) gives way
+    # to the rule; test_every_cpu_version_is_reached checks that each one runs somewhere.
+    _run_case("cpu", dtype, x_shape, w_shape, kwargs, "auto", version=version)
+
+
+def _geometry(x_shape, w_shape, kwargs):
+    from nnkern.kernels.conv import cpu
+
+    out = F.conv2d_output_shape(x_shape, w_shape, kwargs.get("stride", 1),
+                                kwargs.get("padding", 0), kwargs.get("dilation", 1))
+    pairs = {}
+    for name in ("stride", "dilation"):
+        v = kwargs.get(name, 1)
+        pairs[name] = (v, v) if isinstance(v, int) else tuple(v)
+    pad = kwargs.get("padding", 0)
+    if pad == "same":
+        R, S = w_shape[2], w_shape[3]
+        pad = (pairs["dilation"][0] * (R - 1) // 2, pairs["dilation"][1] * (S - 1) // 2)
+    pad = (pad, pad) if isinstance(pad, int) else tuple(pad)
+    return cpu.geometry(x_shape, w_shape, out, pairs["stride"], pad, pairs["dilation"],
+                        kwargs.get("groups", 1))
+
+
+def test_every_cpu_version_is_reached():
+    # Each version, asked for by name, runs every op it serves on some test case, so the
+    # version tests above exercise it; "auto" picks each direct version somewhere too.
+    from nnkern.kernels.conv import cpu
+
+    shapes = CASES + [(c[0], c[1], {"stride": c[2], "padding": c[3], "dilation": c[4],
+                                    "groups": c[5]}) for c in BW_CASES]
+    geos = [_geometry(*c) for c in shapes]
+    for version, ops in cpu.VERSIONS.items():
+        for op in ops:
+            assert any(cpu.choose(op, geo, version)[0] == version for geo in geos), (
+                f"no test case runs {version} for {op}")
+    picked = {cpu.choose(op, geo)[0] for geo in geos for op in cpu.OPS}
+    assert picked == set(cpu.VERSIONS) - {"im2col"}, picked
+
+
+def test_cpu_choose_says_why():
+    from nnkern.kernels.conv import cpu
+
+    lenet1 = _geometry((128, 1, 28, 28), (6, 1, 5, 5), {"padding": 2})
+    assert cpu.choose("backward_weights", lenet1) == (
+        "pxw", "1 input channels per group fill few channel lanes")
+    strided = _geometry((2, 8, 9, 9), (4, 8, 3, 3), {"stride": 2})
+    version, why = cpu.choose("forward", strided, "px")
+    assert version == "tile" and why.startswith("px needs stride 1, got (2, 2)")
+    assert cpu.choose("forward", strided, "im2col") == ("im2col", "asked for im2col")
+    with pytest.raises(ValueError, match="algo must be one of .* or a version of this backend"):
+        F.conv2d(np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 3, 3)), algo="pxx")
+
+
+@pytest.mark.parametrize("version", CPU_VERSIONS)
+def test_cpu_versions_keep_nan_and_inf_where_the_reference_does(version):
+    # NaN and inf in x and g reach exactly the outputs the reference (PyTorch's rule) gives
+    # them, on every version: lanes past a row's end must not spread them.
+    from nnkern._dispatch import kernels
+
+    x, w, b = _inputs((2, 1, 8, 9), (3, 1, 3, 3))
+    x[0, 0, 3, 8], x[1, 0, 2, 0], x[1, 0, 7, 5] = np.nan, np.inf, -np.inf
+    g = np.random.default_rng(1).standard_normal((2, 3, 6, 7))
+    g[0, 1, 2, 6] = np.nan
+    args = ((1, 1), (0, 0), (1, 1), 1)
+    outs = {}
+    for name, algo in (("numpy", "direct"), ("cpu", version)):
+        kern = kernels("conv", name)
+        y, dx, dw, db = (np.empty(s) for s in (g.shape, x.shape, w.shape, b.shape))
+        kern.conv2d_forward(x, w, b, y, *args, algo)
+        kern.conv2d_backward_data(g, w, dx, *args, algo)
+        kern.conv2d_backward_weights(g, x, dw, db, *args, algo)
+        outs[name] = (y, dx, dw, db)
+    for what, got, want in zip(("y", "dx", "dw", "db"), outs["cpu"], outs["numpy"]):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=what)
+        finite = np.isfinite(want)
+        np.testing.assert_array_equal(got[~finite], want[~finite], err_msg=what)
+        assert_close(got[finite], want[finite], np.float64, f"{version} {what}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -277,7 +367,7 @@ def test_conv2d_device_mismatch():
         F.conv2d(X, _FakeGpuArray(Wt))
 
 
-# --- CPU direct paths, each forced ---------------------------------------------------------
+# --- CPU versions, each asked for by name ----------------------------------------------------
 
 # (x shape, w shape, stride, (top, left) padding, dilation, groups). More than 32 input
 # channels per group (two channel blocks), output channels not a multiple of the tiles,
@@ -287,14 +377,16 @@ BW_CASES = [
     ((3, 6, 9, 8), (10, 3, 3, 2), (2, 1), (1, 0), (1, 2), 2),
     ((1, 4, 11, 10), (13, 4, 2, 3), (1, 3), (0, 2), (2, 1), 1),
     ((2, 34, 5, 31), (6, 17, 3, 3), (1, 1), (1, 1), (1, 1), 2),
+    ((1, 3, 9, 13), (5, 3, 3, 2), (1, 1), (1, 0), (1, 2), 1),
 ]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("version", [v for v in CPU_VERSIONS if v != "im2col"])
 @pytest.mark.parametrize("case", BW_CASES, ids=[f"bw{i}" for i in range(len(BW_CASES))])
-def test_cpu_backward_weights_both_versions(case, dtype):
-    # direct_backward_weights picks version 1 or 3 by lane use; both must agree with the
-    # reference on every shape.
+def test_cpu_backward_weights_every_version(case, version, dtype):
+    # Each direct version's backward-weights (or the rule's, where it has none) agrees with
+    # the reference on every shape, with NaN-filled outputs.
     from nnkern.kernels.conv import cpu, reference
 
     x_shape, w_shape, stride, padding, dilation, groups = case
@@ -307,18 +399,18 @@ def test_cpu_backward_weights_both_versions(case, dtype):
     reference.conv2d_backward_weights(
         g.astype(np.float64), x.astype(np.float64), want_dw, want_db, *args, "direct"
     )
-    for version in (cpu.tile_backward_weights, cpu.cl_backward_weights):
-        dw, db = np.full(w.shape, np.nan, dtype), np.full(b.shape, np.nan, dtype)
-        version(g, x, dw, db, *args)
-        assert_close(dw, want_dw, dtype, version.__name__)
-        assert_close(db, want_db, dtype, version.__name__)
+    dw, db = np.full(w.shape, np.nan, dtype), np.full(b.shape, np.nan, dtype)
+    cpu.conv2d_backward_weights(g, x, dw, db, *args, version)
+    assert_close(dw, want_dw, dtype, version)
+    assert_close(db, want_db, dtype, version)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("version", [v for v in CPU_VERSIONS if v != "im2col"])
 @pytest.mark.parametrize("case", BW_CASES, ids=[f"fw{i}" for i in range(len(BW_CASES))])
-def test_cpu_direct_forward_and_data(case, dtype):
-    # Forward and backward-data of the direct algorithm (the pixel-vectorised tile for
-    # stride 1, the channel tiles otherwise) against the reference, with and without bias.
+def test_cpu_direct_forward_and_data(case, version, dtype):
+    # Forward and backward-data of each direct version (or the rule's, where it has none)
+    # against the reference, with and without bias, with NaN-filled outputs.
     from nnkern.kernels.conv import cpu, reference
 
     x_shape, w_shape, stride, padding, dilation, groups = case
@@ -326,18 +418,19 @@ def test_cpu_direct_forward_and_data(case, dtype):
     OH = (x_shape[2] + 2 * padding[0] - dilation[0] * (w_shape[2] - 1) - 1) // stride[0] + 1
     OW = (x_shape[3] + 2 * padding[1] - dilation[1] * (w_shape[3] - 1) - 1) // stride[1] + 1
     g = np.random.default_rng(2).standard_normal((x_shape[0], w_shape[0], OH, OW)).astype(dtype)
-    args = (stride, padding, dilation, groups, "direct")
+    args = (stride, padding, dilation, groups, version)
     for bias in (b, None):
         want = np.empty(g.shape)
         reference.conv2d_forward(
             x.astype(np.float64), w.astype(np.float64),
-            None if bias is None else bias.astype(np.float64), want, *args,
+            None if bias is None else bias.astype(np.float64), want, *args[:-1], "direct",
         )
         y = np.full(g.shape, np.nan, dtype)
         cpu.conv2d_forward(x, w, bias, y, *args)
         assert_close(y, want, dtype, "y")
     want = np.empty(x.shape)
-    reference.conv2d_backward_data(g.astype(np.float64), w.astype(np.float64), want, *args)
+    reference.conv2d_backward_data(
+        g.astype(np.float64), w.astype(np.float64), want, *args[:-1], "direct")
     dx = np.full(x.shape, np.nan, dtype)
     cpu.conv2d_backward_data(g, w, dx, *args)
     assert_close(dx, want, dtype, "dx")
@@ -359,7 +452,7 @@ def test_cpu_im2col_in_several_batches(case, per_batch, dtype, monkeypatch):
     OH = (x_shape[2] + 2 * padding[0] - dilation[0] * (w_shape[2] - 1) - 1) // stride[0] + 1
     OW = (x_shape[3] + 2 * padding[1] - dilation[1] * (w_shape[3] - 1) - 1) // stride[1] + 1
     monkeypatch.setattr(cpu, "COL_ELEMENTS", per_batch * max(Q, w_shape[0] // groups) * OH * OW)
-    assert len(cpu._batches(x_shape[0], Q, OH * OW, w_shape[0] // groups)) == (
+    assert len(cpu.im2col_batches(x_shape[0], Q, OH * OW, w_shape[0] // groups)) == (
         3 if per_batch == 1 else 2)
     x, w, b = (a.astype(dtype) for a in _inputs(x_shape, w_shape))
     g = np.random.default_rng(3).standard_normal((x_shape[0], w_shape[0], OH, OW)).astype(dtype)
