@@ -50,14 +50,16 @@ before / after on the same shape in one run):
             with C = 1, depthwise with one channel per group), where kx = 8 lanes were
             mostly empty.
     pxw     (backward-weights; stride 1) vectorised over pixels like px, for few input
-            channels per group (LeNet's first layers, depthwise): tile cl and tile fill
+            channels per group (LeNet's first layer, depthwise): tile and cl fill only
             Cg or Kg of their TK lanes; here a lane is a pixel, the tile kb output
             channels x qb rows q (kb, qb = 4, 4, or 1, 9 for one channel per group),
-            per LANES pixels kb gradient loads, qb input loads, kb*qb FMAs, one
-            horizontal sum per accumulator at the end. Lanes past a row's end read
-            the neighbouring pixel times a zero gradient; a sample whose x holds NaN or
-            inf takes an exact scalar loop instead, so NaN and inf reach exactly the
-            entries PyTorch's do.
+            per LANES pixels kb gradient loads, qb input loads, kb*qb FMAs. A chunk of
+            samples that fits L1 is placed on the padded grid (x, and g with zeros where
+            no pixel exists), and the sums stay vectors in a per-thread buffer until
+            the thread's last sample (a horizontal sum per tile and sample cost as
+            much as the loop). Lanes past a row's end read the neighbouring pixel times
+            a zero gradient; a chunk whose x holds NaN or inf takes an exact scalar
+            loop instead, so NaN and inf reach exactly the entries PyTorch's do.
 
 Every backward-weights version splits its work into per-thread pieces of (sample,
 band of output pixels): each piece sums into its own partial dw and db (float64),
@@ -410,17 +412,19 @@ def _run_tile(src, w, bias, yf, G, Kout_g, Cq, R, S, dil, grid, OH, OW, stride, 
 
 
 @njit(fastmath=FM, cache=True)
-def _tile_dw(xf, c0, c1, c2, c3, c4, c5, pix_off, pa, pb, gt, blk, part, piece, q0, nq,
-             kbase, nk):
+def _tile_dw(xf, c0, c1, c2, c3, c4, c5, pix_off, pa, pb, gt, blk, partt, q0):
     # One TK-channel x 6-row tile of dw, reduced over pixels pa..pb of one sample.
     # xf: the sample's padded input, flat; c0..c5: uint64 crs offsets of the 6 rows;
     # gt: (blocks, P, TK) the sample's gradient with TK channels contiguous;
-    # part (pieces, K, Q): row q0 + j, channel kbase + k gets acc[j, k] added.
+    # partt (blocks, Qpad, TK): the piece's partial sums, acc added as whole vectors.
     wide_vectors()
-    acc = stack_array(part, TILE)
+    acc = stack_array(partt, TILE)
     for i in range(TILE):
         acc[i] = 0
-    for p in range(pa, pb):
+    # (Unsigned indices from a range that starts at 0: a signed pa + i needs a
+    # negative-index check per load, and vectorised worse.)
+    for i in range(pb - pa):
+        p = np.uint64(pa) + np.uint64(i)
         o = np.uint64(pix_off[p])
         x0 = xf[o + c0]
         x1 = xf[o + c1]
@@ -436,9 +440,9 @@ def _tile_dw(xf, c0, c1, c2, c3, c4, c5, pix_off, pa, pb, gt, blk, part, piece, 
             acc[3 * TK + k] += x3 * gv
             acc[4 * TK + k] += x4 * gv
             acc[5 * TK + k] += x5 * gv
-    for j in range(nq):
-        for k in range(nk):
-            part[piece, kbase + k, q0 + j] += acc[j * TK + k]
+    for j in range(TP):
+        for k in range(TK):
+            partt[blk, q0 + j, k] += acc[j * TK + k]
 
 
 @njit(parallel=True, fastmath=FM, cache=True)
@@ -456,8 +460,10 @@ def conv_dw_tile(x, g, part, dbpart, nband, crs_off, pix_off, G, grid):
     Qt = crs_off.shape[0] // TP
     items = N * nband
     for piece in prange(npiece):
-        part[piece] = 0
         dbpart[piece] = 0
+        # The piece's sums in the tile's layout (whole-vector adds: per-element stores
+        # into (K, Q) cost 20% on LeNet's conv2), copied to part[piece] at its end.
+        partt = np.zeros((nblk, crs_off.shape[0], TK), dtype=part.dtype)
         buf = np.empty(Cq * grid.Hz * grid.Wz, dtype=x.dtype)
         gt = np.empty((nblk, P, TK), dtype=g.dtype)
         dbacc = np.empty(TK, dtype=g.dtype)
@@ -488,15 +494,17 @@ def conv_dw_tile(x, g, part, dbpart, nband, crs_off, pix_off, G, grid):
             for grp in range(G):
                 _place(x, n, grp * Cq, Cq, buf, grid)
                 for kb in range(nkb):
-                    k0, nk = grp * Kg + kb * TK, min(TK, Kg - kb * TK)
                     for t in range(Qt):
                         q0 = t * TP
                         _tile_dw(
                             buf, crs_off[q0], crs_off[q0 + 1], crs_off[q0 + 2],
                             crs_off[q0 + 3], crs_off[q0 + 4], crs_off[q0 + 5],
-                            pix_off, pa, pb, gt, grp * nkb + kb, part, piece, q0,
-                            min(TP, Q - q0), k0, nk,
+                            pix_off, pa, pb, gt, grp * nkb + kb, partt, q0,
                         )
+        for k in range(K):
+            blk, j = k // Kg * nkb + k % Kg // TK, k % Kg % TK
+            for q in range(Q):
+                part[piece, k, q] = partt[blk, q, j]
 
 
 def tile_backward_weights(geo, g, x, dw, db):
@@ -685,9 +693,9 @@ def _tile_cl(xt, xb, tap, pix_off, pa, pb, gf, o0, o1, o2, o3, o4, o5, o6, o7, p
     acc = stack_array(part, CL_TILE)
     for i in range(CL_TILE):
         acc[i] = 0
-    for p in range(pa, pb):
-        pu = np.uint64(p)
-        xo = xb + (pix_off[p] + tap) * np.uint64(TK)
+    for i in range(pb - pa):  # (unsigned, from 0: see _tile_dw)
+        pu = np.uint64(pa) + np.uint64(i)
+        xo = xb + (pix_off[pu] + tap) * np.uint64(TK)
         g0 = gf[o0 + pu]
         g1 = gf[o1 + pu]
         g2 = gf[o2 + pu]
@@ -706,9 +714,10 @@ def _tile_cl(xt, xb, tap, pix_off, pa, pb, gf, o0, o1, o2, o3, o4, o5, o6, o7, p
             acc[5 * TK + c] += g5 * xv
             acc[6 * TK + c] += g6 * xv
             acc[7 * TK + c] += g7 * xv
-    for i in range(nkw):
-        for c in range(nc):
-            part[piece, kbase + i, (cbase + c) * RS + t] += acc[i * TK + c]
+    for i in range(KW):  # (constant trip counts: see _tile_dw)
+        for c in range(TK):
+            if i < nkw and c < nc:
+                part[piece, kbase + i, (cbase + c) * RS + t] += acc[i * TK + c]
 
 
 @njit(fastmath={"reassoc", "contract"}, cache=True)
@@ -907,33 +916,37 @@ PXW_SHAPES = ((4, 4), (1, 9))
 
 
 @njit(fastmath=FM, cache=True)
-def _tile_pxw(kb, qb, xz, gz, go, gs, taps, q0, pa, pb, part, piece, kbase, nk, nq):
-    # acc[i, j, :] = sum over pixels p in [pa, pb) (steps of LANES) of
-    # gz[go + i*gs + p + l] * xz[taps[q0 + j] + p + l], lane l of a vector (gz is zero at
-    # the pixels that do not exist). Then part[piece, kbase + i, q0 + j] += the lane sum,
-    # for i < nk, j < nq. kb and qb are compile-time constants.
+def _tile_pxw(kb, qb, xz, xs, gz, gs, nsamp, go, taps, q0, pa, pb, Pz, partv, k0):
+    # partv[k0 + i, q0 + j, :] += sum over samples m < nsamp and pixels p in [pa, pb)
+    # (steps of LANES) of gz[m*gs + go + i*Pz + p + l] * xz[m*xs + taps[q0 + j] + p + l],
+    # lane l of a vector (gz is zero at the pixels that do not exist). The sums stay
+    # vectors (LANES partial sums each) until the piece ends: one horizontal sum per tile
+    # and sample cost as much as the loop on LeNet's 10x10 outputs. kb and qb are
+    # compile-time constants.
     literally(kb)
     literally(qb)
     wide_vectors()
-    acc = stack_array(part, PXW_TILE)
-    for i in range(kb * qb * LANES):
-        acc[i] = 0
-    for p in range(pa, pb, LANES):
-        pu = np.uint64(p)
+    acc = stack_array(partv, PXW_TILE)
+    for i in range(kb):
         for j in range(qb):
-            xo = taps[q0 + j] + pu
-            for i in range(kb):
-                gi = go + np.uint64(i * gs) + pu
-                a = (i * qb + j) * LANES
-                for lane in range(LANES):
-                    acc[a + lane] += gz[gi + np.uint64(lane)] * xz[xo + np.uint64(lane)]
-    for i in range(nk):
-        for j in range(nq):
-            a = (i * qb + j) * LANES
-            total = acc[a]
-            for lane in range(1, LANES):
-                total += acc[a + lane]
-            part[piece, kbase + i, q0 + j] += total
+            for lane in range(LANES):
+                acc[(i * qb + j) * LANES + lane] = partv[k0 + i, q0 + j, lane]
+    for m in range(nsamp):
+        xm = np.uint64(m * xs)
+        gm = np.uint64(m * gs) + go
+        for v in range((pb - pa) // LANES):
+            pu = np.uint64(pa + v * LANES)
+            for j in range(qb):
+                xo = xm + taps[q0 + j] + pu
+                for i in range(kb):
+                    gi = gm + np.uint64(i * Pz) + pu
+                    a = (i * qb + j) * LANES
+                    for lane in range(LANES):
+                        acc[a + lane] += gz[gi + np.uint64(lane)] * xz[xo + np.uint64(lane)]
+    for i in range(kb):
+        for j in range(qb):
+            for lane in range(LANES):
+                partv[k0 + i, q0 + j, lane] = acc[(i * qb + j) * LANES + lane]
 
 
 @njit(cache=True)
@@ -947,7 +960,7 @@ def _finite(xz, n):
 
 @njit(cache=True)
 def _exact_pxw(xz, mask, gz, Pz, taps, pa, pb, part, piece, kbase, Kg, Q):
-    # _tile_pxw's sums over the pixels that exist only (mask 1), one at a time.
+    # _tile_pxw's sums for one sample over the pixels that exist only (mask 1).
     for k in range(Kg):
         for q in range(Q):
             acc = part[piece, kbase + k, q] * 0
@@ -957,14 +970,29 @@ def _exact_pxw(xz, mask, gz, Pz, taps, pa, pb, part, piece, kbase, Kg, Q):
             part[piece, kbase + k, q] += acc
 
 
+@njit(cache=True)
+def _add_lanes(partv, part, piece, kbase, Kg, Q):
+    # part[piece, kbase + k, q] += the lane sum of partv[k, q]; partv back to zeros.
+    for k in range(Kg):
+        for q in range(Q):
+            total = partv[k, q, 0]
+            for lane in range(1, LANES):
+                total += partv[k, q, lane]
+            part[piece, kbase + k, q] += total
+    partv[:] = 0
+
+
 @njit(parallel=True, fastmath=FM, cache=True)
-def conv_dw_pxw(x, g, part, dbpart, nband, taps, mask, grid, G, OH, OW, nbuf, kb, qb):
+def conv_dw_pxw(x, g, part, dbpart, nband, taps, mask, grid, G, OH, OW, nbuf, kb, qb,
+                chunk):
     # Partial sums: part[piece] (K, Cg*R*S) of dw and dbpart[piece] (K,) float64 of db,
-    # piece by piece over (sample, band of pixels) items. Per sample and group: x placed
-    # by grid into xz (Cg, Hz, Wz) (nbuf elements, zero tail) and g onto the same grid
-    # in gz (Kpad, Pz): row k, pixel oh*Wz + ow, zero at ow >= OW, past OH*Wz and in the
-    # rows past Kg. taps (Qpad,) uint64 tap offsets into xz; mask (Pz,): 1 where a pixel
-    # exists. (kb, qb): the tile shape, one of PXW_SHAPES.
+    # piece by piece over (sample, band of pixels) items, `chunk` samples at a time (one
+    # band: all its pixels; several bands: one item at a time), summed in vectors in
+    # partv (Kpad, Qpad, LANES) and added to part per group. Per sample and group: x
+    # placed by grid into xz[m] (Cg, Hz, Wz) (nbuf elements, zero tail) and g onto the
+    # same grid in gz[m] (Kpad, Pz): row k, pixel oh*Wz + ow, zero at ow >= OW, past
+    # OH*Wz and in the rows past Kg. taps (Qpad,) uint64 tap offsets into xz; mask
+    # (Pz,): 1 where a pixel exists. (kb, qb): the tile shape, one of PXW_SHAPES.
     N, K = g.shape[0], g.shape[1]
     Cg = x.shape[1] // G
     Kg = K // G
@@ -976,45 +1004,65 @@ def conv_dw_pxw(x, g, part, dbpart, nband, taps, mask, grid, G, OH, OW, nbuf, kb
     Kpad = (Kg + kb - 1) // kb * kb
     Qpad = taps.shape[0]
     items = N * nband
+    per = chunk if nband == 1 else 1
     for piece in prange(npiece):
         part[piece] = 0
         dbpart[piece] = 0
-        xz = np.empty(nbuf, dtype=x.dtype)
-        xz[Cg * grid.Hz * Wz:] = 0
-        gz = np.zeros(Kpad * Pz, dtype=g.dtype)
-        for item in range(piece * items // npiece, (piece + 1) * items // npiece):
-            n, band = item // nband, item % nband
+        xz = np.empty(per * nbuf, dtype=x.dtype)
+        gz = np.zeros(per * Kpad * Pz, dtype=g.dtype)
+        partv = np.zeros((Kpad, Qpad, LANES), dtype=part.dtype)
+        for m in range(per):
+            xz[m * nbuf + Cg * grid.Hz * Wz : (m + 1) * nbuf] = 0
+        i0, i1 = piece * items // npiece, (piece + 1) * items // npiece
+        for c0 in range(i0, i1, per):
+            nsamp = min(per, i1 - c0)
+            band = c0 % nband
             pa = band * nvec // nband * LANES
             pb = (band + 1) * nvec // nband * LANES
             for grp in range(G):
-                _place(x, n, grp * Cg, Cg, xz, grid)
-                for k in range(Kg):
-                    kk = grp * Kg + k
-                    acc = 0.0
-                    for oh in range(pa // Wz, min(OH, (pb + Wz - 1) // Wz)):
-                        row = g[n, kk, oh * OW : (oh + 1) * OW]
-                        gz[k * Pz + oh * Wz : k * Pz + oh * Wz + OW] = row
-                        lo = max(0, pa - oh * Wz)
-                        hi = min(OW, pb - oh * Wz)
-                        for ow in range(lo, hi):
-                            acc += row[ow]
-                    dbpart[piece, kk] += acc
-                if not _finite(xz, Cg * grid.Hz * Wz):
+                exact = False
+                for m in range(nsamp):
+                    n = (c0 + m) // nband
+                    xm = xz[m * nbuf : (m + 1) * nbuf]
+                    _place(x, n, grp * Cg, Cg, xm, grid)
+                    exact = exact or not _finite(xm, Cg * grid.Hz * Wz)
+                    for k in range(Kg):
+                        kk = grp * Kg + k
+                        acc = 0.0
+                        o = (m * Kpad + k) * Pz
+                        for oh in range(pa // Wz, min(OH, (pb + Wz - 1) // Wz)):
+                            row = g[n, kk, oh * OW : (oh + 1) * OW]
+                            gz[o + oh * Wz : o + oh * Wz + OW] = row
+                            lo = max(0, pa - oh * Wz)
+                            hi = min(OW, pb - oh * Wz)
+                            for ow in range(lo, hi):
+                                acc += row[ow]
+                        dbpart[piece, kk] += acc
+                if exact:
                     # A lane past a row's end reads x too (times a zero gradient): with
                     # NaN or inf in x that would reach dw entries PyTorch's never see,
-                    # so such a sample takes the exact scalar loop.
-                    _exact_pxw(xz, mask, gz, Pz, taps, pa, pb, part, piece, grp * Kg, Kg, Q)
+                    # so such a chunk takes the exact scalar loop.
+                    for m in range(nsamp):
+                        _exact_pxw(xz[m * nbuf : (m + 1) * nbuf], mask,
+                                   gz[m * Kpad * Pz : (m + 1) * Kpad * Pz], Pz, taps, pa,
+                                   pb, part, piece, grp * Kg, Kg, Q)
                     continue
                 for k0 in range(0, Kg, kb):
+                    go = np.uint64(k0 * Pz)
                     for q0 in range(0, Qpad, qb):
                         if kb == 4:
-                            _tile_pxw(4, 4, xz, gz, np.uint64(k0 * Pz), Pz, taps, q0,
-                                      pa, pb, part, piece, grp * Kg + k0,
-                                      min(kb, Kg - k0), min(qb, Q - q0))
+                            _tile_pxw(4, 4, xz, nbuf, gz, Kpad * Pz, nsamp, go, taps, q0,
+                                      pa, pb, Pz, partv, k0)
                         else:
-                            _tile_pxw(1, 9, xz, gz, np.uint64(k0 * Pz), Pz, taps, q0,
-                                      pa, pb, part, piece, grp * Kg + k0,
-                                      min(kb, Kg - k0), min(qb, Q - q0))
+                            _tile_pxw(1, 9, xz, nbuf, gz, Kpad * Pz, nsamp, go, taps, q0,
+                                      pa, pb, Pz, partv, k0)
+                if G > 1:
+                    _add_lanes(partv, part, piece, grp * Kg, Kg, Q)
+        if G == 1:
+            _add_lanes(partv, part, piece, 0, Kg, Q)
+
+
+PXW_CHUNK_BYTES = 1 << 15  # x and g of one chunk of samples: within L1
 
 
 def pxw_backward_weights(geo, g, x, dw, db):
@@ -1027,8 +1075,10 @@ def pxw_backward_weights(geo, g, x, dw, db):
     mask = np.zeros(Pz, dtype=x.dtype)
     mask[: geo.OH * grid.Wz].reshape(geo.OH, grid.Wz)[:, : geo.OW] = 1
     nbuf = max(Cg * grid.Hz * grid.Wz, int(taps.max()) + Pz)
+    per_sample = (nbuf + -(-Kg // kb) * kb * Pz) * x.itemsize
+    chunk = max(1, PXW_CHUNK_BYTES // per_sample)
     _backward_weights(conv_dw_pxw, geo, g, x, dw, db, taps, mask, grid, geo.G, geo.OH,
-                      geo.OW, nbuf, kb, qb)
+                      geo.OW, nbuf, kb, qb, chunk)
 
 
 # ----------------------------------------------------------------------------
