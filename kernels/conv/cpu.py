@@ -196,9 +196,11 @@ def backward_data_grid(geo):
 
 
 @njit(cache=True)
-def _place(src, n, c0, nc, buf, grid):
+def _place(src, n, c0, nc, buf, grid, i0, i1):
     # buf (nc*Hz*Wz,) flat = channels c0..c0+nc of sample n of src (N, C, A, B) placed
-    # by grid (see Grid), zero elsewhere; negative offsets crop.
+    # by grid (see Grid), zero elsewhere; negative offsets crop. Only the grid rows
+    # i0..i1 are written: a task that computes a band of the output places the rows its
+    # band reads (with N = 1, eight bands placing all rows cost as much as the compute).
     Hz, Wz, sh, sw, oh0, ow0 = grid
     A, B = src.shape[2], src.shape[3]
     # Source columns b0..b1 land inside the row: 0 <= b*sw + ow0 < Wz.
@@ -206,7 +208,7 @@ def _place(src, n, c0, nc, buf, grid):
     b1 = min(B, (Wz - 1 - ow0) // sw + 1)
     # (Plain loops: a slice assignment per row costs more than the row's copy.)
     for c in range(nc):
-        for i in range(Hz):
+        for i in range(max(0, i0), min(Hz, i1)):
             row = (c * Hz + i) * Wz
             a = i - oh0
             if a < 0 or a % sh != 0 or a // sh >= A or b1 <= b0:
@@ -377,11 +379,17 @@ def conv_tile(src, wpk, bias, yf, crs_off, pix_off, grid, G, Kg, P, nband):
     for task in prange(N * G * nband):
         n, g, band = task // (G * nband), (task // nband) % G, task % nband
         buf = np.empty(Cq * grid.Hz * grid.Wz, dtype=src.dtype)
-        _place(src, n, g * Cq, Cq, buf, grid)
+        t0, t1 = band * ntile // nband, (band + 1) * ntile // nband
+        # grid rows the band's pixels read: from its first pixel's row to its last's
+        # plus the kernel's extent (rows = offsets // Wz)
+        i0 = pix_off[t0 * TP] // grid.Wz
+        reach = pix_off[min(P, t1 * TP) - 1] + np.int64(crs_off[Q - 1] % (grid.Hz * grid.Wz))
+        i1 = reach // grid.Wz + 1
+        _place(src, n, g * Cq, Cq, buf, grid, i0, i1)
         for kb in range(nkb):
             k0 = g * Kg + kb * TK
             nk = min(TK, Kg - kb * TK)
-            for t in range(band * ntile // nband, (band + 1) * ntile // nband):
+            for t in range(t0, t1):
                 p0 = t * TP
                 _tile_fwd(
                     buf, wpk, g * nkb + kb, Q, crs_off,
@@ -492,7 +500,7 @@ def conv_dw_tile(x, g, part, dbpart, nband, crs_off, pix_off, G, grid):
                 for j in range(nk):
                     dbpart[piece, k0 + j] += dbacc[j]
             for grp in range(G):
-                _place(x, n, grp * Cq, Cq, buf, grid)
+                _place(x, n, grp * Cq, Cq, buf, grid, 0, grid.Hz)
                 for kb in range(nkb):
                     for t in range(Qt):
                         q0 = t * TP
@@ -764,11 +772,11 @@ def _row_sum(gf, src, n):
 
 
 @njit(parallel=True, fastmath=FM, cache=True)
-def conv_dw_cl(x, g, part, dbpart, nband, pix_off, taps, G, Hp, Wp, ph, pw):
+def conv_dw_cl(x, g, part, dbpart, nband, pix_off, taps, G, Hp, Wp, ph, pw, OW, sh, ext):
     # Partial sums: part[piece] (K, Cg*R*S) of dw and dbpart[piece] (K,) float64 of db,
     # piece by piece over (sample, band of pixels) items. x: (N, C, H, W); g: (N, K, P);
     # pix_off (P,) and taps (R*S,) uint64: output pixel p, tap t reads padded pixel
-    # pix_off[p] + taps[t].
+    # pix_off[p] + taps[t]; output row oh reads padded rows oh*sh .. oh*sh + ext.
     N, K, P = g.shape
     H, W = x.shape[2], x.shape[3]
     Cx = x.shape[1]
@@ -794,7 +802,10 @@ def conv_dw_cl(x, g, part, dbpart, nband, pix_off, taps, G, Hp, Wp, ph, pw):
                 # hit the same lines as the previous pixel's).
                 for cb in range(ncb):
                     nc = min(TK, Cg - cb * TK)
-                    for ih in range(H):
+                    # the input rows the band reads (all of them with one band)
+                    ih0 = max(0, pa // OW * sh - ph)
+                    ih1 = min(H, (pb - 1) // OW * sh + ext - ph + 1)
+                    for ih in range(ih0, ih1):
                         for iw in range(W):
                             d = np.uint64(((cb * Hp + ih + ph) * Wp + pw + iw) * TK)
                             c0 = grp * Cg + cb * TK
@@ -832,7 +843,7 @@ def cl_backward_weights(geo, g, x, dw, db):
     r, s = np.meshgrid(np.arange(geo.R), np.arange(geo.S), indexing="ij")
     taps = (r * geo.dh * Wp + s * geo.dw).reshape(-1).astype(np.uint64)
     _backward_weights(conv_dw_cl, geo, g, x, dw, db, pix_off, taps, geo.G, Hp, Wp,
-                      geo.ph, geo.pw)
+                      geo.ph, geo.pw, geo.OW, geo.sh, (geo.R - 1) * geo.dh)
 
 
 # ----------------------------------------------------------------------------
@@ -892,10 +903,12 @@ def conv_px(src, wpk, bias, yf, crs_off, grid, G, Kg, OH, OW, nbuf, nband):
         n, g, band = task // (G * nband), (task // nband) % G, task % nband
         buf = np.empty(nbuf, dtype=src.dtype)
         buf[Cq * grid.Hz * Wz:] = 0
-        _place(src, n, g * Cq, Cq, buf, grid)
-        yb = np.empty(kx * Pp, dtype=yf.dtype)
         t0, t1 = band * ntile // nband, (band + 1) * ntile // nband
         pa, pb = t0 * px, t1 * px
+        # the rows the band's pixels read, one more for the lanes past its last row's end
+        reach = np.int64(crs_off[Q - 1] % (grid.Hz * Wz)) + pb
+        _place(src, n, g * Cq, Cq, buf, grid, pa // Wz, reach // Wz + 1)
+        yb = np.empty(kx * Pp, dtype=yf.dtype)
         for kb in range(nkb):
             k0 = g * Kg + kb * kx
             oh = pa // Wz  # the next output row to copy to y
@@ -1058,7 +1071,7 @@ def conv_dw_pxw(x, g, part, dbpart, nband, taps, mask, grid, G, OH, OW, nbuf, kb
                 for m in range(nsamp):
                     n = (c0 + m) // nband
                     xm = xz[m * nbuf : (m + 1) * nbuf]
-                    _place(x, n, grp * Cg, Cg, xm, grid)
+                    _place(x, n, grp * Cg, Cg, xm, grid, 0, grid.Hz)
                     exact = exact or not _finite(xm, Cg * grid.Hz * Wz)
                     for k in range(Kg):
                         kk = grp * Kg + k
