@@ -277,9 +277,14 @@ def _tap_offsets(Cq, R, S, dh, dw, Hz, Wz):
     return ((c * Hz + r * dh) * Wz + s * dw).reshape(-1).astype(np.uint64)
 
 
-def _bands(N, tiles):
-    # Pixel bands per sample so that every thread gets about 4 tasks.
-    return max(1, min(tiles, -(-4 * numba.get_num_threads() // N)))
+def _split(N, G, tiles):
+    # (group runs, pixel bands) per sample so that every thread gets about 4 tasks: the
+    # groups of a sample stay in one task while the samples suffice (per-task buffers
+    # and start-up cost more than a depthwise group's work: 128 x 64 one-channel tasks
+    # took 1.5x as long as 128 tasks of 64 groups), then groups split, then pixels.
+    want = 4 * numba.get_num_threads()
+    ngc = min(G, max(1, -(-want // N)))
+    return ngc, max(1, min(tiles, -(-want // (N * ngc))))
 
 
 def _pieces(N):
@@ -364,11 +369,12 @@ def _tile_fwd(xf, wpk, blk, Q, crs_off, o0, o1, o2, o3, o4, o5, yf, ybase, P, nk
 
 
 @njit(parallel=True, fastmath=FM, cache=True)
-def conv_tile(src, wpk, bias, yf, crs_off, pix_off, grid, G, Kg, P, nband):
+def conv_tile(src, wpk, bias, yf, crs_off, pix_off, grid, G, Kg, P, ngc, nband):
     # y (N, G*Kg, P) flat = direct convolution of src (N, G*Cq, A, B) with packed
-    # weights wpk (G*nkb, Cq*R*S, TK). Each task takes one sample, one group and one
-    # band of 6-pixel tiles; it first places that sample's input (Cq, Hz, Wz) in its
-    # own buffer (grid), which then stays in L2 for all its tiles. crs_off (Q,) uint64
+    # weights wpk (G*nkb, Cq*R*S, TK). Each task takes one sample, a run of the G groups
+    # (one of ngc) and one band of 6-pixel tiles; per group it first places that
+    # sample's input (Cq, Hz, Wz) in its own buffer (grid), which then stays in L2 for
+    # all its tiles. crs_off (Q,) uint64
     # and pix_off (P rounded up to 6,) int64 index that buffer.
     N = src.shape[0]
     Cq = src.shape[1] // G
@@ -376,28 +382,30 @@ def conv_tile(src, wpk, bias, yf, crs_off, pix_off, grid, G, Kg, P, nband):
     K = G * Kg
     nkb = (Kg + TK - 1) // TK
     ntile = (P + TP - 1) // TP
-    for task in prange(N * G * nband):
-        n, g, band = task // (G * nband), (task // nband) % G, task % nband
+    ntask = N * ngc * nband
+    for task in prange(ntask):
+        n, gc, band = task // (ngc * nband), (task // nband) % ngc, task % nband
         buf = np.empty(Cq * grid.Hz * grid.Wz, dtype=src.dtype)
-        t0, t1 = band * ntile // nband, (band + 1) * ntile // nband
-        # grid rows the band's pixels read: from its first pixel's row to its last's
-        # plus the kernel's extent (rows = offsets // Wz)
-        i0 = pix_off[t0 * TP] // grid.Wz
-        reach = pix_off[min(P, t1 * TP) - 1] + np.int64(crs_off[Q - 1] % (grid.Hz * grid.Wz))
-        i1 = reach // grid.Wz + 1
-        _place(src, n, g * Cq, Cq, buf, grid, i0, i1)
-        for kb in range(nkb):
-            k0 = g * Kg + kb * TK
-            nk = min(TK, Kg - kb * TK)
-            for t in range(t0, t1):
-                p0 = t * TP
-                _tile_fwd(
-                    buf, wpk, g * nkb + kb, Q, crs_off,
-                    np.uint64(pix_off[p0]), np.uint64(pix_off[p0 + 1]),
-                    np.uint64(pix_off[p0 + 2]), np.uint64(pix_off[p0 + 3]),
-                    np.uint64(pix_off[p0 + 4]), np.uint64(pix_off[p0 + 5]),
-                    yf, (n * K + k0) * P + p0, P, nk, min(TP, P - p0), bias, k0,
-                )
+        for g in range(gc * G // ngc, (gc + 1) * G // ngc):
+            t0, t1 = band * ntile // nband, (band + 1) * ntile // nband
+            # grid rows the band's pixels read: from its first pixel's row to its last's
+            # plus the kernel's extent (rows = offsets // Wz)
+            i0 = pix_off[t0 * TP] // grid.Wz
+            reach = pix_off[min(P, t1 * TP) - 1] + np.int64(crs_off[Q - 1] % (grid.Hz * grid.Wz))
+            i1 = reach // grid.Wz + 1
+            _place(src, n, g * Cq, Cq, buf, grid, i0, i1)
+            for kb in range(nkb):
+                k0 = g * Kg + kb * TK
+                nk = min(TK, Kg - kb * TK)
+                for t in range(t0, t1):
+                    p0 = t * TP
+                    _tile_fwd(
+                        buf, wpk, g * nkb + kb, Q, crs_off,
+                        np.uint64(pix_off[p0]), np.uint64(pix_off[p0 + 1]),
+                        np.uint64(pix_off[p0 + 2]), np.uint64(pix_off[p0 + 3]),
+                        np.uint64(pix_off[p0 + 4]), np.uint64(pix_off[p0 + 5]),
+                        yf, (n * K + k0) * P + p0, P, nk, min(TP, P - p0), bias, k0,
+                    )
 
 
 def _pixel_offsets(OH, OW, sh, sw, Wz):
@@ -415,8 +423,8 @@ def _run_tile(src, w, bias, yf, G, Kout_g, Cq, R, S, dil, grid, OH, OW, stride, 
     wpk = _packed(w, G, Kout_g, Cq, R, S, TK, transpose)
     crs_off = _tap_offsets(Cq, R, S, *dil, grid.Hz, grid.Wz)
     pix_off = _pixel_offsets(OH, OW, *stride, grid.Wz)
-    nband = _bands(src.shape[0] * G, -(-OH * OW // TP))
-    conv_tile(src, wpk, bias, yf, crs_off, pix_off, grid, G, Kout_g, OH * OW, nband)
+    ngc, nband = _split(src.shape[0], G, -(-OH * OW // TP))
+    conv_tile(src, wpk, bias, yf, crs_off, pix_off, grid, G, Kout_g, OH * OW, ngc, nband)
 
 
 @njit(fastmath=FM, cache=True)
@@ -882,12 +890,13 @@ def _tile_px(kx, xf, wpk, blk, Q, crs_off, p0, yb, yo, Pp):
 
 
 @njit(parallel=True, fastmath=FM, cache=True)
-def conv_px(src, wpk, bias, yf, crs_off, grid, G, Kg, OH, OW, nbuf, nband):
+def conv_px(src, wpk, bias, yf, crs_off, grid, G, Kg, OH, OW, nbuf, ngc, nband):
     # y (N, G*Kg, OH*OW) flat = stride-1 direct convolution of src (N, G*Cq, A, B),
     # placed by grid into a (Cq, Hz, Wz) buffer of nbuf elements (zero tail), with
-    # packed weights wpk (G*nkb, Cq*R*S, kx). Each task takes one sample, one group
-    # and one band of px-pixel tiles of the padded grid (Pp = OH*Wz rounded up to px
-    # pixels); a channel block's tiles land in yb (kx, Pp) and its rows are copied to y.
+    # packed weights wpk (G*nkb, Cq*R*S, kx). Each task takes one sample, a run of the
+    # G groups (one of ngc) and one band of px-pixel tiles of the padded grid (Pp =
+    # OH*Wz rounded up to px pixels); a channel block's tiles land in yb (kx, Pp) and
+    # its rows are copied to y.
     N = src.shape[0]
     Cq = src.shape[1] // G
     Q = crs_off.shape[0]
@@ -899,39 +908,41 @@ def conv_px(src, wpk, bias, yf, crs_off, grid, G, Kg, OH, OW, nbuf, nband):
     nkb = (Kg + kx - 1) // kx
     Pp = (OH * Wz + px - 1) // px * px
     ntile = Pp // px
-    for task in prange(N * G * nband):
-        n, g, band = task // (G * nband), (task // nband) % G, task % nband
+    ntask = N * ngc * nband
+    for task in prange(ntask):
+        n, gc, band = task // (ngc * nband), (task // nband) % ngc, task % nband
         buf = np.empty(nbuf, dtype=src.dtype)
         buf[Cq * grid.Hz * Wz:] = 0
+        yb = np.empty(kx * Pp, dtype=yf.dtype)
         t0, t1 = band * ntile // nband, (band + 1) * ntile // nband
         pa, pb = t0 * px, t1 * px
         # the rows the band's pixels read, one more for the lanes past its last row's end
         reach = np.int64(crs_off[Q - 1] % (grid.Hz * Wz)) + pb
-        _place(src, n, g * Cq, Cq, buf, grid, pa // Wz, reach // Wz + 1)
-        yb = np.empty(kx * Pp, dtype=yf.dtype)
-        for kb in range(nkb):
-            k0 = g * Kg + kb * kx
-            oh = pa // Wz  # the next output row to copy to y
-            for t in range(t0, t1):
-                blk, p0 = g * nkb + kb, np.uint64(t * px)
-                if kx == 8:
-                    _tile_px(8, buf, wpk, blk, Q, crs_off, p0, yb, p0, Pp)
-                elif kx == 4:
-                    _tile_px(4, buf, wpk, blk, Q, crs_off, p0, yb, p0, Pp)
-                else:
-                    _tile_px(1, buf, wpk, blk, Q, crs_off, p0, yb, p0, Pp)
-                # Copy the rows (padded-grid pixels oh*Wz + ow, ow < OW) that are now
-                # complete, so the stores to y spread over the compute.
-                end = (t + 1) * px
-                while oh < OH and (oh * Wz + OW <= end or t == t1 - 1) and oh * Wz < pb:
-                    lo, hi = max(pa, oh * Wz), min(pb, oh * Wz + OW)
-                    for k in range(min(kx, Kg - kb * kx)):
-                        d = np.uint64((n * K + k0 + k) * P + oh * OW + lo - oh * Wz)
-                        e = np.uint64(k * Pp + lo)
-                        bk = bias[k0 + k]
-                        for p in range(hi - lo):
-                            yf[d + np.uint64(p)] = yb[e + np.uint64(p)] + bk
-                    oh += 1
+        for g in range(gc * G // ngc, (gc + 1) * G // ngc):
+            _place(src, n, g * Cq, Cq, buf, grid, pa // Wz, reach // Wz + 1)
+            for kb in range(nkb):
+                k0 = g * Kg + kb * kx
+                oh = pa // Wz  # the next output row to copy to y
+                for t in range(t0, t1):
+                    blk, p0 = g * nkb + kb, np.uint64(t * px)
+                    if kx == 8:
+                        _tile_px(8, buf, wpk, blk, Q, crs_off, p0, yb, p0, Pp)
+                    elif kx == 4:
+                        _tile_px(4, buf, wpk, blk, Q, crs_off, p0, yb, p0, Pp)
+                    else:
+                        _tile_px(1, buf, wpk, blk, Q, crs_off, p0, yb, p0, Pp)
+                    # Copy the rows (padded-grid pixels oh*Wz + ow, ow < OW) that are now
+                    # complete, so the stores to y spread over the compute.
+                    end = (t + 1) * px
+                    while oh < OH and (oh * Wz + OW <= end or t == t1 - 1) and oh * Wz < pb:
+                        lo, hi = max(pa, oh * Wz), min(pb, oh * Wz + OW)
+                        for k in range(min(kx, Kg - kb * kx)):
+                            d = np.uint64((n * K + k0 + k) * P + oh * OW + lo - oh * Wz)
+                            e = np.uint64(k * Pp + lo)
+                            bk = bias[k0 + k]
+                            for p in range(hi - lo):
+                                yf[d + np.uint64(p)] = yb[e + np.uint64(p)] + bk
+                        oh += 1
 
 
 def _px_channels(Kout_g):
@@ -949,8 +960,8 @@ def _run_px(src, w, bias, yf, G, Kout_g, Cq, R, S, dil, grid, OH, OW, transpose)
     px = PX_TILE // kx
     Pp = -(-OH * grid.Wz // px) * px
     nbuf = max(Cq * grid.Hz * grid.Wz, int(crs_off.max()) + Pp)
-    nband = _bands(src.shape[0] * G, Pp // px)
-    conv_px(src, wpk, bias, yf, crs_off, grid, G, Kout_g, OH, OW, nbuf, nband)
+    ngc, nband = _split(src.shape[0], G, Pp // px)
+    conv_px(src, wpk, bias, yf, crs_off, grid, G, Kout_g, OH, OW, nbuf, ngc, nband)
 
 
 # ----------------------------------------------------------------------------
