@@ -10,8 +10,9 @@ forward version below also serves backward-data.
 
 VERSIONS, the one table (name: the ops it serves); choose() picks one per op
 and says why. Read top to bottom; each later version exists for a measured
-reason (2 threads of the AVX-512 development machine, float32; ratios are
-before / after on the same shape in one run):
+reason (2 threads of the AVX-512 development machine, float32; "a -> b ms" is
+the same op before / after, both timed in one process taking turns). The machine
+was shared and loaded while these were taken: read the ratios, not the times.
 
     tile    (forward, backward-data, backward-weights; any stride, dilation, groups)
             direct as an implicit GEMM: y[k, p] = sum_q w[k, q] * X[q, p] where X,
@@ -25,13 +26,20 @@ before / after on the same shape in one run):
             channels are contiguous.
     im2col  (all three ops) the teaching version: per batch of samples and group, copy the
             receptive fields into a column matrix col (Q, nb*P) (nb samples side by
-            side) and call the nnkern GEMM once; backward-data multiplies w^T by g and
-            folds the columns back (col2im, plane by plane); backward-weights accumulates
-            g @ col^T. A batch is about COL_ELEMENTS (2M) column entries, in the reused
-            workspace. Batched and division-free: 340 -> 160 ms fwd+bwd on N128 C32
-            28x28 K64 3x3 (direct then: 47 ms). It writes and reads the column matrix
-            and the GEMM packs it again, so it stays behind the direct versions
-            (bench: conv im2col-vs-direct case).
+            side) and call the nnkern GEMM; backward-data multiplies w^T by g and folds
+            the columns back (col2im, plane by plane); backward-weights accumulates
+            col @ g^T. A batch is about COL_ELEMENTS (2M) column entries, in the reused
+            workspace. Steps on N128 C32 28x28 K64 3x3 fwd+bwd: sample by sample with
+            divisions 340 ms; batched, division-free 160 ms (direct then 47 ms, 0.3x);
+            col2im folding plane by plane instead of a gather that tested every tap
+            with divisions (one pass 741 -> 8 ms), and the GEMMs of forward and
+            backward-weights with the pixels (or Q) as their rows, so the GEMM's
+            threads stop streaming col from L3 once per 8-row block of w (80 -> 20 and
+            38 -> 25 ms per pass): 0.25 -> 0.47-0.55x direct. What is left is memory:
+            col is written, read back and packed again by the GEMM (11 ms per im2col
+            pass where the whole direct forward takes 16). Reaching direct needs im2col
+            to write the GEMM's packed panel itself (a GEMM entry point that takes a
+            packed operand).
     cl      (backward-weights) x copied per sample into a zero-padded channels-last
             buffer in blocks of TK channels (the blocked layout), the gradient read in
             place: KW = 8 output channels x TK input channels of one tap, reduced over
@@ -46,9 +54,10 @@ before / after on the same shape in one run):
             copied to y with the bias while the next tiles compute. kx = 8 for most
             layers (forward 15.4-16.5 vs 19.5-20.5 ms, backward-data 17-18 vs 21 ms
             against tile, whose stores went out one scalar at a time); kx = 4 and
-            kx = 1 for layers with few output channels (backward-data of a first layer
-            with C = 1, depthwise with one channel per group), where kx = 8 lanes were
-            mostly empty.
+            kx = 1 for layers with few output channels, where kx = 8 lanes were mostly
+            empty: backward-data of LeNet's conv1 (C = 1) 1.32 -> 0.67 ms (1.9-2.0x),
+            depthwise N128 C64 28x28 3x3 forward and backward-data 1.5x (then 1.7x
+            with a sample's groups in one task: see the work split below).
     pxw     (backward-weights; stride 1) vectorised over pixels like px, for few input
             channels per group (LeNet's first layer, depthwise): tile and cl fill only
             Cg or Kg of their TK lanes; here a lane is a pixel, the tile kb output
@@ -60,11 +69,21 @@ before / after on the same shape in one run):
             much as the loop). Lanes past a row's end read the neighbouring pixel times
             a zero gradient; a chunk whose x holds NaN or inf takes an exact scalar
             loop instead, so NaN and inf reach exactly the entries PyTorch's do.
+            LeNet conv1 backward-weights 2.00 -> 0.93 ms (2.1-2.4x), depthwise
+            186 -> 19 ms (10-12x). Not for LeNet's conv2 (Cg = 6, 10x10 outputs):
+            0.74-0.76x tile there (FEW_CHANNELS).
 
-Every backward-weights version splits its work into per-thread pieces of (sample,
-band of output pixels): each piece sums into its own partial dw and db (float64),
-then one serial pass adds them (no shared += inside prange). With fewer samples than
-threads (N = 1) the bands keep every thread busy; before, N = 1 ran on one thread.
+The work split. Forward and backward-data tasks are (sample, run of groups, band of
+pixel tiles), about 4 per thread: a sample's groups stay in one task while the samples
+give every thread work (128 x 64 one-channel depthwise tasks, each allocating its
+buffers, took 1.15x as long), and a band places only the grid rows its pixels read
+(with N = 1, eight bands each placing the whole sample: N1 C64 56x56 K64 forward
+1.36x, backward-data 1.29x faster without). Backward-weights splits into per-thread
+pieces of (sample, band of output pixels): each piece sums into its own partial dw
+and db (float64), then one serial pass adds them (no shared += inside prange). With
+fewer samples than threads (N = 1) the bands keep every thread busy; before, N = 1
+ran on one thread (N1 C64 56x56 K64: 2.37 -> 2.15 ms, 1.1x; each piece still copies
+its rows of x to channels-last).
 
 Tried and dropped (kept for the numbers):
     - a row tile (16 channels x 14 consecutive pixels of one stride-1 row, for strides
@@ -72,7 +91,15 @@ Tried and dropped (kept for the numbers):
     - in px: 8 x 48-pixel tiles (too few registers), groups of 4 tiles over all channel
       blocks (x kept in L1, weights from L2: slower), a 32-channel x 7-pixel row tile;
     - a first pixel-vectorised backward-weights for many channels (split loads and a
-      partial buffer too big for L2: 1.5x slower than cl).
+      partial buffer too big for L2: 1.5x slower than cl);
+    - pxw masking the lanes past a row's end with a select (exact for NaN without a
+      fallback): 0.89x the version before it on LeNet conv1 instead of 2.9x (the
+      select stopped LLVM from vectorising the loop);
+    - tile and cl backward-weights adding each tile into (K, Q) element by element
+      (one partial layout for every version): 0.8x on LeNet conv2, whose 100 output
+      pixels leave little loop to hide the stores; they add whole vectors into their
+      own layout and copy it out once per thread;
+    - im2col batches of 1-2 samples (col in L2: COL_ELEMENTS 2^18-2^19): no faster.
 
 The SLP vectorizer must be on (kernels/__init__.py); fastmath 'contract' only (FMA,
 NaN-safe). Timings on this shared 2-core machine vary by +-30%: compare in one run
