@@ -24,13 +24,10 @@ on the im2col-vs-direct shape (the same shape's two rows). GPU: N=64 C=K=128 56x
 against cuDNN (cudnn.benchmark on).
 """
 
-import dataclasses
 from functools import partial
 
 from bench.cases._common import nbytes, nnkern_impl, torch_impl, uniform
 from bench.core import Case, Skip
-
-TORCH_SETTINGS = ("torch", "torch[channels_last]", "torch[mkldnn]")
 
 
 def _inputs(rng, N, C, H, W, K, R, S, P, G):
@@ -53,17 +50,16 @@ def _nnkern(backend, P, G, algo):
     return nnkern_impl(backend, "conv", ["conv2d", "conv2d_backward"], run)
 
 
-def _torch(place, env, P, G, setting):
-    """PyTorch in one memory-format setting (see the module docstring)."""
-    if setting != "torch" and place != "host":
-        raise Skip(f"{setting} is a host setting (the GPU peer is cuDNN in NCHW)")
+def _torch(place, env, P, G, layout=""):
+    """PyTorch with its tensors in one memory layout (see the module docstring)."""
+    if layout and place != "host":
+        raise Skip(f"torch[{layout}] is a host setting (the GPU peer is cuDNN in NCHW)")
 
     def prepare(inputs, T, torch):
         x, w, g = T(inputs["x"]), T(inputs["w"]), T(inputs["g"])
-        if setting == "torch[channels_last]":
-            cl = torch.channels_last
-            x, w, g = (t.contiguous(memory_format=cl) for t in (x, w, g))
-        elif setting == "torch[mkldnn]":
+        if layout == "channels_last":
+            x, w, g = (t.contiguous(memory_format=torch.channels_last) for t in (x, w, g))
+        elif layout == "mkldnn":
             x, g = x.to_mkldnn(), g.to_mkldnn()
         return {"x": x.requires_grad_(True), "w": w.requires_grad_(True),
                 "b": T(inputs["b"], True), "g": g, "torch": torch}
@@ -74,15 +70,7 @@ def _torch(place, env, P, G, setting):
         dx, dw, db = torch.autograd.grad(y, (s["x"], s["w"], s["b"]), s["g"])
         return y, dx, dw, db
 
-    impl = torch_impl(place, env, prepare, run)
-    if setting == "torch[mkldnn]":
-        dense = impl.fetch
-
-        def fetch(outputs):  # y and dx come back as mkldnn tensors
-            return dense(tuple(o.to_dense() if o.is_mkldnn else o for o in outputs))
-
-        impl = dataclasses.replace(impl, fetch=fetch)
-    return dataclasses.replace(impl, label=setting)
+    return torch_impl(place, env, prepare, run, setting=layout)
 
 
 def _reference(inputs, P, G):
@@ -103,7 +91,9 @@ def conv_case(N, C, H, W, K, R, S, P, algo, places=("host",), G=1, numpy_device=
         shape=f"N={N} C={C} {H}x{W} K={K} {R}x{S} pad {P}" + (f" groups {G}" if G > 1 else ""),
         make_inputs=partial(_inputs, N=N, C=C, H=H, W=W, K=K, R=R, S=S, P=P, G=G),
         nnkern=partial(_nnkern, P=P, G=G, algo=algo),
-        peers={key: partial(_torch, P=P, G=G, setting=key) for key in TORCH_SETTINGS},
+        peers={"torch": partial(_torch, P=P, G=G),
+               "torch[channels_last]": partial(_torch, P=P, G=G, layout="channels_last"),
+               "torch[mkldnn]": partial(_torch, P=P, G=G, layout="mkldnn")},
         flops=flops,
         bytes=nbytes((N, C, H, W), (K, C // G, R, S), (K,), (N, K, OH, OW)) * 2,
         metric="flop", places=places, numpy_device=numpy_device,
