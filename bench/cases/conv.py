@@ -87,7 +87,7 @@ def conv_case(N, C, H, W, K, R, S, P, algo, places=("host",), G=1, numpy_device=
     grouped = f" G{G}" if G > 1 else ""
     return Case(
         family="conv",
-        name=f"conv fwd+bwd {algo} N{N} C{C} K{K} {H}x{W} {R}x{S}{grouped}{label}",
+        name=f"conv fwd+bwd {algo} N{N} C{C} K{K} {H}x{W}{grouped}{label}",
         shape=f"N={N} C={C} {H}x{W} K={K} {R}x{S} pad {P}" + (f" groups {G}" if G > 1 else ""),
         make_inputs=partial(_inputs, N=N, C=C, H=H, W=W, K=K, R=R, S=S, P=P, G=G),
         nnkern=partial(_nnkern, P=P, G=G, algo=algo),
