@@ -99,7 +99,10 @@ Tried and dropped (kept for the numbers):
       (one partial layout for every version): 0.8x on LeNet conv2, whose 100 output
       pixels leave little loop to hide the stores; they add whole vectors into their
       own layout and copy it out once per thread;
-    - im2col batches of 1-2 samples (col in L2: COL_ELEMENTS 2^18-2^19): no faster.
+    - im2col batches of 1-2 samples (col in L2: COL_ELEMENTS 2^18-2^19): no faster;
+    - px tiles of kx = 2 (LeNet's six channels in 3 blocks of 128 pixels, no empty
+      lanes): LeNet conv1 forward 0.76x kx = 8, and the fourth tile instance in conv_px
+      slowed the other tiles too (0.8-0.9x; one run at load 9).
 
 The SLP vectorizer must be on (kernels/__init__.py); fastmath 'contract' only (FMA,
 NaN-safe). Timings on this shared 2-core machine vary by +-30%: compare in one run
