@@ -35,11 +35,11 @@ was shared and loaded while these were taken: read the ratios, not the times.
             with divisions (one pass 741 -> 8 ms), and the GEMMs of forward and
             backward-weights with the pixels (or Q) as their rows, so the GEMM's
             threads stop streaming col from L3 once per 8-row block of w (80 -> 20 and
-            38 -> 25 ms per pass): 0.25 -> 0.47-0.55x direct. What is left is memory:
-            col is written, read back and packed again by the GEMM (11 ms per im2col
-            pass where the whole direct forward takes 16). Reaching direct needs im2col
-            to write the GEMM's packed panel itself (a GEMM entry point that takes a
-            packed operand).
+            38 -> 25 ms per pass): 0.25 -> 0.46x direct (quiet bench run). What is
+            left is memory: col is written, read back and packed again by the GEMM
+            (11 ms per im2col pass where the whole direct forward takes 16). Reaching
+            direct needs im2col to write the GEMM's packed panel itself (a GEMM entry
+            point that takes a packed operand).
     cl      (backward-weights) x copied per sample into a zero-padded channels-last
             buffer in blocks of TK channels (the blocked layout), the gradient read in
             place: KW = 8 output channels x TK input channels of one tap, reduced over
