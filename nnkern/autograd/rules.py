@@ -73,6 +73,9 @@ class Rule:
         self.params = list(inspect.signature(forward).parameters)
         self.differentiable = differentiable
         self.reuse_output = reuse_output
+        # backward twins that can skip the first input's gradient (conv2d, linear: the
+        # backward-data pass of a network's first layer, whose input needs none)
+        self.skips_input = "input_grad" in inspect.signature(backward).parameters
 
     def bind(self, args, kwargs):
         """All arguments by name (positional ones included), as the op received them."""
@@ -95,6 +98,9 @@ class Rule:
         reuse = self.reuse_output and _REUSE_WHEN.get(name, lambda kw: True)(raw)
         if reuse:
             raw = {**raw, "out": result}
+        first = inputs[0]
+        if self.skips_input and not (isinstance(first, Tensor) and first.requires_grad):
+            raw = {**raw, "input_grad": False}
         tensors = [t for t in inputs if isinstance(t, Tensor)]
 
         def grads_of(g):

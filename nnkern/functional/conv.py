@@ -16,6 +16,7 @@ from ..device import array_module
 from ._checks import (
     backend_kernels,
     empty,
+    flag,
     float_array,
     int_pair,
     same_dtype,
@@ -165,12 +166,16 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, algo="auto")
     return y
 
 
-def conv2d_backward(g, x, w, b=None, stride=1, padding=0, dilation=1, groups=1, algo="auto"):
+def conv2d_backward(g, x, w, b=None, stride=1, padding=0, dilation=1, groups=1, algo="auto",
+                    *, input_grad=True):
     """Gradients of conv2d for the upstream gradient g (N, K, OH, OW).
 
     Takes the forward's own arguments; returns ``(dx, dw, db)`` with ``db``
-    None when ``b`` is None.
+    None when ``b`` is None. ``input_grad=False`` skips the backward-data pass
+    and returns ``dx`` None (the first layer of a network: its input needs no
+    gradient; the autograd tape passes it).
     """
+    input_grad = flag(input_grad, "input_grad")
     kern, out_shape, stride, pad, dilation, groups = _check(
         x, w, b, stride, padding, dilation, groups, algo
     )
@@ -180,7 +185,7 @@ def conv2d_backward(g, x, w, b=None, stride=1, padding=0, dilation=1, groups=1, 
     backend_kernels("conv", ("g", g), ("x", x))
     xp = array_module()
     g = xp.ascontiguousarray(g)
-    dx = empty(x.shape, x.dtype)  # kernels write every element
+    dx = empty(x.shape, x.dtype) if input_grad else None  # kernels write every element
     dw = empty(w.shape, w.dtype)
     db = None if b is None else empty(b.shape, b.dtype)
     if not g.size:  # an empty batch: no gradient reaches the weights
@@ -188,9 +193,10 @@ def conv2d_backward(g, x, w, b=None, stride=1, padding=0, dilation=1, groups=1, 
         if db is not None:
             db[...] = 0
         return dx, dw, db
-    kern.conv2d_backward_data(
-        g, xp.ascontiguousarray(w), dx, stride, pad, dilation, groups, algo
-    )
+    if input_grad:
+        kern.conv2d_backward_data(
+            g, xp.ascontiguousarray(w), dx, stride, pad, dilation, groups, algo
+        )
     kern.conv2d_backward_weights(
         g, xp.ascontiguousarray(x), dw, db, stride, pad, dilation, groups, algo
     )

@@ -146,13 +146,14 @@ def linear(x, w, b=None, activation=None):
     return y
 
 
-def linear_backward(g, x, w, b=None, activation=None, *, out=None):
+def linear_backward(g, x, w, b=None, activation=None, *, out=None, input_grad=True):
     """Gradients ``(dx, dw, db)`` of ``linear(x, w, b, activation)`` for the upstream ``g``.
 
     ``g`` is (N, out_features); ``db`` is None when ``b`` is None. With relu the
     gradient passes where the forward output is positive: pass that output as
-    ``out=`` to skip recomputing it.
+    ``out=`` to skip recomputing it. ``input_grad=False`` skips ``dx`` (None).
     """
+    input_grad = flag(input_grad, "input_grad")
     K, x, w, b = _linear_checks(x, w, b, activation)
     backend_kernels("gemm", ("g", g), ("out", out))
     N, OUT = x.shape[0], w.shape[0]
@@ -176,6 +177,8 @@ def linear_backward(g, x, w, b=None, activation=None, *, out=None):
         if g.size:
             dy = empty((N, OUT), x.dtype)
             K.linear_grad_out(g, out if relu else g, dy, db, relu)
-    dx = _run_gemm(K, dy, w, empty(x.shape, x.dtype), False, False)  # (N,OUT) @ (OUT,IN)
+    dx = None
+    if input_grad:
+        dx = _run_gemm(K, dy, w, empty(x.shape, x.dtype), False, False)  # (N,OUT) @ (OUT,IN)
     dw = _run_gemm(K, dy, x, empty(w.shape, w.dtype), True, False)  # (N,OUT)^T @ (N,IN)
     return dx, dw, (db if b is not None else None)

@@ -112,3 +112,34 @@ def test_fused_softmax_cross_entropy_scales_its_saved_gradient():
     (loss * 3.0).backward()
     expected = 3.0 * F.softmax_cross_entropy_backward(np.array(1.0), x.data, np.array([1, 0, 3]))
     np.testing.assert_allclose(x.grad, expected, rtol=1e-12)
+
+
+def test_input_grad_false_skips_only_the_input_gradient():
+    rng = _rng(5)
+    x, w, b = rng.standard_normal((2, 3, 5, 5)), rng.standard_normal((4, 3, 3, 3)), np.ones(4)
+    g = rng.standard_normal((2, 4, 5, 5))
+    full = F.conv2d_backward(g, x, w, b, padding=1)
+    part = F.conv2d_backward(g, x, w, b, padding=1, input_grad=False)
+    assert part[0] is None
+    np.testing.assert_array_equal(part[1], full[1])
+    np.testing.assert_array_equal(part[2], full[2])
+    xl, wl, gl = rng.standard_normal((3, 4)), rng.standard_normal((2, 4)), rng.standard_normal((3, 2))
+    dx, dw, _ = F.linear_backward(gl, xl, wl, None, input_grad=False)
+    assert dx is None
+    np.testing.assert_array_equal(dw, F.linear_backward(gl, xl, wl)[1])
+
+
+def test_the_tape_skips_the_backward_data_pass_of_an_input_that_needs_no_gradient(monkeypatch):
+    from nnkern.kernels.conv import reference
+
+    calls = []
+    original = reference.conv2d_backward_data
+    monkeypatch.setattr(reference, "conv2d_backward_data",
+                        lambda *a, **k: calls.append(1) or original(*a, **k))
+    rng = _rng(6)
+    w = nnkern.tensor(rng.standard_normal((2, 1, 3, 3)), requires_grad=True)
+    for x_needs_grad in (False, True):
+        x = nnkern.tensor(rng.standard_normal((2, 1, 4, 4)), requires_grad=x_needs_grad)
+        F.conv2d(x, w).sum().backward()
+        assert len(calls) == int(x_needs_grad)
+        assert (x.grad is not None) == x_needs_grad
