@@ -300,6 +300,9 @@ class MPICommunicator(_Watched):
 
     def abort(self, message, code=1):
         self._say(message)
+        # mpiexec forwards each rank's output asynchronously and MPI_Abort kills the ranks
+        # at once: on a loaded machine the message was lost without a moment to pass it on
+        time.sleep(0.5)
         self.comm.Abort(code)
 
 
@@ -606,8 +609,14 @@ def _abort_on_uncaught_exception(comm):
     previous = sys.excepthook
 
     def hook(kind, value, traceback):
+        message = f"stopped by {kind.__name__}: {value}; aborting every rank"
+        say = getattr(comm, "_say", None)
+        if say is not None:
+            # the reason first: printing the traceback can take longer than another rank's
+            # timeout, and its abort would then cut this rank off before it says why
+            say(message)
         previous(kind, value, traceback)
-        comm.abort(f"stopped by {kind.__name__}: {value}; aborting every rank")
+        comm.abort(message)
 
     sys.excepthook = hook
 

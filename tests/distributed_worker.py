@@ -114,6 +114,10 @@ class _Fault(callbacks.Callback):
         self.mode = mode
 
     def on_train_batch_end(self, batch, logs=None):
+        if self.mode == "hang" and batch == 1:
+            # a short watchdog only once every rank is training: set earlier, a rank slow to
+            # start on a loaded machine would trip it in the first broadcast instead
+            distributed.init().timeout = 3
         if distributed.rank() != 1 or batch != 2:
             return
         if self.mode == "kill":
@@ -126,8 +130,10 @@ class _Fault(callbacks.Callback):
 def fault(mode, out):
     x, y, _, _ = case_data("adam")
     model = build("adam")
+    # a long watchdog until training runs (see _Fault): under load a rank can take seconds
+    # to start, or to print the traceback of its error
     model.fit(x, y, batch_size=4, epochs=3, verbose=0, callbacks=[_Fault(mode)],
-              distributed=distributed.DataParallel(timeout=3))
+              distributed=distributed.DataParallel(timeout=120))
     save(out, f"fault-{mode}", model.get_weights())
 
 

@@ -240,7 +240,7 @@ def test_killed_ranks_resume_to_the_weights_of_an_uninterrupted_run(tmp_path):
 def test_a_failed_rank_ends_every_rank_with_a_clear_error(tmp_path, mode, message):
     code, output, seconds = mpirun(WORKER, "fault", mode, tmp_path, timeout=120)
     assert code != 0, output
-    assert message in output, output
+    assert message in output, f"exit status {code} after {seconds:.1f} s; output: {output!r}"
     assert seconds < 60, f"{mode}: the job took {seconds:.0f} s to end"
     assert not list(tmp_path.glob("fault-*.npz")), "a rank finished training alone"
 
