@@ -11,6 +11,11 @@ CuPy arrays, reported in microseconds per call (issue 4's launch-cost
 figure); the peers pay their own fixed cost on the same call. Its bar (issue
 13 item 5): at most 2 us per call through ``F`` on the cpu backend (an
 absolute time, so it is in the case's note, not in ``bars``).
+
+tape: the same call on an ``nnkern.Tensor`` that requires grad, so the op is recorded
+on the autograd tape (issue 10: the Python cost of one recorded op), forward only and
+forward + ``backward``; the peer is PyTorch with ``requires_grad`` (and numpy's bare
+forward/backward for scale).
 """
 
 from functools import partial
@@ -39,6 +44,43 @@ def _nnkern(backend, backward):
 
     ops = ["relu", "relu_backward"] if backward else ["relu"]
     return nnkern_impl(backend, "elementwise", ops, run)
+
+
+def _nnkern_tape(backend, backward):
+    import nnkern
+    import nnkern.functional as F
+
+    def prepare(dev):
+        return {**dev, "t": nnkern.Tensor(dev["x"], requires_grad=True)}
+
+    def run(s):
+        t = s["t"]
+        y = F.relu(t)
+        if not backward:
+            return y.data
+        t.grad = None
+        y.backward(s["g"])
+        return y.data, t.grad
+
+    ops = ["relu", "relu_backward"]
+    return nnkern_impl(backend, "elementwise", ops, run, prepare=prepare)
+
+
+def _torch_tape(place, env, backward):
+    def prepare(inputs, T, torch):
+        d = {"x": T(inputs["x"], True), "torch": torch}
+        if backward:
+            d["g"] = T(inputs["g"])
+        return d
+
+    def run(s):
+        y = s["torch"].relu(s["x"])
+        if not backward:
+            return y
+        (dx,) = s["torch"].autograd.grad(y, (s["x"],), s["g"])
+        return y, dx
+
+    return torch_impl(place, env, prepare, run)
 
 
 def _numpy(place, env, backward):
@@ -103,8 +145,23 @@ def dispatch_case(n=1024):
     )
 
 
+def tape_case(backward, n=1024):
+    what = "forward + backward" if backward else "forward"
+    return Case(
+        family="elementwise", name=f"relu recorded on the tape {n} floats, {what}",
+        shape=f"x ({n},) Tensor requiring grad, {what}",
+        make_inputs=partial(_inputs, shape=(n,), backward=backward),
+        nnkern=partial(_nnkern_tape, backward=backward),
+        peers={"numpy": partial(_numpy, backward=backward),
+               "torch": partial(_torch_tape, backward=backward)},
+        flops=float(n), bytes=nbytes((n,)) * (4 if backward else 2), metric="call",
+        places=("host",),
+        note="issue 10: the Python cost of one recorded op (report, no bar)",
+    )
+
+
 def cases(quick):
     if quick:
-        return [relu_case((8, 16, 28, 28)), dispatch_case()]
+        return [relu_case((8, 16, 28, 28)), dispatch_case(), tape_case(False), tape_case(True)]
     return [relu_case((128, 64, 28, 28)), relu_case((128, 128, 56, 56), places=("gpu",)),
-            dispatch_case()]
+            dispatch_case(), tape_case(False), tape_case(True)]

@@ -107,8 +107,8 @@ def record(out, name, inputs, backward, saved=()):
     """
     out.requires_grad = True
     # the counters, not the Tensors: saving the output itself would make a reference cycle
-    out._node = Node(name, tuple(inputs), backward,
-                     tuple((t._version, t._version.count, t.shape) for t in saved))
+    out._node = Node(name, inputs, backward,
+                     [(t._version, t._version.count, t.data.shape) for t in saved])
     return out
 
 

@@ -28,9 +28,11 @@ and return Tensors (or None) without recording.
 import functools
 import inspect
 
+import numpy as np
+
 from ..interop import PLAIN_TYPES, convert_arguments
 from . import engine
-from .tensor import Tensor
+from .tensor import Parameter, Tensor
 
 # op -> (differentiable inputs in the order <op>_backward returns their gradients, reuse_output)
 TABLE = {
@@ -63,6 +65,19 @@ def _unwrap(value):
     return value.data if isinstance(value, Tensor) else value
 
 
+_TENSOR_TYPES = {Tensor, Parameter}
+_NDARRAY = np.ndarray
+
+
+def _requires_grad(inputs):
+    if not engine.is_grad_enabled():
+        return False
+    for t in inputs:
+        if type(t) in _TENSOR_TYPES and t.requires_grad:
+            return True
+    return False
+
+
 class Rule:
     """How one F op records itself: its signature, differentiable inputs and backward."""
 
@@ -72,7 +87,10 @@ class Rule:
         self.backward = backward
         self.params = list(inspect.signature(forward).parameters)
         self.differentiable = differentiable
+        # (position, name) of each differentiable input, to find it among args or kwargs
+        self.positions = [(self.params.index(name), name) for name in differentiable]
         self.reuse_output = reuse_output
+        self.reuse_when = _REUSE_WHEN.get(name)
         # backward twins that can skip the first input's gradient (conv2d, linear: the
         # backward-data pass of a network's first layer, whose input needs none)
         self.skips_input = "input_grad" in inspect.signature(backward).parameters
@@ -84,19 +102,25 @@ class Rule:
         return bound
 
     def apply(self, args, kwargs):
-        bound = self.bind(args, kwargs)
-        inputs = [bound.get(n) for n in self.differentiable]
-        raw = {k: _unwrap(v) for k, v in bound.items()}
-        if not engine.needs_grad([t for t in inputs if isinstance(t, Tensor)]):
-            return _to_tensors(self.forward(**raw))
-        return self.record(bound, raw, inputs)
+        """Run the op on Tensor arguments: unwrap, run, wrap the result; record it when an
+        input requires grad (the argument dict by name is built only then)."""
+        n = len(args)
+        inputs = [args[i] if i < n else kwargs.get(name) for i, name in self.positions]
+        raw_args = [a.data if type(a) in _TENSOR_TYPES else a for a in args]
+        raw_kwargs = ({k: v.data if type(v) in _TENSOR_TYPES else v for k, v in kwargs.items()}
+                      if kwargs else kwargs)
+        if not _requires_grad(inputs):
+            result = self.forward(*raw_args, **raw_kwargs)
+            return Tensor(result) if type(result) is _NDARRAY else _to_tensors(result)
+        raw = dict(zip(self.params, raw_args))
+        raw.update(raw_kwargs)
+        return self.record(raw, inputs)
 
-    def record(self, bound, raw, inputs):
+    def record(self, raw, inputs):
         result = self.forward(**raw)
         out = Tensor(result)
         backward, name = self.backward, self.name
-        reuse = self.reuse_output and _REUSE_WHEN.get(name, lambda kw: True)(raw)
-        if reuse:
+        if self.reuse_output and (self.reuse_when is None or self.reuse_when(raw)):
             raw = {**raw, "out": result}
         first = inputs[0]
         if self.skips_input and not (isinstance(first, Tensor) and first.requires_grad):
@@ -122,7 +146,7 @@ def _aligned(grads_of, inputs):
 class MaxPoolRule(Rule):
     """max_pool2d keeps its argmax so the backward is a pure scatter (no recompute)."""
 
-    def record(self, bound, raw, inputs):
+    def record(self, raw, inputs):
         want_indices = bool(raw.get("return_indices", False))
         y, indices = self.forward(**{**raw, "return_indices": True})
         out = Tensor(y)
@@ -146,9 +170,9 @@ class SoftmaxCrossEntropyRule(Rule):
         super().__init__(*args, **kwargs)
         self.fused = fused
 
-    def record(self, bound, raw, inputs):
+    def record(self, raw, inputs):
         if raw.get("reduction", "mean") == "none":
-            return super().record(bound, raw, inputs)
+            return super().record(raw, inputs)
         value, unit_grad = self.fused(**raw)
         out = Tensor(value)
         logits = inputs[0]
@@ -169,7 +193,7 @@ def _is_one(g):
 class MSERule(Rule):
     """mse_loss_backward gives d/d pred; the target gets its negative."""
 
-    def record(self, bound, raw, inputs):
+    def record(self, raw, inputs):
         out = Tensor(self.forward(**raw))
         backward = self.backward
         tensors = [t for t in inputs if isinstance(t, Tensor)]
@@ -185,13 +209,13 @@ class BatchNormRule(Rule):
     """In evaluation the backward reads the running statistics: keep a copy of those the
     forward used (C values each), since a later training forward updates them in place."""
 
-    def record(self, bound, raw, inputs):
+    def record(self, raw, inputs):
         if not raw.get("training", True):
             raw = dict(raw)
             for key in ("running_mean", "running_var"):
                 if raw.get(key) is not None:
                     raw[key] = raw[key].copy()
-        return super().record(bound, raw, inputs)
+        return super().record(raw, inputs)
 
 
 _CUSTOM = {"max_pool2d": MaxPoolRule, "softmax_cross_entropy": SoftmaxCrossEntropyRule,
@@ -239,13 +263,22 @@ def _recorded(fn, rule):
     # Tensor, a foreign array) takes the boundary: nnkern.interop converts foreign arrays
     @functools.wraps(fn)
     def op(*args, **kwargs):
+        tensors = False
         for a in args:
-            if type(a) not in PLAIN_TYPES and type(a) is not tuple:
-                return _boundary(fn, rule, args, kwargs)
+            kind = type(a)
+            if kind not in PLAIN_TYPES and kind is not tuple:
+                if kind not in _TENSOR_TYPES:
+                    return _boundary(fn, rule, args, kwargs)
+                tensors = True
         if kwargs:
             for a in kwargs.values():
-                if type(a) not in PLAIN_TYPES and type(a) is not tuple:
-                    return _boundary(fn, rule, args, kwargs)
+                kind = type(a)
+                if kind not in PLAIN_TYPES and kind is not tuple:
+                    if kind not in _TENSOR_TYPES:
+                        return _boundary(fn, rule, args, kwargs)
+                    tensors = True
+        if tensors:  # Tensors and plain arrays only: nothing to convert
+            return rule.apply(args, kwargs)
         return fn(*args, **kwargs)
 
     op.rule = rule
