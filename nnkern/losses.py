@@ -106,12 +106,7 @@ class Loss:
     def check_targets(self, y, n, output_shape, dtype, what="y", x_what="x"):
         """Validate the targets of ``n`` samples (of the inputs named ``x_what``) for a model
         output of per-sample ``output_shape``; return them as the array the loss takes."""
-        y = np.asarray(to_numpy(y))
-        if len(y) != n:
-            raise ValueError(
-                f"{x_what} and {what} have different lengths: {n} samples in {x_what} but "
-                f"{len(y)} in {what}"
-            )
+        y = _host_targets(y, n, what, x_what)
         if y.dtype.kind not in "fiub":
             raise TypeError(f"{what} must be numeric, got dtype {y.dtype}")
         if int(np.prod(y.shape[1:])) != int(np.prod(output_shape)):
@@ -151,12 +146,7 @@ class SparseCategoricalCrossentropy(Loss):
         return F.softmax_cross_entropy(y_pred, y_true, self.reduction, self.label_smoothing)
 
     def check_targets(self, y, n, output_shape, dtype, what="y", x_what="x"):
-        y = np.asarray(to_numpy(y))
-        if len(y) != n:
-            raise ValueError(
-                f"{x_what} and {what} have different lengths: {n} samples in {x_what} but "
-                f"{len(y)} in {what}"
-            )
+        y = _host_targets(y, n, what, x_what)
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
         if y.ndim == 2 and y.shape[1] == output_shape[0]:
@@ -251,12 +241,7 @@ class FunctionLoss(Loss):
     def check_targets(self, y, n, output_shape, dtype, what="y", x_what="x"):
         if isinstance(y, (list, tuple)):
             return [np.asarray(to_numpy(v)) for v in y]
-        y = np.asarray(to_numpy(y))
-        if len(y) != n:
-            raise ValueError(
-                f"{x_what} and {what} have different lengths: {n} samples in {x_what} but "
-                f"{len(y)} in {what}"
-            )
+        y = _host_targets(y, n, what, x_what)
         if y.dtype.kind not in "fiub":
             raise TypeError(f"{what} must be numeric, got dtype {y.dtype}")
         return np.ascontiguousarray(y)
@@ -264,6 +249,17 @@ class FunctionLoss(Loss):
     def get_config(self):
         # files never store code: only the name, to find the function again at load time
         return {"class": "FunctionLoss", "function": self.name, "reduction": self.reduction}
+
+
+def _host_targets(y, n, what, x_what):
+    """``y`` as a host array of ``n`` targets (one per sample of ``x_what``)."""
+    y = np.asarray(to_numpy(y))
+    if len(y) != n:
+        raise ValueError(
+            f"{x_what} and {what} have different lengths: {n} samples in {x_what} but "
+            f"{len(y)} in {what}"
+        )
+    return y
 
 
 def _refuse_head(loss, model, bad):

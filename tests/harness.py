@@ -21,7 +21,9 @@ import numpy as np
 
 import nnkern
 import nnkern.functional as F
+import nnkern.testing
 from nnkern.device import to_device, to_numpy
+from nnkern.testing import numerical_gradient
 
 BACKENDS = ["numpy", "cpu", "cuda"]
 DTYPES = [np.float32, np.float64]
@@ -29,32 +31,18 @@ RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-9}
 
 
 def assert_close(actual, expected, dtype, what="value", rtol=None):
-    """Assert ``actual`` matches the float64 ``expected`` under the tolerance rule."""
+    """Assert ``actual`` matches the float64 ``expected`` under the tolerance rule (the one
+    rule, ``nnkern.testing.assert_close``) with the rtol of ``dtype``; integer arrays must
+    match exactly."""
     if expected is None or actual is None:
         assert actual is None and expected is None, f"{what}: one of actual/expected is None"
         return
-    actual = to_numpy(actual)
     expected = np.asarray(expected)
-    assert actual.shape == expected.shape, (
-        f"{what}: shape {actual.shape} != reference {expected.shape}"
-    )
     if expected.dtype.kind in "iub":
-        np.testing.assert_array_equal(actual, expected, err_msg=what)
+        np.testing.assert_array_equal(to_numpy(actual), expected, err_msg=what)
         return
-    assert np.isfinite(actual).all() == np.isfinite(expected).all(), f"{what}: NaN/inf mismatch"
-    rtol = RTOL[np.dtype(dtype)] if rtol is None else rtol
-    a = actual.astype(np.float64)
-    e = expected.astype(np.float64)
-    rms = float(np.sqrt(np.mean(e * e))) if e.size else 0.0
-    tol = rtol * (np.abs(e) + rms)
-    err = np.abs(a - e)
-    bad = ~(err <= tol)
-    if bad.any():
-        i = np.unravel_index(np.argmax(np.where(bad, err - tol, -np.inf)), e.shape)
-        raise AssertionError(
-            f"{what}: {int(bad.sum())}/{e.size} elements off; worst at {i}: "
-            f"got {a[i]!r}, reference {e[i]!r}, tolerance {tol[i]:.3g} (rtol {rtol:g})"
-        )
+    nnkern.testing.assert_close(actual, expected,
+                                RTOL[np.dtype(dtype)] if rtol is None else rtol, what)
 
 
 def _as_tuple(value):
@@ -144,25 +132,6 @@ def check_op(op, inputs, backend, dtype, kwargs=None, backward=True, rtol=None, 
         for i, (g, r) in enumerate(zip(grads, ref_grads)):
             assert_close(g, r, dtype, f"{op}_backward[{backend},{np.dtype(dtype)}] grad {i}", rtol)
     return outs, grads
-
-
-def numerical_gradient(f, x, eps=1e-6, indices=None):
-    """Central differences of the scalar function ``f()`` with respect to ``x`` (changed in place
-    and restored; x must be contiguous). With ``indices``, only at those flat positions:
-    a 1-D array in their order."""
-    flat = x.reshape(-1)
-    assert np.may_share_memory(flat, x), "numerical_gradient needs a contiguous x"
-    where = range(flat.size) if indices is None else [int(i) for i in indices]
-    values = np.zeros(len(where))
-    for k, i in enumerate(where):
-        old = flat[i]
-        flat[i] = old + eps
-        up = f()
-        flat[i] = old - eps
-        down = f()
-        flat[i] = old
-        values[k] = (up - down) / (2 * eps)
-    return values.reshape(x.shape) if indices is None else values
 
 
 def check_gradients(op, inputs, kwargs=None, wrt=None, eps=1e-6, rtol=1e-6, seed=0):
