@@ -3,51 +3,64 @@
 Shapes: op(a) is (M, K), op(b) is (K, N), c is (M, N); op(x) = x.T when trans_x.
 The dense layer is c = x @ w.T (trans_b) with bias + relu applied as c is stored.
 
-Versions (read top to bottom):
-    version 1  gemm_naive: i-k-j loops, so the inner loop streams a row of b and
-               of c. The readable baseline, and the path for tiny problems
-               (M*N*K <= 16^3), where packing would cost more than it saves.
-    version 2  gemm_packed_{serial,parallel}: the Goto/BLIS scheme.
-               - op(b) is packed once into strips of NR columns, k-major, cut
-                 into steps of KC along K (b_panel_shape); op(a) is packed per
-                 thread, one row block (MC rows) and one step of K at a time,
-                 into strips of MR rows (pack_a_block). The transposes are
-                 absorbed by the packing, so one compute loop serves all four
-                 cases; ragged edges are zero-padded to whole strips.
-               - the micro-kernel multiplies one A strip by one B strip: a
-                 MR x NR tile of c in 2*MR vector registers, 2*MR FMAs per step of K,
-                 a stack tile only at the ragged edges of c.
-               - blocks of c (about MC rows; columns split too when c has few
-                 rows) go to threads with prange, no two writing one element;
-                 each B strip (KC x NR, <= 32 KB) stays in L1 while the block's
-                 A strips stream from L2, and the next B strip is prefetched
-                 while the first A strip runs (without that, blocks of few rows
-                 waited on L3 at each new B strip: 57 instead of 110 GFLOP/s).
-               - bias + relu are applied to the tile after the last step of K
-                 (linear's epilogue; no second pass over y).
-               - small work (M*N*K < 2^23) runs on one thread.
-               - op(a) = a.T is packed PB=8 rows of a at a time, strip by strip,
-                 each MR-value piece one vector copy (copy_mr): half the time of
-                 the scalar row-by-row packing, which made TN 4-6% slower than NN.
-               - the micro-kernel reads c only when adding to it, so a fresh
-                 output (untouched pages) takes one page fault per page, not a
-                 read fault then a write fault: 1024^3 into a new c went from
-                 about 100 to 190 GFLOP/s (into a reused c: 230 either way).
-               SGEMM on 2 threads, every transpose case, against numpy's
-               OpenBLAS in the same process on a shared 2-vCPU AVX-512 machine:
-               2048^3 0.8-0.95x and 1024^3 0.63-0.73x while no other job ran
-               (OpenBLAS near 280-290 GFLOP/s, this up to 275); 0.8-1.5x while
-               other jobs held a core.
+Versions (VERSIONS; choose() picks one per call and says why), in reading order:
 
-Why the micro-kernel is LLVM vector code (tile_multiply) and not Numba loops:
-a 6x16 tile written as Numba loops (accumulator in a stack buffer, the 6 rows
-written out, constant trip counts, SLP on) becomes 12 AVX2 FMAs per step, and
-that is all LLVM emits even on AVX-512 CPUs, which it tunes to prefer 256-bit
-vectors. Measured on the 2-vCPU AVX-512 development machine (one thread, data
-in L1): 103 GFLOP/s for that loop, 160 for the 6x32 tile of 512-bit vectors
-below; the whole SGEMM went from about 0.5x to 0.75-1x OpenBLAS. The vector
-width follows the CPU Numba compiles for (8x32 float32 with AVX-512, 6x16 with
-AVX2), and the tile height fits its register file (32 or 16 registers).
+    naive   i-k-j loops, so the inner loop streams a row of b and of c. The
+            readable baseline, and the fastest for tiny products (M*N*K <= 16^3),
+            where anything else costs more to set up than it saves.
+    small   the register-tiled micro-kernel (below) reading op(a) and op(b) where
+            they lie: no packing, no scratch, one thread. Only the strips that
+            cannot be read in place are copied into stack buffers (op(b) = b.T,
+            whose rows are not contiguous, and the ragged last strips, zero-padded).
+            Exists for the fixed cost: at 64^3 the packed version spent 15 us of
+            a 25 us call on packing, scratch and launch, against 5 us for OpenBLAS.
+    packed  the Goto/BLIS scheme, on one thread or on all of them.
+            - op(b) is packed once into strips of NR columns, k-major, cut into
+              steps of KC along K (b_panel_shape); op(a) is packed per thread,
+              one row block and one step of K at a time, into strips of MR rows
+              (pack_a_block). The transposes are absorbed by the packing, so one
+              compute loop serves all four cases; ragged edges are zero-padded.
+            - blocks of c (about MC rows; columns split too when c has few rows)
+              go to threads with prange, no two writing one element; each B strip
+              (KC x NR, <= 32 KB) stays in L1 while the block's A strips stream
+              from L2, and the next B strip is prefetched while the first A strip
+              runs (without that, blocks of few rows waited on L3 at each new B
+              strip: 57 instead of 110 GFLOP/s).
+            - op(a) = a.T is packed PB=8 rows of a at a time, strip by strip, each
+              MR-value piece one vector copy (copy_mr): half the time of scalar
+              row-by-row packing, which made TN 4-6% slower than NN.
+            - the packing panels come from the reused workspace (no page faults
+              inside the parallel region, see _workspace.py).
+            - one compiled kernel for one thread and for all: small work runs it
+              with numba.set_num_threads(1) (a team of one runs inline, waking no
+              thread), so the serial case no longer compiles the tree a second time.
+
+The micro-kernel (tile_multiply) multiplies one A strip (kc x MR) by one B strip
+(kc x NR) into an MR x NR tile of c: 2*MR vector accumulators, 2*MR FMAs per step
+of K, bias + relu applied to the tile after the last step of K (linear's
+epilogue), c read only when added to (a fresh output then takes one page fault
+per page instead of two: 1024^3 into a new c went from about 100 to 190 GFLOP/s).
+It is LLVM vector code, not Numba loops: a 6x16 tile written as Numba loops
+(accumulators in a stack buffer, constant trip counts, SLP on) becomes 12 AVX2
+FMAs per step, and that is all LLVM emits even on AVX-512 CPUs, which it tunes to
+prefer 256-bit vectors. Measured on the 2-vCPU AVX-512 development machine (one
+thread, data in L1): 103 GFLOP/s for that loop, 160 for the 8x32 tile of 512-bit
+vectors; the whole SGEMM went from about 0.5x to 0.75-1x OpenBLAS. The tile
+follows the CPU Numba compiles for: 8x32 float32 with AVX-512 (32 registers), 6x16
+with AVX2 (16 registers).
+
+Measured (SGEMM NN through the kernel entry, against numpy's OpenBLAS in the same
+process on the shared 2-vCPU AVX-512 machine, busy; best of 15 turns): 64^3 small
+7.2 us against packed 17.6 us and OpenBLAS 4.3 us (0.60x); 128^3 small 46 us
+against packed 77 us (0.97x OpenBLAS).
+
+Tried and dropped (with numbers):
+    - 6-row tiles on AVX-512: 8 rows measured 6-8% faster (1024^3: 290 vs 268
+      GFLOP/s); 12 rows no better.
+    - handing the blocks of c out dynamically (numba.parallel_chunksize(1)):
+      slower than the static split.
+    - a separate serial compilation of the packed version: 4.2 s of cold compile
+      for no speed (the one-thread team of the parallel kernel runs inline).
 """
 
 import numba
@@ -55,11 +68,37 @@ import numpy as np
 from llvmlite import ir
 from nnkern.kernels._workspace import workspace
 from numba import njit, prange, types
-from numba.core import cgutils
+from numba.core import cgutils, errors
 from numba.extending import intrinsic
 
+VERSIONS = {
+    "naive": "i-k-j loops (tiny products)",
+    "small": "register tiles read in place, one thread (small products)",
+    "packed": "packed panels, register tiles, one or all threads",
+}
+"""Every version, in reading order (see the header)."""
+
+SMALL_WORK = 4096  # M*N*K up to which naive wins (measured: about 16^3)
+SMALL_PATH_WORK = 1 << 21  # M*N*K up to which small wins over packed on one thread
+SERIAL_WORK = 1 << 22  # M*N*K below which packed runs on one thread
+
+
+def choose(M, N, K, trans_b):
+    """(version, why) for a product op(a) (M, K) @ op(b) (K, N).
+
+    >>> choose(64, 64, 64, False)[0]
+    'small'
+    """
+    work = M * N * K
+    if work <= SMALL_WORK:
+        return "naive", f"M*N*K = {work} <= {SMALL_WORK}: setting up tiles costs more"
+    if work <= SMALL_PATH_WORK:
+        return "small", f"M*N*K = {work} <= {SMALL_PATH_WORK}: packing costs more than it saves"
+    return "packed", f"M*N*K = {work} > {SMALL_PATH_WORK}"
+
+
 # ----------------------------------------------------------------------------
-# version 1: naive i-k-j loops
+# version "naive": i-k-j loops
 
 
 @njit(cache=True)
@@ -90,7 +129,7 @@ def gemm_naive(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu):
 
 
 # ----------------------------------------------------------------------------
-# version 2: packed panels + register-tiled micro-kernel
+# the register tile shared by "small" and "packed"
 
 
 def _vector_width():
@@ -116,69 +155,49 @@ def _vector_width():
 
 W32 = _vector_width()  # float32 lanes per vector register; float64 has half
 # rows of the micro-tile (broadcasts of A per step of K): the 2*MR accumulators,
-# two B vectors and a broadcast must fit the vector register file. AVX-512 has
-# 32 registers: 8 rows (16 accumulators) measured 6-8% faster than 6 on the
-# AVX-512 development machine (1024^3 on 2 threads: 290 vs 268 GFLOP/s; 12
-# rows: no better). AVX2 and SSE have 16 registers: 6 rows, 12 accumulators.
+# two B vectors and a broadcast must fit the vector register file (32 registers
+# with AVX-512, 16 with AVX2 and SSE)
 MR = 8 if W32 == 16 else 6
-# columns of the micro-tile: two vector registers per row (8x32 float32 tiles
-# with AVX-512, 6x16 with AVX2)
+# columns of the micro-tile: two vector registers per row
 NR32 = 2 * W32
 NR64 = W32
 NR = {np.dtype(np.float32): NR32, np.dtype(np.float64): NR64}
 KC = 256  # depth of one micro-kernel call: A strip <= 8 KB, B strip <= 32 KB: L1
 MC = 256  # rows of c per block (32 strips): the block's A panel (256 KB) in L2
-TASKS_PER_THREAD = 4  # blocks of c per thread in the parallel version
+TASKS_PER_THREAD = 4  # blocks of c per thread in the packed version
+# sizes of the stack buffers (compile-time constants): an edge tile of c, and the
+# A and B strips the small version cannot read in place
+TILE_STACK = MR * NR32
+A_STACK = KC * MR
+B_STACK = KC * NR32
 
 
-@intrinsic
-def tile_buffer(typingctx, ap):
-    """A C-contiguous (MR, NR) array of ap's dtype on the stack (a constant-size alloca)."""
-    dtype = ap.dtype
-    nr = NR[np.dtype(str(dtype))]
-    out = types.Array(dtype, 2, "C")
+@intrinsic(prefer_literal=True)
+def stack_array(typingctx, like, n):
+    """A 1-D C array of ``n`` (a compile-time constant) elements of like's dtype, on the stack."""
+    if not isinstance(n, types.IntegerLiteral):
+        raise errors.TypingError(f"stack_array: n must be a compile-time constant, got {n}")
+    size = n.literal_value
+    out = types.Array(like.dtype, 1, "C")
 
     def codegen(context, builder, sig, args):
-        elt = context.get_value_type(dtype)
+        elt = context.get_value_type(like.dtype)
         with builder.goto_entry_block():
-            data = builder.alloca(ir.ArrayType(elt, MR * nr))
+            data = builder.alloca(ir.ArrayType(elt, size))
         arr = context.make_array(out)(context, builder)
         itemsize = context.get_abi_sizeof(elt)
         intp = context.get_value_type(types.intp)
         context.populate_array(
             arr,
             data=builder.bitcast(data, elt.as_pointer()),
-            shape=[ir.Constant(intp, MR), ir.Constant(intp, nr)],
-            strides=[ir.Constant(intp, nr * itemsize), ir.Constant(intp, itemsize)],
+            shape=[ir.Constant(intp, size)],
+            strides=[ir.Constant(intp, itemsize)],
             itemsize=ir.Constant(intp, itemsize),
             meminfo=None,
         )
         return arr._getvalue()
 
-    return out(ap), codegen
-
-
-PB = 8  # rows of a read together when packing op(a) = a.T
-
-
-@intrinsic
-def copy_mr(typingctx, dst, d, src, o):
-    """dst[d:d+MR] = src[o:o+MR] as one MR-lane vector load and store (1-D contiguous arrays)."""
-
-    def codegen(context, builder, sig, args):
-        dv, dd, sv, so = args
-        dty, _, sty, _ = sig.args
-        elt = context.get_value_type(dty.dtype)
-        size = context.get_abi_sizeof(elt)
-        vec = ir.VectorType(elt, MR)
-        darr = context.make_array(dty)(context, builder, dv)
-        sarr = context.make_array(sty)(context, builder, sv)
-        sp = builder.bitcast(builder.gep(sarr.data, [so]), vec.as_pointer())
-        dp = builder.bitcast(builder.gep(darr.data, [dd]), vec.as_pointer())
-        builder.store(builder.load(sp, align=size), dp, align=size)
-        return context.get_dummy_value()
-
-    return types.void(dst, d, src, o), codegen
+    return out(like, n), codegen
 
 
 @intrinsic
@@ -307,34 +326,30 @@ def tile_multiply(typingctx, kc, ap, bp, out, add, bnext):
     return types.void(kc, ap, bp, out, add, bnext), codegen
 
 
+
 @njit(cache=True)
 def micro_kernel(kc, ap, bp, bnext, c, i0, j0, first, last, epilogue):
-    # ap: (>=kc, MR) packed A strip; bp: (>=kc, NR) packed B strip;
-    # c[i0:i0+MR, j0:j0+NR] (+)= their product, clipped to c's edges;
-    # bias + relu on the last step of K
+    # ap: (>=kc, MR) A strip; bp: (>=kc, NR) B strip with contiguous rows; bnext: the B
+    # strip to prefetch; c[i0:i0+MR, j0:j0+NR] (+)= their product, clipped to c's
+    # edges; bias + relu on the last step of K. One call site of tile_multiply (the
+    # edge tiles go through a stack tile): each site is a whole unrolled loop to compile.
     accumulate, bias, has_bias, relu = epilogue
     M, N = c.shape
     nr = bp.shape[1]
     add = accumulate or not first
-    if i0 + MR <= M and j0 + nr <= N:  # a whole tile: multiply-add straight into c
-        tile = c[i0 : i0 + MR, j0 : j0 + nr]
-        tile_multiply(kc, ap, bp, tile, add, bnext)
-        if last and (has_bias or relu):
-            for i in range(MR):
-                for j in range(nr):
-                    v = tile[i, j]
-                    if has_bias:
-                        v += bias[j0 + j]
-                    if relu and v < 0:
-                        v = 0
-                    tile[i, j] = v
+    whole = i0 + MR <= M and j0 + nr <= N
+    if whole:  # multiply-add straight into c
+        out = c[i0 : i0 + MR, j0 : j0 + nr]
+    else:  # an edge tile: compute on the stack, store what lies inside c
+        out = stack_array(c, TILE_STACK)[: MR * nr].reshape((MR, nr))
+    tile_multiply(kc, ap, bp, out, add and whole, bnext)
+    rows, cols = min(MR, M - i0), min(nr, N - j0)
+    if whole and not (last and (has_bias or relu)):
         return
-    acc = tile_buffer(ap)  # an edge tile: compute on the stack, store what lies inside c
-    tile_multiply(kc, ap, bp, acc, False, bnext)
-    for i in range(min(MR, M - i0)):
-        for j in range(min(nr, N - j0)):
-            v = acc[i, j]
-            if add:
+    for i in range(rows):
+        for j in range(cols):
+            v = out[i, j]
+            if add and not whole:
                 v += c[i0 + i, j0 + j]
             if last:
                 if has_bias:
@@ -342,6 +357,77 @@ def micro_kernel(kc, ap, bp, bnext, c, i0, j0, first, last, epilogue):
                 if relu and v < 0:
                     v = 0
             c[i0 + i, j0 + j] = v
+
+
+# ----------------------------------------------------------------------------
+# version "small": the micro-kernel on op(a) and op(b) in place
+
+
+@njit(cache=True)
+def gemm_small(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu):
+    # a: (M, K) or (K, M); b: (K, N) or (N, K); c: (M, N). A strip of op(a) is a
+    # strided view (rows of a, or columns of a.T), read one value at a time by the
+    # micro-kernel's broadcasts; a B strip of op(b) = b is read in place (its rows
+    # are contiguous); b.T strips and the ragged last strips are copied to the stack.
+    M, N = c.shape
+    K = a.shape[0] if trans_a else a.shape[1]
+    nr = NR32 * 4 // c.itemsize
+    epilogue = (accumulate, bias, has_bias, relu)
+    abuf = stack_array(a, A_STACK)
+    bbuf = stack_array(b, B_STACK)
+    for k0 in range(0, K, KC):
+        kc = min(KC, K - k0)
+        first, last = k0 == 0, k0 + kc == K
+        for j0 in range(0, N, nr):
+            if trans_b or j0 + nr > N:
+                bs = bbuf[: kc * nr].reshape((kc, nr))
+                for p in range(kc):
+                    for j in range(nr):
+                        n = min(j0 + j, N - 1)
+                        v = b[n, k0 + p] if trans_b else b[k0 + p, n]
+                        bs[p, j] = v if j0 + j < N else 0
+            else:
+                bs = b[k0 : k0 + kc, j0 : j0 + nr]
+            for i0 in range(0, M, MR):
+                if i0 + MR > M:
+                    as_ = abuf[: kc * MR].reshape((kc, MR))
+                    for p in range(kc):
+                        for i in range(MR):
+                            m = min(i0 + i, M - 1)
+                            v = a[k0 + p, m] if trans_a else a[m, k0 + p]
+                            as_[p, i] = v if i0 + i < M else 0
+                elif trans_a:
+                    as_ = a[k0 : k0 + kc, i0 : i0 + MR]
+                else:
+                    as_ = a[i0 : i0 + MR, k0 : k0 + kc].T
+                micro_kernel(kc, as_, bs, bs, c, i0, j0, first, last, epilogue)
+
+
+# ----------------------------------------------------------------------------
+# version "packed": packed panels, one or all threads
+
+
+PB = 8  # rows of a read together when packing op(a) = a.T
+
+
+@intrinsic
+def copy_mr(typingctx, dst, d, src, o):
+    """dst[d:d+MR] = src[o:o+MR] as one MR-lane vector load and store (1-D contiguous arrays)."""
+
+    def codegen(context, builder, sig, args):
+        dv, dd, sv, so = args
+        dty, _, sty, _ = sig.args
+        elt = context.get_value_type(dty.dtype)
+        size = context.get_abi_sizeof(elt)
+        vec = ir.VectorType(elt, MR)
+        darr = context.make_array(dty)(context, builder, dv)
+        sarr = context.make_array(sty)(context, builder, sv)
+        sp = builder.bitcast(builder.gep(sarr.data, [so]), vec.as_pointer())
+        dp = builder.bitcast(builder.gep(darr.data, [dd]), vec.as_pointer())
+        builder.store(builder.load(sp, align=size), dp, align=size)
+        return context.get_dummy_value()
+
+    return types.void(dst, d, src, o), codegen
 
 
 def b_panel_shape(N, K, dtype):
@@ -456,24 +542,16 @@ def task_block(a, trans_a, bp, ap, c, task, nbm, nbn, K, epilogue):
     block(a, trans_a, bp, ap, c, s0, s1, n0, n1, K, epilogue)
 
 
-@njit(cache=True)
-def gemm_packed_serial(a, b, c, trans_a, trans_b, bp, ap, nbm, epilogue):
-    # version 2 on one thread: pack op(b) into bp, then the row blocks one after
-    # another, each packing its A strips into ap[0]
-    K = a.shape[0] if trans_a else a.shape[1]
-    for t in range(bp.shape[0] * bp.shape[1]):
-        pack_b_strip(b, trans_b, bp, t)
-    for task in range(nbm):
-        task_block(a, trans_a, bp, ap[0], c, task, nbm, 1, K, epilogue)
-
-
 @njit(parallel=True, cache=True)
-def gemm_packed_parallel(a, b, c, trans_a, trans_b, bp, ap, nbm, nbn, epilogue):
-    # version 2 on all threads: op(b) packed by strips, then nbm x nbn blocks of c,
-    # one per prange iteration (no two write the same element of c). A thread runs
-    # its blocks one after another, packing their A strips into its own panel
-    # ap[thread id], which stays in its L2.
+def gemm_packed(a, b, c, trans_a, trans_b, bp, ap, nbm, nbn, accumulate, bias, has_bias,
+                relu):
+    # op(b) packed by strips, then nbm x nbn blocks of c, one per prange iteration (no
+    # two write the same element of c), on the caller's thread count (run_packed sets
+    # it; with one thread the team of one runs inline and wakes no other thread). A
+    # thread runs its blocks one after another, packing their A strips into its own
+    # panel ap[thread id], which stays in its L2.
     K = a.shape[0] if trans_a else a.shape[1]
+    epilogue = (accumulate, bias, has_bias, relu)
     for t in prange(bp.shape[0] * bp.shape[1]):
         pack_b_strip(b, trans_b, bp, t)
     for task in prange(nbm * nbn):
@@ -492,12 +570,75 @@ def packing_scratch(M, N, K, dtype, threads, nbm):
     return bp, ap
 
 
-SMALL_WORK = 4096  # M*N*K up to which version 1 wins (measured: about 16^3)
-SERIAL_WORK = 1 << 23  # M*N*K below which one thread wins (a parallel region: 3-10 us)
+
+def run_packed(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu):
+    """Version "packed": the split of c into blocks and the thread count, then the kernel."""
+    M, N = c.shape
+    K = a.shape[0] if trans_a else a.shape[1]
+    strips = (M + MR - 1) // MR
+    if M * N * K < SERIAL_WORK:  # one thread: row blocks of about MC rows
+        threads = 1
+        nbm, nbn = max(1, min(strips, round(M / MC))), 1
+    else:
+        # At least TASKS_PER_THREAD row blocks of c per thread (of at most about MC
+        # rows); only when c has too few rows for that are its columns split too,
+        # since every column block packs its rows of op(a) again.
+        threads = numba.get_num_threads()
+        tasks = TASKS_PER_THREAD * threads
+        nbm = min(strips, max(tasks, round(M / MC)))
+        strips_n = (N + NR[c.dtype] - 1) // NR[c.dtype]
+        nbn = max(1, min(strips_n, (tasks + nbm - 1) // nbm))
+    bp, ap = packing_scratch(M, N, K, c.dtype, threads, nbm)
+    if threads > 1:
+        gemm_packed(a, b, c, trans_a, trans_b, bp, ap, nbm, nbn, accumulate, bias, has_bias,
+                    relu)
+        return
+    # one thread: the same compiled kernel (set_num_threads inside it would make it
+    # uncachable), its team of one set from here
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        gemm_packed(a, b, c, trans_a, trans_b, bp, ap, nbm, nbn, accumulate, bias, has_bias,
+                    relu)
+    finally:
+        numba.set_num_threads(before)
+
+
+# ----------------------------------------------------------------------------
+# choosing and running a version
+
+
+_forced = None  # a version name that every call runs (forced_version), or None
+
+
+class forced_version:
+    """Run every CPU GEMM in this block with one version (tests and the bench).
+
+    >>> import numpy as np
+    >>> c = np.empty((64, 64), np.float32)
+    >>> with forced_version("naive"):
+    ...     gemm(np.ones((64, 64), np.float32), np.ones((64, 64), np.float32), c, 0, 0, 0)
+    >>> float(c[0, 0])
+    64.0
+    """
+
+    def __init__(self, version):
+        if version not in VERSIONS:
+            raise ValueError(f"version must be one of {tuple(VERSIONS)}, got {version!r}")
+        self.version = version
+
+    def __enter__(self):
+        global _forced
+        self.before, _forced = _forced, self.version
+        return self
+
+    def __exit__(self, *exc):
+        global _forced
+        _forced = self.before
 
 
 def gemm_bias_relu(a, b, c, trans_a, trans_b, accumulate, bias, relu):
-    """c = op(a) @ op(b) (+ c) (+ bias) (then relu): picks the version and thread count."""
+    """c = op(a) @ op(b) (+ c) (+ bias) (then relu), by the version choose() picks."""
     if c.size == 0:
         return
     if not c.flags.c_contiguous:  # e.g. a column block of a larger array
@@ -511,33 +652,17 @@ def gemm_bias_relu(a, b, c, trans_a, trans_b, accumulate, bias, relu):
     K = a.shape[0] if trans_a else a.shape[1]
     has_bias = bias is not None
     bias = np.ascontiguousarray(bias) if has_bias else c[0]  # c[0]: never read
-    work = M * N * K
-    epilogue = (accumulate, bias, has_bias, relu)
-    if work <= SMALL_WORK:
+    version = _forced or choose(M, N, K, trans_b)[0]
+    if version == "small":
+        gemm_small(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu)
+    elif version == "packed":
+        run_packed(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu)
+    else:
         gemm_naive(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu)
-        return
-    threads = 1 if work < SERIAL_WORK else numba.get_num_threads()
-    strips = (M + MR - 1) // MR
-    if threads == 1:
-        nbm = max(1, min(strips, round(M / MC)))
-        bp, ap = packing_scratch(M, N, K, c.dtype, 1, nbm)
-        gemm_packed_serial(a, b, c, trans_a, trans_b, bp, ap, nbm, epilogue)
-        return
-    # At least TASKS_PER_THREAD row blocks of c per thread (of at most about MC
-    # rows); only when c has too few rows for that are its columns split too,
-    # since every column block packs its rows of op(a) again. (Handing the
-    # blocks out dynamically, numba.parallel_chunksize(1), measured slower.)
-    tasks = TASKS_PER_THREAD * threads
-    nbm = min(strips, max(tasks, round(M / MC)))
-    strips_n = (N + NR[c.dtype] - 1) // NR[c.dtype]
-    nbn = max(1, min(strips_n, (tasks + nbm - 1) // nbm))
-    bp, ap = packing_scratch(M, N, K, c.dtype, threads, nbm)
-    gemm_packed_parallel(a, b, c, trans_a, trans_b, bp, ap, nbm, nbn, epilogue)
 
 
 # ----------------------------------------------------------------------------
 # the KERNELS entry points
-
 
 def gemm(a, b, c, trans_a, trans_b, accumulate):
     """c = op(a) @ op(b) (or += when ``accumulate``); a, b, c C-contiguous, one dtype."""

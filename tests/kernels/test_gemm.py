@@ -1,5 +1,6 @@
 """Correctness of the gemm family (matmul, linear) on every backend against the reference."""
 
+import nnkern.kernels.gemm.cpu as GEMM_CPU
 import numpy as np
 import pytest
 from harness import BACKENDS, DTYPES, assert_close, check_gradients, check_op
@@ -126,28 +127,45 @@ def test_gemm_kernel_accumulate():
                 assert_close(c, expect, dtype, f"gemm accumulate [{backend},{trans_a},{trans_b}]")
 
 
+# (M, N, K) per CPU version: ragged edges in both directions, more than one step of
+# K (KC = 256) for small and packed, few rows (packed splits the columns), work on
+# one thread and on all threads (packed)
+VERSION_SHAPES = [(5, 7, 3), (1, 33, 17), (9, 70, 40), (37, 70, 300), (64, 64, 64),
+                  (257, 131, 260), (7, 1100, 1100)]
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("trans", TRANSPOSES, ids=lambda t: f"t{int(t[0])}{int(t[1])}")
-def test_cpu_paths(trans, dtype):
-    """Each CPU version (naive, packed serial, packed parallel) with accumulate, bias and
-    relu, on ragged shapes with two steps along K, against float64 NumPy."""
-    import nnkern.kernels.gemm.cpu as G
-
+@pytest.mark.parametrize("version", list(GEMM_CPU.VERSIONS))
+def test_cpu_versions(version, trans, dtype):
+    """Every CPU version with accumulate, bias and relu, against float64 NumPy."""
     rng = np.random.default_rng(8)
-    # (M, N, K): naive (<= SMALL_WORK), packed on one thread, packed on all threads,
-    # and all threads with few rows (the columns are split between threads)
-    for M, N, K in [(5, 7, 3), (37, 70, 300), (257, 131, 260), (7, 1100, 1100)]:
+    shapes = VERSION_SHAPES[:4] if version == "naive" else VERSION_SHAPES
+    for M, N, K in shapes:
         a, b = _ab(M, N, K, *trans)
         c0 = rng.standard_normal((M, N))
         bias = rng.standard_normal(N)
         product = (a.T if trans[0] else a) @ (b.T if trans[1] else b)
         a, b = a.astype(dtype), b.astype(dtype)
-        c = c0.astype(dtype)
-        G.gemm(a, b, c, *trans, True)
-        assert_close(c, c0 + product, dtype, f"cpu gemm accumulate {(M, N, K)}")
-        c = np.empty((M, N), dtype)
-        G.gemm_bias_relu(a, b, c, *trans, False, bias.astype(dtype), True)
-        assert_close(c, np.maximum(product + bias, 0), dtype, f"cpu gemm+bias+relu {(M, N, K)}")
+        with GEMM_CPU.forced_version(version):
+            c = c0.astype(dtype)
+            GEMM_CPU.gemm(a, b, c, *trans, True)
+            assert_close(c, c0 + product, dtype, f"{version} gemm accumulate {(M, N, K)}")
+            c = np.full((M, N), np.nan, dtype)  # every element must be written
+            GEMM_CPU.gemm_bias_relu(a, b, c, *trans, False, bias.astype(dtype), True)
+            assert_close(c, np.maximum(product + bias, 0), dtype,
+                         f"{version} gemm+bias+relu {(M, N, K)}")
+
+
+def test_cpu_version_choice():
+    """choose() names a version and says why; forced_version checks its argument."""
+    assert GEMM_CPU.choose(4, 4, 4, False)[0] == "naive"
+    assert GEMM_CPU.choose(64, 64, 64, True)[0] == "small"
+    version, why = GEMM_CPU.choose(1024, 1024, 1024, False)
+    assert version == "packed" and "M*N*K" in why
+    with pytest.raises(ValueError, match=r"version must be one of \('naive', 'small', "
+                                         r"'packed'\), got 'fast'"):
+        GEMM_CPU.forced_version("fast")
 
 
 def test_cpu_strided_output():
