@@ -24,10 +24,24 @@ would silently load kernels compiled under other settings.
 
 import os
 
-# Numba's OpenMP threads and OpenBLAS's threads spin against each other on a
-# small machine (measured: 1060 ms instead of 36 ms for alternating calls).
-# Passive waiting must be chosen before the OpenMP runtime loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+# How long Numba's idle OpenMP (libgomp) workers spin before they sleep, chosen
+# before the OpenMP runtime loads. Measured on the 2-vCPU AVX-512 development VM:
+# - libgomp's default (about 3 ms of spinning) or OMP_WAIT_POLICY=active: the
+#   spinning takes the cores that OpenBLAS or PyTorch need next (alternating calls
+#   1060 ms instead of 36 ms);
+# - OMP_WAIT_POLICY=passive (sleep at once): every parallel region then wakes its
+#   workers through the kernel, 8-70 us per region on the VM, against 2 us when a
+#   worker is still spinning; SGEMM 256^3 (two regions around 130 us of work) ran at
+#   0.5x OpenBLAS, whose own idle threads spin;
+# - GOMP_SPINCOUNT=SPIN_COUNT: a worker spins about 40 us (measured: 0.37 ms of CPU
+#   per 20 ms idle for 30000 spins, so about 12 ns a spin), long enough for the next
+#   kernel of a layer or the next call of a loop, short enough to be gone before
+#   another library's call gets far. SGEMM 256^3 0.26 -> 0.155 ms (1.0x OpenBLAS)
+#   on a quiet machine.
+# A user's OMP_WAIT_POLICY or GOMP_SPINCOUNT wins.
+SPIN_COUNT = 3000
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", str(SPIN_COUNT))
 
 import numba
 
@@ -36,3 +50,16 @@ import numba
 numba.config.SLP_VECTORIZE = 1
 
 FAMILIES = ("gemm", "conv", "pool", "softmax_ce", "elementwise", "norm", "optim", "lrn")
+
+
+def wait_policy():
+    """How Numba's idle CPU threads wait, in words (for ``python -m nnkern info``)."""
+    if numba.threading_layer() != "omp":
+        return f"idle threads wait as the {numba.threading_layer()} layer does"
+    if "GOMP_SPINCOUNT" in os.environ:
+        spins = int(os.environ["GOMP_SPINCOUNT"])
+        return f"idle threads spin {spins} times (about {spins * 12 // 1000} us), then sleep"
+    policy = os.environ.get("OMP_WAIT_POLICY", "")
+    if policy.lower() == "passive":
+        return "idle threads sleep at once (OMP_WAIT_POLICY=passive)"
+    return f"idle threads wait as libgomp does by default (OMP_WAIT_POLICY={policy!r})"

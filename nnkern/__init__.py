@@ -8,6 +8,10 @@
 
 __version__ = "0.1.0"
 
+from . import _blas
+
+_blas.at_import()  # before NumPy loads when it can: OpenBLAS's idle threads spin less
+
 from . import functional  # noqa: F401
 from .autograd import (  # noqa: F401
     Parameter,

@@ -52,7 +52,11 @@ def info_lines():
     _touch(4)
     lines.append(
         f"CPU threads: {numba.get_num_threads()} (numba), threading layer: {numba.threading_layer()}"
+        f" ({nnkern.kernels.wait_policy()})"
     )
+    from nnkern import _blas
+
+    lines.append(_blas.info_line())
     if cuda_simulated():
         lines.append(f"CUDA: {reason}")
     elif usable:

@@ -336,3 +336,50 @@ def test_linear_relu_keeps_nan(backend):
         y = nnkern.to_numpy(F.linear(nnkern.to_device(x), nnkern.to_device(w), None,
                                      activation="relu"))
     assert np.isnan(y[1]).all() and np.isfinite(y[[0, 2]]).all()
+
+
+# ----------------------------------------------------------------------------
+# living beside NumPy's OpenBLAS (nnkern/_blas.py)
+
+
+def _in_child(code, **env):
+    # the last line a fresh interpreter prints for `code` (nnkern's import must be its own)
+    import os
+    import subprocess
+    import sys
+
+    environ = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    environ.update(env)
+    out = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True,
+                         text=True, check=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def test_openblas_timeout_set_before_numpy():
+    code = ("import nnkern, os; from nnkern import _blas; "
+            "print(os.environ['OPENBLAS_THREAD_TIMEOUT'], _blas.probe() < _blas.SPINNING)")
+    assert _in_child(code) == "16 True"
+
+
+def test_openblas_spinning_detected_and_cut_after_numpy():
+    # numpy first: OpenBLAS's idle threads spin (0.1 s after each call) until nnkern's
+    # import restarts its pool with the short spin
+    code = ("import importlib.util, numpy\n"
+            "spec = importlib.util.spec_from_file_location('b', "
+            "__import__('os').path.join('nnkern', '_blas.py'))\n"
+            "b = importlib.util.module_from_spec(spec); spec.loader.exec_module(b)\n"
+            "before = max(b.probe(0.02) for _ in range(3))\n"
+            "import nnkern\nfrom nnkern import _blas\n"
+            "after = max(_blas.probe(0.02) for _ in range(3))\n"
+            "print(before > _blas.SPINNING, after < _blas.SPINNING, 'restarted' in "
+            "_blas.status()['action'])")
+    import os
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    code = f"import os; os.chdir({root!r})\n" + code
+    assert _in_child(code) == "True True True"
+
+
+def test_openblas_user_setting_wins():
+    code = "import numpy, nnkern; from nnkern import _blas; print(_blas.status()['action'])"
+    assert _in_child(code, OPENBLAS_THREAD_TIMEOUT="28").startswith("left alone")
