@@ -66,9 +66,10 @@ Tried and dropped (with numbers):
 import numba
 import numpy as np
 from llvmlite import ir
+from nnkern.kernels._cpu import VECTOR_LANES, stack_array
 from nnkern.kernels._workspace import workspace
 from numba import njit, prange, types
-from numba.core import cgutils, errors
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 VERSIONS = {
@@ -132,28 +133,7 @@ def gemm_naive(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu):
 # the register tile shared by "small" and "packed"
 
 
-def _vector_width():
-    """Float32 lanes of the widest vector register Numba compiles for (16, 8 or 4).
-
-    Read from the features Numba's code generator targets (so a cached kernel,
-    whose cache key holds those features, always matches this module's tiles).
-    """
-    from numba.core.registry import cpu_target
-
-    try:
-        features = cpu_target.target_context.codegen()._tm_features
-    except AttributeError:  # a Numba without that attribute: the host's features
-        import llvmlite.binding as llvm
-
-        features = llvm.get_host_cpu_features().flatten()
-    if "+avx512f" in features:
-        return 16
-    if "+avx" in features:
-        return 8
-    return 4
-
-
-W32 = _vector_width()  # float32 lanes per vector register; float64 has half
+W32 = VECTOR_LANES  # float32 lanes per vector register; float64 has half
 # rows of the micro-tile (broadcasts of A per step of K): the 2*MR accumulators,
 # two B vectors and a broadcast must fit the vector register file (32 registers
 # with AVX-512, 16 with AVX2 and SSE)
@@ -170,34 +150,6 @@ TASKS_PER_THREAD = 4  # blocks of c per thread in the packed version
 TILE_STACK = MR * NR32
 A_STACK = KC * MR
 B_STACK = KC * NR32
-
-
-@intrinsic(prefer_literal=True)
-def stack_array(typingctx, like, n):
-    """A 1-D C array of ``n`` (a compile-time constant) elements of like's dtype, on the stack."""
-    if not isinstance(n, types.IntegerLiteral):
-        raise errors.TypingError(f"stack_array: n must be a compile-time constant, got {n}")
-    size = n.literal_value
-    out = types.Array(like.dtype, 1, "C")
-
-    def codegen(context, builder, sig, args):
-        elt = context.get_value_type(like.dtype)
-        with builder.goto_entry_block():
-            data = builder.alloca(ir.ArrayType(elt, size))
-        arr = context.make_array(out)(context, builder)
-        itemsize = context.get_abi_sizeof(elt)
-        intp = context.get_value_type(types.intp)
-        context.populate_array(
-            arr,
-            data=builder.bitcast(data, elt.as_pointer()),
-            shape=[ir.Constant(intp, size)],
-            strides=[ir.Constant(intp, itemsize)],
-            itemsize=ir.Constant(intp, itemsize),
-            meminfo=None,
-        )
-        return arr._getvalue()
-
-    return out(like, n), codegen
 
 
 @intrinsic
