@@ -5,34 +5,41 @@ Layout NCHW, C-contiguous. Every kernel runs ``prange`` over the N*C planes
 plane, and each element of dx, is written by exactly one thread: no races,
 and no ``+=`` into an element another thread can touch.
 
-Versions (same signatures as reference.py; what each adds):
+Versions (VERSIONS, in reading order; choose() picks one per op and geometry and
+says why; every one keeps the signatures of reference.py):
 
-- max pool, general: clipped window (padding never read), argmax saved. The
-  scan uses ``>`` as a select, not a branch (3x faster on random data: no
-  mispredictions); a NaN seen in an output row redoes that row with the
-  exact NaN-aware scan, so the tie rule (first maximum in scan order) and
-  the NaN rule (first NaN wins) hold everywhere.
-- max pool 2x2 stride 2 no padding: the window unrolled into four loads
-  compared with plain ``>`` (about 2.7x the general kernel; the loop is
-  still scalar: an exact NaN test inside it cost 4x, so NaN is only
-  detected there and handled by redoing the row).
-- max pool backward: a GATHER. Each input element looks at the windows that
-  contain it and sums grad_out of those whose saved argmax is itself;
-  non-overlapping windows (stride >= kernel) need one lookup per element.
-- average and blur pool: both are separable linear maps, y = A_h x A_w^T
-  per plane (A: window mean with its divisor, or the strided binomial filter
-  with the reflect padding folded in), run by one pair of kernels from small
-  sparse tables built once per shape: along W through the tables, then along
-  H a whole row at a time. The backward applies A^T the same way, as two
-  gathers ("which outputs read this input"). No padded copy is ever made.
-- max-blur pool, FUSED: per plane, the stride-1 max map is built in a
-  thread-private scratch plane (Hm x Wm, a few KB, stays in cache; max along
-  rows then down columns) and blurred straight from there; the full
-  (N, C, Hm, Wm) intermediate never exists. Backward, per plane: recompute
-  the stride-1 argmax into scratch, blur-backward into a scratch dM plane,
-  then each window hands dM to its winner in a thread-private plane
-  (race-free and deterministic: one thread owns the plane; 4x less work
-  than a per-input gather for 2x2 windows).
+- "general" (max pool forward and backward): any window, stride and padding.
+  Forward: clipped window (padding never read), argmax saved; the scan uses
+  ``>`` as a select, not a branch (3x faster on random data: no
+  mispredictions); a NaN seen in an output row redoes that row with the exact
+  NaN-aware scan, so the tie rule (first maximum in scan order) and the NaN
+  rule (first NaN wins) hold everywhere. Backward: a GATHER, each input
+  element sums grad_out of the windows that contain it and whose saved
+  argmax is itself (first_window .. last_window of rules.py).
+- "2x2" (max pool forward, kernel 2, stride 2, no padding): the window
+  unrolled into four loads compared with plain ``>`` (about 2.7x "general";
+  the loop is still scalar: an exact NaN test inside it cost 4x, so NaN is
+  only detected there and handled by redoing the row).
+- "disjoint" (max pool backward, stride >= kernel): each input lies in at
+  most one window, so its gather is one lookup.
+- "separable" (average and blur pool, forward and backward): both are
+  separable linear maps, y = A_h x A_w^T per plane (A: window mean with its
+  divisor, or the strided binomial filter with the reflect padding folded
+  in), run by one pair of kernels from small sparse tables built once per
+  shape: along W through the tables, then along H a whole row at a time. The
+  backward applies A^T the same way, as two gathers ("which outputs read this
+  input"). No padded copy is ever made.
+- "fused" (max-blur pool, forward and backward): per plane, the stride-1 max
+  map is built in a thread-private scratch plane (Hm x Wm, a few KB, stays in
+  cache; max along rows then down columns) and blurred straight from there;
+  the full (N, C, Hm, Wm) intermediate never exists. Backward, per plane:
+  recompute the stride-1 argmax into scratch, blur-backward into a scratch dM
+  plane, then each window hands dM to its winner in a thread-private plane
+  (race-free and deterministic: one thread owns the plane; 4x less work than
+  a per-input gather for 2x2 windows).
+
+Index rules (output sizes, reflect index, binomial taps, the windows holding an
+input) come from rules.py, compiled here with njit.
 
 Speed (2 threads, (128, 64, 28, 28) float32, forward+backward, torch 2.13 CPU
 NCHW in the same run; CPU-time ratios, the steadier measure on this shared
@@ -42,6 +49,7 @@ max-blur 2.6x (torch peers: reflect pad + depthwise conv2d, after a stride-1
 max_pool2d for max-blur). max_pool2d keeps its argmax for the backward.
 """
 
+import contextlib
 import functools
 import math
 
@@ -49,7 +57,76 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .reference import binomial_filter, blur_pads
+from . import rules
+
+VERSIONS = {
+    "general": ("max_pool2d_forward", "max_pool2d_backward"),
+    "2x2": ("max_pool2d_forward",),
+    "disjoint": ("max_pool2d_backward",),
+    "separable": ("avg_pool2d_forward", "avg_pool2d_backward", "blur_pool2d_forward",
+                  "blur_pool2d_backward"),
+    "fused": ("max_blur_pool2d_forward", "max_blur_pool2d_backward"),
+}
+"""Every version (see the header) and the kernels it serves, in reading order."""
+
+_forced = None  # a version every call runs where it applies (forced_version), or None
+
+
+def applies(version, op, window):
+    """Why ``version`` cannot run kernel ``op`` with window (R, S, SH, SW, PH, PW), or ""
+    when it can."""
+    if op not in VERSIONS[version]:
+        return f"{version} has no {op}"
+    R, S, SH, SW = window[:4]
+    if version == "2x2" and window != (2, 2, 2, 2, 0, 0):
+        return f"2x2 needs kernel 2, stride 2, no padding, got {window}"
+    if version == "disjoint" and (SH < R or SW < S):
+        return f"disjoint needs stride >= kernel, got stride {(SH, SW)}, kernel {(R, S)}"
+    return ""
+
+
+def choose(op, window=(1, 1, 1, 1, 0, 0)):
+    """(version, why) for kernel ``op`` (a name in KERNELS) with pooling window
+    ``(R, S, SH, SW, PH, PW)`` (max and average pooling; ignored by the others).
+
+    >>> choose("max_pool2d_forward", (2, 2, 2, 2, 0, 0))[0]
+    '2x2'
+    """
+    if _forced is not None and not applies(_forced, op, window):
+        return _forced, f"forced to {_forced}"
+    if op == "max_pool2d_forward":
+        if not applies("2x2", op, window):
+            return "2x2", "kernel 2, stride 2, no padding: the unrolled window"
+        return "general", f"window {window}: the general scan"
+    if op == "max_pool2d_backward":
+        if not applies("disjoint", op, window):
+            return "disjoint", "stride >= kernel: one window per input"
+        return "general", "overlapping windows: the gather over every window"
+    version = next(v for v, ops in VERSIONS.items() if op in ops)
+    return version, f"the one version of {op}"
+
+
+@contextlib.contextmanager
+def forced_version(version):
+    """Run every pool kernel that ``version`` serves (and whose window it fits) with it.
+
+    >>> with forced_version("general"):
+    ...     choose("max_pool2d_forward", (2, 2, 2, 2, 0, 0))[0]
+    'general'
+    """
+    global _forced
+    if version not in VERSIONS:
+        raise ValueError(f"version must be one of {tuple(VERSIONS)}, got {version!r}")
+    before, _forced = _forced, version
+    try:
+        yield
+    finally:
+        _forced = before
+
+
+# the index rules, compiled for these kernels
+first_window = njit(cache=True)(rules.first_window)
+last_window = njit(cache=True)(rules.last_window)
 
 
 def _chunks():
@@ -161,7 +238,7 @@ def _max_forward_2x2(x, y, indices):
 
 def max_pool2d_forward(x, y, indices, R, S, SH, SW, PH, PW):
     """Max pool with argmax; see reference.max_pool2d_forward."""
-    if (R, S, SH, SW, PH, PW) == (2, 2, 2, 2, 0, 0):
+    if choose("max_pool2d_forward", (R, S, SH, SW, PH, PW))[0] == "2x2":
         _max_forward_2x2(x, y, indices)
     else:
         _max_forward(x, y, indices, R, S, SH, SW, PH, PW)
@@ -174,9 +251,8 @@ def _windows_of(H, OH, R, SH, PH):
     first = np.empty(H, np.int64)
     last = np.empty(H, np.int64)
     for h in range(H):
-        # oh*SH - PH <= h <= oh*SH - PH + R - 1  (floor division rounds down for negatives)
-        first[h] = max(0, -((R - 1 - h - PH) // SH))
-        last[h] = min(OH - 1, (h + PH) // SH)
+        first[h] = first_window(h, R, SH, PH)
+        last[h] = last_window(h, OH, SH, PH)
     return first, last
 
 
@@ -230,7 +306,7 @@ def _max_backward_disjoint(grad_out, indices, dx, SH, SW, PH, PW, R, S):
 
 def max_pool2d_backward(grad_out, indices, dx, R, S, SH, SW, PH, PW):
     """dx gathers grad_out from the windows whose argmax is that element."""
-    if SH >= R and SW >= S:
+    if choose("max_pool2d_backward", (R, S, SH, SW, PH, PW))[0] == "disjoint":
         _max_backward_disjoint(grad_out, indices, dx, SH, SW, PH, PW, R, S)
     else:
         _max_backward(grad_out, indices, dx, R, S, SH, SW, PH, PW)
@@ -263,7 +339,7 @@ def _tables(A):
 
 @functools.lru_cache(maxsize=128)
 def _avg_tables(H, R, SH, PH, count_include_pad):
-    OH = (H + 2 * PH - R) // SH + 1
+    OH = rules.pool_out(H, R, SH, PH)
     h0 = np.arange(OH)[:, None] * SH - PH  # (OH, 1) first row of each window
     h = np.arange(H)[None, :]
     inside = (h >= h0) & (h < h0 + R)
@@ -273,12 +349,12 @@ def _avg_tables(H, R, SH, PH, count_include_pad):
 
 @functools.lru_cache(maxsize=128)
 def _blur_tables(H, K, SH):
-    p0, _ = blur_pads(K)
-    OH = (H - 1) // SH + 1
-    src = np.abs(SH * np.arange(OH)[:, None] + np.arange(K)[None, :] - p0)  # (OH, K)
-    src = np.where(src > H - 1, 2 * (H - 1) - src, src)  # reflect at both edges
-    A = np.zeros((OH, H))
-    np.add.at(A, (np.repeat(np.arange(OH), K), src.ravel()), np.tile(binomial_filter(K), OH))
+    # A (OH, H): output o reads padded position o*SH + r - pad_before, reflected onto the
+    # input, with weight tap r (a cell read twice through the reflection adds up)
+    A = np.zeros((rules.blur_out(H, SH), H))
+    for o in range(A.shape[0]):
+        for r in range(K):
+            A[o, rules.reflect(o * SH + r - rules.pad_before(K), H)] += rules.binomial_tap(K, r)
     return _tables(A)
 
 

@@ -19,24 +19,25 @@ Ops (semantics of torch.nn.functional, BlurPool as adobe/antialiased-cnns):
   (k = filt_size; a = [1, 2, 1] / 4 for k = 3). k = 1 is plain subsampling.
 - max-blur pool: max pool R x S at stride 1 without padding, then blur pool.
 
-Output sizes: max/avg ``OH = (H + 2*PH - R) // SH + 1``; blur
-``OH = (H - 1) // SH + 1``; max-blur ``OH = (H - R) // SH + 1``.
+Output sizes, reflect indices and filter taps are the family's index rules
+(rules.py, shared with the cpu and cuda kernels): max/avg
+``OH = (H + 2*PH - R) // SH + 1``; blur ``OH = (H - 1) // SH + 1``; max-blur
+``OH = (H - R) // SH + 1``.
 """
 
 import numpy as np
 
+from . import rules
+
 
 def blur_pads(filt_size):
     """Reflect padding (before, after) of a blur filter of size filt_size."""
-    return (filt_size - 1) // 2, filt_size // 2
+    return rules.pad_before(filt_size), rules.pad_after(filt_size)
 
 
 def binomial_filter(filt_size):
     """The normalised 1-D binomial filter a (sums to 1); the 2-D filter is outer(a, a)."""
-    row = np.ones(1)
-    for _ in range(filt_size - 1):
-        row = np.convolve(row, [1.0, 1.0])
-    return row / row.sum()
+    return np.array([rules.binomial_tap(filt_size, r) for r in range(filt_size)])
 
 
 def _window_positions(OH, R, SH, PH):
@@ -155,8 +156,7 @@ def blur_pool2d_forward(x, y, filt_size, SH, SW):
 def reflect_source(H, filt_size):
     """src (H + p0 + p1,): the input row that each row of the reflect-padded plane copies."""
     p0, p1 = blur_pads(filt_size)
-    src = np.abs(np.arange(-p0, H + p1))  # reflect at the top edge: -i -> i
-    return np.where(src > H - 1, 2 * (H - 1) - src, src)  # and at the bottom edge
+    return np.array([rules.reflect(i, H) for i in range(-p0, H + p1)], dtype=np.intp)
 
 
 def _fold(gp, src, axis, size):

@@ -7,6 +7,7 @@ argmax of a non-numpy backend is compared, except in the tie-rule tests,
 which pin ties down on purpose.
 """
 
+import nnkern.kernels.pool.cpu as POOL_CPU
 import numpy as np
 import pytest
 from harness import BACKENDS, DTYPES, check_gradients, check_op, run_op
@@ -77,6 +78,80 @@ def test_op_matches_reference(op, kwargs, small, tiny, backend, dtype):
 )
 def test_gradients(op, kwargs, shape):
     check_gradients(op, [distinct(shape, seed=1)], kwargs)
+
+
+def _window_of(op, kwargs):
+    # (R, S, SH, SW, PH, PW) of a max/avg case, as the kernels receive it
+    def pair(v):
+        return v if isinstance(v, tuple) else (v, v)
+
+    R, S = pair(kwargs.get("kernel_size", 1))
+    SH, SW = pair(kwargs.get("stride") or (R, S))
+    return (R, S, SH, SW, *pair(kwargs.get("padding", 0)))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("version", list(POOL_CPU.VERSIONS))
+def test_cpu_versions(version, dtype):
+    """Every CPU version on every case it can run (forced), forward and backward."""
+    ran = 0
+    for op, kwargs, small, _ in CASES:
+        window = _window_of(op, kwargs)
+        if (POOL_CPU.applies(version, f"{op}_forward", window)
+                and POOL_CPU.applies(version, f"{op}_backward", window)):
+            continue
+        with POOL_CPU.forced_version(version):
+            check_op(op, [distinct(small)], "cpu", dtype, kwargs)
+        ran += 1
+    assert ran, f"no case runs version {version}"
+
+
+def test_cpu_version_choice():
+    assert POOL_CPU.choose("max_pool2d_forward", (2, 2, 2, 2, 0, 0))[0] == "2x2"
+    assert POOL_CPU.choose("max_pool2d_forward", (3, 3, 2, 2, 1, 1))[0] == "general"
+    assert POOL_CPU.choose("max_pool2d_backward", (3, 3, 3, 3, 0, 0))[0] == "disjoint"
+    assert POOL_CPU.choose("max_pool2d_backward", (3, 3, 2, 2, 1, 1))[0] == "general"
+    assert POOL_CPU.choose("blur_pool2d_backward")[0] == "separable"
+    with POOL_CPU.forced_version("general"):  # forced where it applies, the rule elsewhere
+        assert POOL_CPU.choose("max_pool2d_backward", (2, 2, 2, 2, 0, 0))[0] == "general"
+        assert POOL_CPU.choose("avg_pool2d_forward", (2, 2, 2, 2, 0, 0))[0] == "separable"
+    with pytest.raises(ValueError, match=r"version must be one of .*got 'fast'"), \
+            POOL_CPU.forced_version("fast"):
+        pass
+
+
+def test_rules_against_brute_force():
+    """The index rules (rules.py) against counting and against numpy's own padding."""
+    import math
+
+    from nnkern.kernels.pool import rules
+
+    for H in range(1, 12):
+        for R in range(1, 5):
+            for SH in range(1, 4):
+                for PH in range(R // 2 + 1):
+                    if R > H + 2 * PH:
+                        continue
+                    starts = range(-PH, H + PH - R + 1, SH)  # every window that fits
+                    OH = len(starts)
+                    assert rules.pool_out(H, R, SH, PH) == OH
+                    for h in range(H):
+                        holding = [o for o, s in enumerate(starts) if s <= h < s + R]
+                        first, last = rules.first_window(h, R, SH, PH), rules.last_window(
+                            h, OH, SH, PH)
+                        assert list(range(first, last + 1)) == holding, (H, R, SH, PH, h)
+        for SH in range(1, 4):
+            assert rules.blur_out(H, SH) == len(range(0, H, SH))
+            assert rules.max_blur_out(H + 2, 3, SH) == len(range(0, H, SH))
+        for K in range(1, 8):
+            p0, p1 = rules.pad_before(K), rules.pad_after(K)
+            assert (p0 + p1, p0 - p1) in ((K - 1, 0), (K - 1, -1))
+            if p1 < H:  # numpy's reflect padding of the indices themselves
+                padded = np.pad(np.arange(H), (p0, p1), mode="reflect")
+                assert [rules.reflect(i, H) for i in range(-p0, H + p1)] == padded.tolist()
+    for K in range(1, 8):
+        taps = [rules.binomial_tap(K, r) for r in range(K)]
+        assert taps == [math.comb(K - 1, r) / 2 ** (K - 1) for r in range(K)]
 
 
 # ----------------------------------------------------------------------------
