@@ -1,18 +1,33 @@
-"""Cold compile time of the whole CPU backend, and its warm (cached) load time.
+"""Cold compile time of nnkern's CPU kernels: the main job's first run, and every op.
 
-Runs every op of nnkern.functional forward and backward once on the ``cpu``
-backend in float32 and float64, in a child process with an empty Numba cache
-directory (cold), then again in a fresh child on the filled cache (warm).
+Two measurements, each in child processes with an empty Numba cache directory
+(cold: every kernel compiles) and then again on the filled cache (warm: every
+kernel loads from disk):
 
-    python bench/compile_time.py
+- ``main job``: ``python -m nnkern`` on the cpu device, the first run a user
+  makes; its kernel-compile share is cold minus warm. Also listed: the
+  compile time of each kernel it compiles (Numba's compile events; a kernel's
+  time includes the helpers it calls).
+- ``every op``: every op of nnkern.functional forward and backward once on
+  the ``cpu`` backend in float32 and float64 (every kernel, both dtypes).
+
+Times are wall seconds and CPU seconds of the child (on a busy machine the CPU
+seconds are the steadier figure).
+
+    python bench/compile_time.py              # both
+    python bench/compile_time.py --main-job   # the main job only
 """
 
+import argparse
+import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
+import time
 
-CHILD = r"""
+EVERY_OP = r"""
 import time
 t0 = time.perf_counter()
 import numpy as np
@@ -58,24 +73,77 @@ for dt in (np.float32, np.float64):
 print(f"{t_import:.2f} {time.perf_counter() - t0:.2f}")
 """
 
+MAIN_JOB = r"""
+import contextlib, io, json, sys, time
+from numba.core import event
+starts, kernels = [], {}
 
-def run(cache_dir):
+class Compiles(event.Listener):
+    def on_start(self, ev):
+        starts.append(time.process_time())
+
+    def on_end(self, ev):
+        spent = time.process_time() - starts.pop()
+        if not starts:  # a kernel the job called (its time includes its helpers')
+            f = ev.data["dispatcher"].py_func
+            name = f"{f.__module__.replace('nnkern.kernels.', '')}.{f.__qualname__}"
+            kernels[name] = kernels.get(name, 0.0) + spent
+
+event.register("numba:compile", Compiles())
+from nnkern.__main__ import main
+with contextlib.redirect_stdout(io.StringIO()):
+    code = main(["--device", "cpu"])
+print(json.dumps({"code": code, "kernels": kernels}))
+"""
+
+
+def run_child(source, cache_dir):
+    """Run ``source`` in a fresh interpreter on ``cache_dir``; (stdout, wall s, CPU s)."""
     env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
-    out = subprocess.run(
-        [sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, check=False
-    )
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", source], env=env, capture_output=True,
+                         text=True, check=False)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if out.returncode:
         raise SystemExit(out.stderr)
-    return [float(v) for v in out.stdout.split()]
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return out.stdout.strip().splitlines()[-1], wall, cpu
 
 
-def main():
+def main_job():
     with tempfile.TemporaryDirectory() as cache_dir:
-        _, cold_total = run(cache_dir)
-        warm_import, warm_total = run(cache_dir)
-    print(f"cold: every CPU op fwd+bwd in float32+float64, compiling all kernels: {cold_total:.1f} s")
-    print(f"warm: the same from Numba's on-disk cache: {warm_total:.2f} s "
+        cold, cold_wall, cold_cpu = run_child(MAIN_JOB, cache_dir)
+        _, warm_wall, warm_cpu = run_child(MAIN_JOB, cache_dir)
+    kernels = json.loads(cold)["kernels"]
+    print(f"main job (python -m nnkern --device cpu), cold: {cold_wall:.1f} s wall, "
+          f"{cold_cpu:.1f} s CPU; warm: {warm_wall:.1f} s wall, {warm_cpu:.1f} s CPU")
+    print(f"  kernel-compile share (cold - warm): {cold_wall - warm_wall:.1f} s wall, "
+          f"{cold_cpu - warm_cpu:.1f} s CPU; {len(kernels)} kernels compiled in "
+          f"{sum(kernels.values()):.1f} s CPU:")
+    for name, seconds in sorted(kernels.items(), key=lambda kv: -kv[1]):
+        print(f"    {seconds:6.2f} s  {name}")
+
+
+def every_op():
+    with tempfile.TemporaryDirectory() as cache_dir:
+        cold, cold_wall, cold_cpu = run_child(EVERY_OP, cache_dir)
+        warm, _, warm_cpu = run_child(EVERY_OP, cache_dir)
+    warm_import, warm_total = (float(v) for v in warm.split())
+    print(f"every CPU op fwd+bwd in float32+float64, cold (compiling every kernel): "
+          f"{float(cold.split()[1]):.1f} s wall, {cold_cpu:.1f} s CPU")
+    print(f"  warm, from Numba's on-disk cache: {warm_total:.2f} s wall, {warm_cpu:.1f} s CPU "
           f"(import nnkern: {warm_import:.2f} s)")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--main-job", action="store_true", help="only the main job")
+    args = parser.parse_args(argv)
+    main_job()
+    if not args.main_job:
+        every_op()
 
 
 if __name__ == "__main__":

@@ -9,11 +9,17 @@ Versions (VERSIONS; choose() picks one per call and says why), in reading order:
             readable baseline, and the fastest for tiny products (M*N*K <= 16^3),
             where anything else costs more to set up than it saves.
     small   the register-tiled micro-kernel (below) reading op(a) and op(b) where
-            they lie: no packing, no scratch, one thread. Only the strips that
-            cannot be read in place are copied into stack buffers (op(b) = b.T,
-            whose rows are not contiguous, and the ragged last strips, zero-padded).
-            Exists for the fixed cost: at 64^3 the packed version spent 15 us of
-            a 25 us call on packing, scratch and launch, against 5 us for OpenBLAS.
+            they lie: no packing, no scratch. Only the strips that cannot be read
+            in place are copied into stack buffers (op(b) = b.T, whose rows are
+            not contiguous, and the ragged last strips, zero-padded). Blocks of
+            c's columns go to threads (one parallel region per call, on one
+            thread below SERIAL_WORK); each B strip meets every A strip while it
+            sits in L1. Exists for the fixed cost of small and middle products:
+            at 64^3 the packed version spent 15 us of a 25 us call on packing,
+            scratch and launch, against 5 us for OpenBLAS; at 256^3 its two
+            parallel regions (B packing, then the blocks) each wait for a worker
+            to wake. Beyond about 320^3 the strided reads lose to packed panels
+            (1024^3: 13 ms against 7 ms).
     packed  the Goto/BLIS scheme, on one thread or on all of them.
             - op(b) is packed once into strips of NR columns, k-major, cut into
               steps of KC along K (b_panel_shape); op(a) is packed per thread,
@@ -80,8 +86,8 @@ VERSIONS = {
 """Every version, in reading order (see the header)."""
 
 SMALL_WORK = 4096  # M*N*K up to which naive wins (measured: about 16^3)
-SMALL_PATH_WORK = 1 << 21  # M*N*K up to which small wins over packed on one thread
-SERIAL_WORK = 1 << 22  # M*N*K below which packed runs on one thread
+SMALL_PATH_WORK = 1 << 25  # M*N*K up to which small wins over packed (about 320^3)
+SERIAL_WORK = 1 << 22  # M*N*K below which small and packed run on one thread (161^3)
 
 
 def choose(M, N, K, trans_b):
@@ -93,9 +99,11 @@ def choose(M, N, K, trans_b):
     work = M * N * K
     if work <= SMALL_WORK:
         return "naive", f"M*N*K = {work} <= {SMALL_WORK}: setting up tiles costs more"
+    if work >= SERIAL_WORK and N < numba.get_num_threads() * NR32:
+        return "packed", f"{N} columns are too few to share between threads by columns"
     if work <= SMALL_PATH_WORK:
         return "small", f"M*N*K = {work} <= {SMALL_PATH_WORK}: packing costs more than it saves"
-    return "packed", f"M*N*K = {work} > {SMALL_PATH_WORK}"
+    return "packed", f"M*N*K = {work} > {SMALL_PATH_WORK}: packed panels stay in cache"
 
 
 # ----------------------------------------------------------------------------
@@ -131,6 +139,27 @@ def gemm_naive(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu):
 
 # ----------------------------------------------------------------------------
 # the register tile shared by "small" and "packed"
+
+
+class team:
+    """Run the parallel kernels called in this block on ``threads`` threads.
+
+    One compiled kernel serves one thread and all of them: a team of one runs its
+    prange inline and wakes no other thread. (Set here, not inside the kernel, where
+    numba.set_num_threads would make it uncachable.)
+    """
+
+    def __init__(self, threads):
+        self.threads = threads
+
+    def __enter__(self):
+        self.before = numba.get_num_threads()
+        if self.threads != self.before:
+            numba.set_num_threads(self.threads)
+
+    def __exit__(self, *exc):
+        if self.threads != self.before:
+            numba.set_num_threads(self.before)
 
 
 W32 = VECTOR_LANES  # float32 lanes per vector register; float64 has half
@@ -315,44 +344,60 @@ def micro_kernel(kc, ap, bp, bnext, c, i0, j0, first, last, epilogue):
 # version "small": the micro-kernel on op(a) and op(b) in place
 
 
-@njit(cache=True)
-def gemm_small(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu):
-    # a: (M, K) or (K, M); b: (K, N) or (N, K); c: (M, N). A strip of op(a) is a
+@njit(parallel=True, cache=True)
+def gemm_small(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu, tasks):
+    # a: (M, K) or (K, M); b: (K, N) or (N, K); c: (M, N). `tasks` column blocks of c
+    # go to threads with prange (1: run_small sets a team of one). A strip of op(a) is a
     # strided view (rows of a, or columns of a.T), read one value at a time by the
-    # micro-kernel's broadcasts; a B strip of op(b) = b is read in place (its rows
-    # are contiguous); b.T strips and the ragged last strips are copied to the stack.
+    # micro-kernel's broadcasts; a B strip of op(b) = b is read in place (its rows are
+    # contiguous); b.T strips and the ragged last strips are copied to the stack. Each
+    # B strip then meets every A strip while it sits in L1.
     M, N = c.shape
     K = a.shape[0] if trans_a else a.shape[1]
     nr = NR32 * 4 // c.itemsize
+    strips = (N + nr - 1) // nr
     epilogue = (accumulate, bias, has_bias, relu)
-    abuf = stack_array(a, A_STACK)
-    bbuf = stack_array(b, B_STACK)
-    for k0 in range(0, K, KC):
-        kc = min(KC, K - k0)
-        first, last = k0 == 0, k0 + kc == K
-        for j0 in range(0, N, nr):
-            if trans_b or j0 + nr > N:
-                bs = bbuf[: kc * nr].reshape((kc, nr))
-                for p in range(kc):
-                    for j in range(nr):
-                        n = min(j0 + j, N - 1)
-                        v = b[n, k0 + p] if trans_b else b[k0 + p, n]
-                        bs[p, j] = v if j0 + j < N else 0
-            else:
-                bs = b[k0 : k0 + kc, j0 : j0 + nr]
-            for i0 in range(0, M, MR):
-                if i0 + MR > M:
-                    as_ = abuf[: kc * MR].reshape((kc, MR))
+    for t in prange(tasks):
+        abuf = stack_array(a, A_STACK)
+        bbuf = stack_array(b, B_STACK)
+        for k0 in range(0, K, KC):
+            kc = min(KC, K - k0)
+            first, last = k0 == 0, k0 + kc == K
+            for s in range(t * strips // tasks, (t + 1) * strips // tasks):
+                j0 = s * nr
+                if trans_b or j0 + nr > N:
+                    bs = bbuf[: kc * nr].reshape((kc, nr))
                     for p in range(kc):
-                        for i in range(MR):
-                            m = min(i0 + i, M - 1)
-                            v = a[k0 + p, m] if trans_a else a[m, k0 + p]
-                            as_[p, i] = v if i0 + i < M else 0
-                elif trans_a:
-                    as_ = a[k0 : k0 + kc, i0 : i0 + MR]
+                        for j in range(nr):
+                            n = min(j0 + j, N - 1)
+                            v = b[n, k0 + p] if trans_b else b[k0 + p, n]
+                            bs[p, j] = v if j0 + j < N else 0
                 else:
-                    as_ = a[i0 : i0 + MR, k0 : k0 + kc].T
-                micro_kernel(kc, as_, bs, bs, c, i0, j0, first, last, epilogue)
+                    bs = b[k0 : k0 + kc, j0 : j0 + nr]
+                for i0 in range(0, M, MR):
+                    if i0 + MR > M:
+                        as_ = abuf[: kc * MR].reshape((kc, MR))
+                        for p in range(kc):
+                            for i in range(MR):
+                                m = min(i0 + i, M - 1)
+                                v = a[k0 + p, m] if trans_a else a[m, k0 + p]
+                                as_[p, i] = v if i0 + i < M else 0
+                    elif trans_a:
+                        as_ = a[k0 : k0 + kc, i0 : i0 + MR]
+                    else:
+                        as_ = a[i0 : i0 + MR, k0 : k0 + kc].T
+                    micro_kernel(kc, as_, bs, bs, c, i0, j0, first, last, epilogue)
+
+
+def run_small(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu):
+    """Version "small": the thread count and the split of c's columns, then the kernel."""
+    M, N = c.shape
+    K = a.shape[0] if trans_a else a.shape[1]
+    strips = (N + NR[c.dtype] - 1) // NR[c.dtype]
+    threads = 1 if M * N * K < SERIAL_WORK else min(numba.get_num_threads(), strips)
+    tasks = min(strips, TASKS_PER_THREAD * threads)
+    with team(threads):
+        gemm_small(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu, tasks)
 
 
 # ----------------------------------------------------------------------------
@@ -541,19 +586,9 @@ def run_packed(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu):
         strips_n = (N + NR[c.dtype] - 1) // NR[c.dtype]
         nbn = max(1, min(strips_n, (tasks + nbm - 1) // nbm))
     bp, ap = packing_scratch(M, N, K, c.dtype, threads, nbm)
-    if threads > 1:
+    with team(threads):
         gemm_packed(a, b, c, trans_a, trans_b, bp, ap, nbm, nbn, accumulate, bias, has_bias,
                     relu)
-        return
-    # one thread: the same compiled kernel (set_num_threads inside it would make it
-    # uncachable), its team of one set from here
-    before = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        gemm_packed(a, b, c, trans_a, trans_b, bp, ap, nbm, nbn, accumulate, bias, has_bias,
-                    relu)
-    finally:
-        numba.set_num_threads(before)
 
 
 # ----------------------------------------------------------------------------
@@ -606,7 +641,7 @@ def gemm_bias_relu(a, b, c, trans_a, trans_b, accumulate, bias, relu):
     bias = np.ascontiguousarray(bias) if has_bias else c[0]  # c[0]: never read
     version = _forced or choose(M, N, K, trans_b)[0]
     if version == "small":
-        gemm_small(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu)
+        run_small(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu)
     elif version == "packed":
         run_packed(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu)
     else:
