@@ -12,9 +12,10 @@ Versions (VERSIONS; choose() picks one per call and says why), in reading order:
             they lie: no packing, no scratch. Only the strips that cannot be read
             in place are copied into stack buffers (op(b) = b.T, whose rows are
             not contiguous, and the ragged last strips, zero-padded). Blocks of
-            c's columns go to threads (one parallel region per call, on one
-            thread below SERIAL_WORK); each B strip meets every A strip while it
-            sits in L1. Exists for the fixed cost of small and middle products:
+            c's columns go to threads (one parallel region per call); below
+            SERIAL_WORK a serial kernel runs them all (a parallel kernel with a
+            team of one still paid about 9 us to launch: 64^3 took 16 us instead
+            of 7). Each B strip meets every A strip while it sits in L1. Exists for the fixed cost of small and middle products:
             at 64^3 the packed version spent 15 us of a 25 us call on packing,
             scratch and launch, against 5 us for OpenBLAS; at 256^3 its two
             parallel regions (B packing, then the blocks) each wait for a worker
@@ -347,60 +348,76 @@ def micro_kernel(kc, ap, bp, bnext, c, i0, j0, first, last, epilogue):
 # version "small": the micro-kernel on op(a) and op(b) in place
 
 
-@njit(parallel=True, cache=True)
-def gemm_small(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu, tasks):
-    # a: (M, K) or (K, M); b: (K, N) or (N, K); c: (M, N). `tasks` column blocks of c
-    # go to threads with prange (1: run_small sets a team of one). A strip of op(a) is a
-    # strided view (rows of a, or columns of a.T), read one value at a time by the
-    # micro-kernel's broadcasts; a B strip of op(b) = b is read in place (its rows are
-    # contiguous); b.T strips and the ragged last strips are copied to the stack. Each
-    # B strip then meets every A strip while it sits in L1.
+@njit(cache=True)
+def small_columns(a, b, c, trans_a, trans_b, s0, s1, epilogue):
+    # c[:, s0*NR:s1*NR] (column strips s0..s1-1) of op(a) @ op(b); a: (M, K) or (K, M);
+    # b: (K, N) or (N, K); c: (M, N). A strip of op(a) is a strided view (rows of a, or
+    # columns of a.T), read one value at a time by the micro-kernel's broadcasts; a B
+    # strip of op(b) = b is read in place (its rows are contiguous); b.T strips and the
+    # ragged last strips are copied to the stack. Each B strip then meets every A strip
+    # while it sits in L1.
     M, N = c.shape
     K = a.shape[0] if trans_a else a.shape[1]
     nr = NR32 * 4 // c.itemsize
-    strips = (N + nr - 1) // nr
+    abuf = stack_array(a, A_STACK)
+    bbuf = stack_array(b, B_STACK)
+    for k0 in range(0, K, KC):
+        kc = min(KC, K - k0)
+        first, last = k0 == 0, k0 + kc == K
+        for s in range(s0, s1):
+            j0 = s * nr
+            if trans_b or j0 + nr > N:
+                bs = bbuf[: kc * nr].reshape((kc, nr))
+                for p in range(kc):
+                    for j in range(nr):
+                        n = min(j0 + j, N - 1)
+                        v = b[n, k0 + p] if trans_b else b[k0 + p, n]
+                        bs[p, j] = v if j0 + j < N else 0
+            else:
+                bs = b[k0 : k0 + kc, j0 : j0 + nr]
+            for i0 in range(0, M, MR):
+                if i0 + MR > M:
+                    as_ = abuf[: kc * MR].reshape((kc, MR))
+                    for p in range(kc):
+                        for i in range(MR):
+                            m = min(i0 + i, M - 1)
+                            v = a[k0 + p, m] if trans_a else a[m, k0 + p]
+                            as_[p, i] = v if i0 + i < M else 0
+                elif trans_a:
+                    as_ = a[k0 : k0 + kc, i0 : i0 + MR]
+                else:
+                    as_ = a[i0 : i0 + MR, k0 : k0 + kc].T
+                micro_kernel(kc, as_, bs, bs, c, i0, j0, first, last, epilogue)
+
+
+@njit(cache=True)
+def gemm_small_serial(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu):
+    # every column strip of c on the calling thread (a parallel kernel run by a team of
+    # one still pays about 9 us for its launch: more than the whole 64^3 product)
+    strips = (c.shape[1] + NR32 * 4 // c.itemsize - 1) // (NR32 * 4 // c.itemsize)
+    small_columns(a, b, c, trans_a, trans_b, 0, strips, (accumulate, bias, has_bias, relu))
+
+
+@njit(parallel=True, cache=True)
+def gemm_small(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu, tasks):
+    # `tasks` blocks of c's column strips, one per prange iteration
+    strips = (c.shape[1] + NR32 * 4 // c.itemsize - 1) // (NR32 * 4 // c.itemsize)
     epilogue = (accumulate, bias, has_bias, relu)
     for t in prange(tasks):
-        abuf = stack_array(a, A_STACK)
-        bbuf = stack_array(b, B_STACK)
-        for k0 in range(0, K, KC):
-            kc = min(KC, K - k0)
-            first, last = k0 == 0, k0 + kc == K
-            for s in range(t * strips // tasks, (t + 1) * strips // tasks):
-                j0 = s * nr
-                if trans_b or j0 + nr > N:
-                    bs = bbuf[: kc * nr].reshape((kc, nr))
-                    for p in range(kc):
-                        for j in range(nr):
-                            n = min(j0 + j, N - 1)
-                            v = b[n, k0 + p] if trans_b else b[k0 + p, n]
-                            bs[p, j] = v if j0 + j < N else 0
-                else:
-                    bs = b[k0 : k0 + kc, j0 : j0 + nr]
-                for i0 in range(0, M, MR):
-                    if i0 + MR > M:
-                        as_ = abuf[: kc * MR].reshape((kc, MR))
-                        for p in range(kc):
-                            for i in range(MR):
-                                m = min(i0 + i, M - 1)
-                                v = a[k0 + p, m] if trans_a else a[m, k0 + p]
-                                as_[p, i] = v if i0 + i < M else 0
-                    elif trans_a:
-                        as_ = a[k0 : k0 + kc, i0 : i0 + MR]
-                    else:
-                        as_ = a[i0 : i0 + MR, k0 : k0 + kc].T
-                    micro_kernel(kc, as_, bs, bs, c, i0, j0, first, last, epilogue)
+        small_columns(a, b, c, trans_a, trans_b, t * strips // tasks, (t + 1) * strips // tasks,
+                      epilogue)
 
 
 def run_small(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu):
-    """Version "small": the thread count and the split of c's columns, then the kernel."""
+    """Version "small": on one thread below SERIAL_WORK, else column blocks on all."""
     M, N = c.shape
     K = a.shape[0] if trans_a else a.shape[1]
+    if M * N * K < SERIAL_WORK:
+        gemm_small_serial(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu)
+        return
     strips = (N + NR[c.dtype] - 1) // NR[c.dtype]
-    threads = 1 if M * N * K < SERIAL_WORK else min(numba.get_num_threads(), strips)
-    tasks = min(strips, TASKS_PER_THREAD * threads)
-    with team(threads):
-        gemm_small(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu, tasks)
+    tasks = min(strips, TASKS_PER_THREAD * numba.get_num_threads())
+    gemm_small(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu, tasks)
 
 
 # ----------------------------------------------------------------------------
