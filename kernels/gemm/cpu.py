@@ -36,6 +36,9 @@ Versions (VERSIONS; choose() picks one per call and says why), in reading order:
             - op(a) = a.T is packed PB=8 rows of a at a time, strip by strip, each
               MR-value piece one vector copy (copy_lanes): half the time of scalar
               row-by-row packing, which made TN 4-6% slower than NN.
+            - op(a) = a is packed MR x MR blocks at a time, each transposed in
+              registers (transpose_mr: 8 vector loads, 24 shuffles, 8 stores):
+              1024^2 in 0.20 ms instead of 0.32 ms element by element.
             - op(b) = b is packed row piece by row piece as W32-lane vector copies
               (copy_lanes): 1024^2 in 0.34-0.37 ms instead of 0.48 ms for the
               element loop, which LLVM left scalar (3% of the 2-thread 1024^3).
@@ -449,6 +452,50 @@ def copy_lanes(typingctx, dst, d, src, o, n):
     return types.void(dst, d, src, o, n), codegen
 
 
+@intrinsic
+def transpose_mr(typingctx, dst, d, src, o, lda):
+    """dst[d + MR*j + i] = src[o + lda*i + j] for i, j < MR: an MR x MR block of rows of src
+    (row stride lda) stored transposed, as MR vector loads, a shuffle network and MR vector
+    stores (1-D contiguous arrays; MR a power of two)."""
+
+    def codegen(context, builder, sig, args):
+        dv, dd, sv, so, ld = args
+        dty, _, sty, _, _ = sig.args
+        elt = context.get_value_type(dty.dtype)
+        size = context.get_abi_sizeof(elt)
+        vec = ir.VectorType(elt, MR)
+        i32 = ir.IntType(32)
+        darr = context.make_array(dty)(context, builder, dv)
+        sarr = context.make_array(sty)(context, builder, sv)
+        rows = []
+        for i in range(MR):
+            at = builder.add(so, builder.mul(ld, ir.Constant(ld.type, i)))
+            ptr = builder.bitcast(builder.gep(sarr.data, [at]), vec.as_pointer())
+            rows.append(builder.load(ptr, align=size))
+        # butterfly: at step h, vectors h apart swap their h-wide blocks, so after all
+        # steps vector j holds element j of every row
+        h = 1
+        while h < MR:
+            lo = [k if (k // h) % 2 == 0 else k - h + MR for k in range(MR)]
+            hi = [k + h if (k // h) % 2 == 0 else k + MR for k in range(MR)]
+            nxt = list(rows)
+            for i in range(MR):
+                if (i // h) % 2 == 0:
+                    a, b = rows[i], rows[i + h]
+                    nxt[i] = builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(i32, MR), lo))
+                    nxt[i + h] = builder.shuffle_vector(
+                        a, b, ir.Constant(ir.VectorType(i32, MR), hi))
+            rows = nxt
+            h *= 2
+        for j in range(MR):
+            at = builder.add(dd, ir.Constant(dd.type, j * MR))
+            ptr = builder.bitcast(builder.gep(darr.data, [at]), vec.as_pointer())
+            builder.store(rows[j], ptr, align=size)
+        return context.get_dummy_value()
+
+    return types.void(dst, d, src, o, lda), codegen
+
+
 def b_panel_shape(N, K, dtype):
     # op(b) packed as (ceil(K/KC), ceil(N/NR), kc, NR): block [kb, s] holds
     # op(b)[kb*kc:(kb+1)*kc, s*NR:(s+1)*NR]. The strips of one step along K are
@@ -514,11 +561,18 @@ def pack_a_block(a, trans_a, ap, s0, s1, k0, kc):
                     copy_lanes(dst, d, src, o, MR)
                     o += lda
                     d += MR
-    else:  # a is (M, K): each strip reads MR rows of a
+    else:  # a is (M, K): each strip reads MR rows of a, MR x MR blocks transposed
+        src = a.reshape(-1)
+        dst = ap.reshape(-1)
+        lda, KCP = a.shape[1], ap.shape[1]
+        whole = kc - kc % MR if MR & (MR - 1) == 0 else 0  # transpose_mr needs 2^n rows
         for s in range(full - s0):
-            for p in range(kc):
+            row = (s0 + s) * MR
+            for p in range(0, whole, MR):
+                transpose_mr(dst, (s * KCP + p) * MR, src, row * lda + k0 + p, lda)
+            for p in range(whole, kc):
                 for i in range(MR):
-                    ap[s, p, i] = a[(s0 + s) * MR + i, k0 + p]
+                    ap[s, p, i] = a[row + i, k0 + p]
     for s in range(max(full, s0) - s0, s1 - s0):  # the ragged strip, zero-padded
         for p in range(kc):
             for i in range(MR):
