@@ -430,6 +430,12 @@ def run_small(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu):
 PB = 8  # rows of a read together when packing op(a) = a.T
 
 
+def _vector_at(context, builder, arr_type, arr, index, vec):
+    # pointer to `vec` (an LLVM vector type) at element `index` of a 1-D contiguous array
+    data = context.make_array(arr_type)(context, builder, arr).data
+    return builder.bitcast(builder.gep(data, [index]), vec.as_pointer())
+
+
 @intrinsic(prefer_literal=True)
 def copy_lanes(typingctx, dst, d, src, o, n):
     """dst[d:d+n] = src[o:o+n] as one n-lane vector load and store (1-D contiguous arrays;
@@ -438,15 +444,11 @@ def copy_lanes(typingctx, dst, d, src, o, n):
 
     def codegen(context, builder, sig, args):
         dv, dd, sv, so, _ = args
-        dty, _, sty, _, _ = sig.args
-        elt = context.get_value_type(dty.dtype)
-        size = context.get_abi_sizeof(elt)
+        elt = context.get_value_type(dst.dtype)
         vec = ir.VectorType(elt, lanes)
-        darr = context.make_array(dty)(context, builder, dv)
-        sarr = context.make_array(sty)(context, builder, sv)
-        sp = builder.bitcast(builder.gep(sarr.data, [so]), vec.as_pointer())
-        dp = builder.bitcast(builder.gep(darr.data, [dd]), vec.as_pointer())
-        builder.store(builder.load(sp, align=size), dp, align=size)
+        size = context.get_abi_sizeof(elt)
+        value = builder.load(_vector_at(context, builder, src, sv, so, vec), align=size)
+        builder.store(value, _vector_at(context, builder, dst, dv, dd, vec), align=size)
         return context.get_dummy_value()
 
     return types.void(dst, d, src, o, n), codegen
@@ -460,18 +462,14 @@ def transpose_mr(typingctx, dst, d, src, o, lda):
 
     def codegen(context, builder, sig, args):
         dv, dd, sv, so, ld = args
-        dty, _, sty, _, _ = sig.args
-        elt = context.get_value_type(dty.dtype)
+        elt = context.get_value_type(dst.dtype)
         size = context.get_abi_sizeof(elt)
         vec = ir.VectorType(elt, MR)
         i32 = ir.IntType(32)
-        darr = context.make_array(dty)(context, builder, dv)
-        sarr = context.make_array(sty)(context, builder, sv)
         rows = []
         for i in range(MR):
             at = builder.add(so, builder.mul(ld, ir.Constant(ld.type, i)))
-            ptr = builder.bitcast(builder.gep(sarr.data, [at]), vec.as_pointer())
-            rows.append(builder.load(ptr, align=size))
+            rows.append(builder.load(_vector_at(context, builder, src, sv, at, vec), align=size))
         # butterfly: at step h, vectors h apart swap their h-wide blocks, so after all
         # steps vector j holds element j of every row
         h = 1
@@ -489,8 +487,7 @@ def transpose_mr(typingctx, dst, d, src, o, lda):
             h *= 2
         for j in range(MR):
             at = builder.add(dd, ir.Constant(dd.type, j * MR))
-            ptr = builder.bitcast(builder.gep(darr.data, [at]), vec.as_pointer())
-            builder.store(rows[j], ptr, align=size)
+            builder.store(rows[j], _vector_at(context, builder, dst, dv, at, vec), align=size)
         return context.get_dummy_value()
 
     return types.void(dst, d, src, o, lda), codegen
