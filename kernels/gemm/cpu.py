@@ -13,9 +13,10 @@ Versions (VERSIONS; choose() picks one per call and says why), in reading order:
             in place are copied into stack buffers (op(b) = b.T, whose rows are
             not contiguous, and the ragged last strips, zero-padded). Blocks of
             c's columns go to threads (one parallel region per call); below
-            SERIAL_WORK a serial kernel runs them all (a parallel kernel with a
-            team of one still paid about 9 us to launch: 64^3 took 16 us instead
-            of 7). Each B strip meets every A strip while it sits in L1. Exists for the fixed cost of small and middle products:
+            SERIAL_WORK the calling thread runs them all before any parallel
+            launch (a launch with a team of one still cost about 9 us: 64^3 took
+            16 us instead of 7). Each B strip meets every A strip while it sits
+            in L1. Exists for the fixed cost of small and middle products:
             at 64^3 the packed version spent 15 us of a 25 us call on packing,
             scratch and launch, against 5 us for OpenBLAS; at 256^3 its two
             parallel regions (B packing, then the blocks) each wait for a worker
@@ -393,19 +394,17 @@ def small_columns(a, b, c, trans_a, trans_b, s0, s1, epilogue):
                 micro_kernel(kc, as_, bs, bs, c, i0, j0, first, last, epilogue)
 
 
-@njit(cache=True)
-def gemm_small_serial(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu):
-    # every column strip of c on the calling thread (a parallel kernel run by a team of
-    # one still pays about 9 us for its launch: more than the whole 64^3 product)
-    strips = (c.shape[1] + NR32 * 4 // c.itemsize - 1) // (NR32 * 4 // c.itemsize)
-    small_columns(a, b, c, trans_a, trans_b, 0, strips, (accumulate, bias, has_bias, relu))
-
-
 @njit(parallel=True, cache=True)
 def gemm_small(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu, tasks):
-    # `tasks` blocks of c's column strips, one per prange iteration
+    # `tasks` blocks of c's column strips, one per prange iteration; a single task runs
+    # on the calling thread with no parallel launch (one costs about 9 us even for a team
+    # of one: more than the whole 64^3 product). One kernel for both keeps the cold
+    # compile to one copy of the tree (a serial twin kernel cost 1.3 s more).
     strips = (c.shape[1] + NR32 * 4 // c.itemsize - 1) // (NR32 * 4 // c.itemsize)
     epilogue = (accumulate, bias, has_bias, relu)
+    if tasks == 1:
+        small_columns(a, b, c, trans_a, trans_b, 0, strips, epilogue)
+        return
     for t in prange(tasks):
         small_columns(a, b, c, trans_a, trans_b, t * strips // tasks, (t + 1) * strips // tasks,
                       epilogue)
@@ -415,11 +414,10 @@ def run_small(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu):
     """Version "small": on one thread below SERIAL_WORK, else column blocks on all."""
     M, N = c.shape
     K = a.shape[0] if trans_a else a.shape[1]
-    if M * N * K < SERIAL_WORK:
-        gemm_small_serial(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu)
-        return
-    strips = (N + NR[c.dtype] - 1) // NR[c.dtype]
-    tasks = min(strips, TASKS_PER_THREAD * numba.get_num_threads())
+    tasks = 1
+    if M * N * K >= SERIAL_WORK:
+        strips = (N + NR[c.dtype] - 1) // NR[c.dtype]
+        tasks = min(strips, TASKS_PER_THREAD * numba.get_num_threads())
     gemm_small(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu, tasks)
 
 
