@@ -128,7 +128,7 @@ def main_job():
 
 def every_op():
     with tempfile.TemporaryDirectory() as cache_dir:
-        cold, cold_wall, cold_cpu = run_child(EVERY_OP, cache_dir)
+        cold, _, cold_cpu = run_child(EVERY_OP, cache_dir)
         warm, _, warm_cpu = run_child(EVERY_OP, cache_dir)
     warm_import, warm_total = (float(v) for v in warm.split())
     print(f"every CPU op fwd+bwd in float32+float64, cold (compiling every kernel): "
