@@ -17,7 +17,7 @@ The package imports nothing heavy at import time, so ``import bench`` is cheap.
 
 It changes no setting of any library. It only keeps the environment the run
 started with (``START_ENV``, read before anything could load nnkern, whose
-import sets ``OMP_WAIT_POLICY`` and OpenBLAS settings): a peer that must run
+import sets ``GOMP_SPINCOUNT`` and OpenBLAS settings): a peer that must run
 at its library's own defaults runs in a child process started from that
 environment (``bench.cases._common.child_peer``).
 """

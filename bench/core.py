@@ -68,25 +68,53 @@ GPU_L2_FALLBACK = 50 * 2**20
 def prepare_environment():
     """Settings that must be in place before CuPy, PyTorch or Numba load.
 
-    TF32 off for every peer (fair fp32 comparisons) and passive OpenMP
-    waiting. (Under the CUDA simulator the cuda device is skipped by probe().)
+    TF32 off for every peer (fair fp32 comparisons). PyTorch's OpenMP pool
+    waits passively (``TORCH_SETTINGS``, set only while ``import torch`` loads
+    torch's own libgomp, see probe_peers): passive waiting helps the PyTorch
+    peer, measured on the 2-vCPU development VM under load (torch alone in a
+    fresh process, 2 threads, medians of three runs taking turns, passive vs
+    libgomp's default): Adam 1Mi 3.6-9.8 vs 51-110 ms, fused Adam 1.1-1.7 vs
+    3.8-15 ms, max_pool2d channels_last fwd+bwd 20-32 vs 26-85 ms, softmax-CE
+    1024x1000 3.7-4.8 vs 15-31 ms, conv 3x3 fwd+bwd 40-43 vs 83-157 ms.
 
-    Passive waiting helps the PyTorch peer too, measured on the 2-vCPU
-    development VM under load (torch alone in a fresh process, 2 threads,
-    medians of three runs taking turns, passive vs libgomp's default): Adam
-    1Mi 3.6-9.8 vs 51-110 ms, fused Adam 1.1-1.7 vs 3.8-15 ms, max_pool2d
-    channels_last fwd+bwd 20-32 vs 26-85 ms, softmax-CE 1024x1000 3.7-4.8
-    vs 15-31 ms, conv 3x3 fwd+bwd 40-43 vs 83-157 ms. nnkern's import sets
-    it as well; this covers a run where PyTorch loads first.
+    nnkern keeps the wait policy its import chooses (a short spin,
+    kernels/__init__.py), as a user gets it: Numba loads the system libgomp,
+    a separate copy from torch's, at its first parallel kernel, and each copy
+    reads the environment once, when it loads. (Forcing passive on nnkern
+    too made every parallel region wake its worker through the kernel:
+    SGEMM 256^3 0.375 ms instead of 0.155-0.17 ms.)
     """
     for k, v in BENCH_SETTINGS.items():
         os.environ.setdefault(k, v)
 
 
 # TF32 off: fair fp32 comparisons. PyTorch's OpenMP pool, OpenBLAS and Numba must
-# not spin against each other (PERF.md); nnkern.kernels sets the wait policy too,
-# but PyTorch may load first.
-BENCH_SETTINGS = {"NVIDIA_TF32_OVERRIDE": "0", "CUPY_TF32": "0", "OMP_WAIT_POLICY": "passive"}
+# not spin against each other (PERF.md): torch's pool sleeps at once (TORCH_SETTINGS,
+# also given to child peers), nnkern's spins briefly (its own setting).
+BENCH_SETTINGS = {"NVIDIA_TF32_OVERRIDE": "0", "CUPY_TF32": "0"}
+TORCH_SETTINGS = {"OMP_WAIT_POLICY": "passive"}
+
+
+@contextlib.contextmanager
+def torch_loading_environment():
+    """TORCH_SETTINGS in os.environ (and no GOMP_SPINCOUNT, which nnkern's import may
+    have set for Numba's libgomp) while the block runs, then the environment as it was.
+    The user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT wins (START_ENV)."""
+    from bench import START_ENV
+
+    saved = {k: os.environ.get(k) for k in (*TORCH_SETTINGS, "GOMP_SPINCOUNT")}
+    for k, v in TORCH_SETTINGS.items():
+        os.environ[k] = START_ENV.get(k, v)
+    if "GOMP_SPINCOUNT" not in START_ENV:
+        os.environ.pop("GOMP_SPINCOUNT", None)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 class Skip(Exception):
@@ -635,7 +663,8 @@ def probe_peers(env, libraries, gpu):
             env.peers["numpy"] = np.__version__
         elif p == "torch":
             try:
-                import torch
+                with torch_loading_environment():
+                    import torch
             except ImportError as exc:
                 skipped.append(("peer", "torch", f"PyTorch is not installed ({exc})"))
                 continue
@@ -679,7 +708,7 @@ def child_environment(unset=(), setenv=None):
     from bench import START_ENV
 
     env = dict(START_ENV)
-    for k, v in BENCH_SETTINGS.items():
+    for k, v in {**BENCH_SETTINGS, **TORCH_SETTINGS}.items():
         env.setdefault(k, v)
     for k in unset:
         env.pop(k, None)

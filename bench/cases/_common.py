@@ -81,8 +81,8 @@ def child_peer(library, builder, unset=(), setenv=None, solo=True):
     ``builder(place, env)`` is an ordinary peer builder of ``library``; it must
     be a module-level function or a partial of one (it is pickled). The child
     starts from the environment ``python -m bench`` started with (none of
-    nnkern's settings; the bench's own, core.BENCH_SETTINGS: TF32 off, passive
-    OpenMP waiting), less the variables in ``unset``, plus ``setenv``. The
+    nnkern's settings; the bench's own, core.BENCH_SETTINGS and
+    core.TORCH_SETTINGS: TF32 off, passive OpenMP waiting), less the variables in ``unset``, plus ``setenv``. The
     child imports no nnkern. ``solo`` (default): its samples are
     taken in a block of their own after the other implementations' rounds,
     then a pause lets its idle threads stop spinning, so neither side's
