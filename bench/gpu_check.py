@@ -64,7 +64,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = ("env", "compile", "kernels", "host", "lenet", "tests")
-FAMILIES = ("gemm", "conv", "pool", "norm", "optim", "softmax_ce", "elementwise")
+FAMILIES = ("gemm", "conv", "pool", "norm", "optim", "softmax_ce", "elementwise", "lrn")
 
 
 def import_nnkern():

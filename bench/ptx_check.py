@@ -137,7 +137,7 @@ def float64_instructions(ptx):
     return len(_F64.findall(ptx))
 
 
-FAMILIES = ("gemm", "conv", "pool", "norm", "optim", "softmax_ce", "elementwise")
+FAMILIES = ("gemm", "conv", "pool", "norm", "optim", "softmax_ce", "elementwise", "lrn")
 
 
 def kernels_of(family, T):
