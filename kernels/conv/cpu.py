@@ -72,6 +72,22 @@ was shared and loaded while these were taken: read the ratios, not the times.
             LeNet conv1 backward-weights 2.00 -> 0.93 ms (2.1-2.4x), depthwise
             186 -> 19 ms (10-12x). Not for LeNet's conv2 (Cg = 6, 10x10 outputs):
             0.74-0.76x tile there (FEW_CHANNELS).
+    sv      (all three ops; stride 1) the samples are the vector lanes: a block of LANES
+            samples is interleaved into (C, Hz, Wz, LANES), a register transpose per LANES
+            pixels (_cpu.transpose_block; as a loop it took 0.15 of a 0.36 ms LeNet layer),
+            so any channel count, row width or group count fills every lane. Forward and
+            backward-data: KX output channels x TP pixels of one row (4x5, 3x7 or 6x4, the
+            one wasting the fewest lanes), per tap TP vector loads, KX broadcasts, KX*TP
+            FMAs, kernel rows that only reach padding skipped; backward-weights: KB output
+            channels x QB rows q (4x5 or 3x5), per pixel KB + QB loads and KB*QB FMAs, the
+            sums vectors until the piece ends. Chosen for stride 1, N >= LANES and a sample
+            block's input or output within SV_BYTES (L2). Per op, sv against the rule
+            before it (one process, taking turns, load about 2): LeNet conv2 forward 0.77
+            -> 0.51 ms, backward-data 1.55 -> 0.77, backward-weights 1.13 -> 0.62; LeNet
+            conv1 0.54 -> 0.48, 0.96 -> 0.92, 1.08 -> 0.57; depthwise N128 C64 28x28 G64
+            4.6 -> 3.6, 4.6 -> 3.7, 8.9 -> 3.8. Not for the big layers, whose sample blocks
+            leave L2: N128 C32 28x28 K64 forward 26 -> 37 ms, backward-data 30 -> 45,
+            backward-weights 28 -> 34.
 
 The work split. Forward and backward-data tasks are (sample, run of groups, band of
 pixel tiles), about 4 per thread: a sample's groups stay in one task while the samples
@@ -113,7 +129,13 @@ from collections import namedtuple
 
 import numba
 import numpy as np
-from nnkern.kernels._cpu import AVX512, VECTOR_LANES, stack_array, wide_vectors
+from nnkern.kernels._cpu import (
+    AVX512,
+    VECTOR_LANES,
+    stack_array,
+    transpose_block,
+    wide_vectors,
+)
 from nnkern.kernels._workspace import workspace
 from nnkern.kernels.conv import rules
 from nnkern.kernels.gemm import cpu as gemm_cpu
@@ -147,11 +169,13 @@ VERSIONS = {
     "cl": ("backward_weights",),
     "px": ("forward", "backward_data"),
     "pxw": ("backward_weights",),
+    "sv": ("forward", "backward_data", "backward_weights"),
 }
 """Every version (see the header) and the ops it serves, in reading order."""
 
 OPS = ("forward", "backward_data", "backward_weights")
 FEW_CHANNELS = 4  # input channels per group up to which pxw beats cl and tile
+SV_BYTES = 1 << 19  # sv's largest sample block (a layer's input or output): in L2
 
 
 def _lane_use(n, lanes):
@@ -166,13 +190,29 @@ def _applies(version, op, geo):
     stride1 = (geo.sh, geo.sw) == (1, 1)
     if version == "px" and op == "forward" and not stride1:
         return f"px needs stride 1, got ({geo.sh}, {geo.sw})"
-    if version == "pxw" and not stride1:
-        return f"pxw needs stride 1, got ({geo.sh}, {geo.sw})"
+    if version in ("pxw", "sv") and not stride1:
+        return f"{version} needs stride 1, got ({geo.sh}, {geo.sw})"
+    return ""
+
+
+def _sv_fits(geo):
+    # "" when sv's rule holds: stride 1, a whole block of LANES samples, and one sample
+    # block's input and output (per group, float32) within SV_BYTES; else why not.
+    if (geo.sh, geo.sw) != (1, 1):
+        return f"stride ({geo.sh}, {geo.sw})"
+    if geo.N < LANES:
+        return f"{geo.N} samples fill under {LANES} lanes"
+    Cg, Kg = geo.C // geo.G, geo.K // geo.G
+    block = 4 * LANES * max(Cg * geo.H * geo.W, Kg * geo.OH * geo.OW)
+    if block > SV_BYTES:
+        return f"a block of {LANES} samples takes {block} bytes > {SV_BYTES}"
     return ""
 
 
 def _auto(op, geo):
     Cg, Kg = geo.C // geo.G, geo.K // geo.G
+    if not _sv_fits(geo):
+        return "sv", f"stride 1, small layer: {LANES} samples as the vector lanes"
     if op in ("forward", "backward_data"):
         if op == "backward_data" or (geo.sh, geo.sw) == (1, 1):
             return "px", "stride 1 (backward-data always is): pixel vectors"
@@ -190,9 +230,11 @@ def choose(op, geo, algo="auto"):
     version but im2col is direct), "im2col", or a version name from VERSIONS; a version
     that cannot run this op or geometry gives way to the rule, and ``why`` says so.
 
-    >>> geo = Geometry(128, 1, 28, 28, 6, 5, 5, 28, 28, 1, 1, 2, 2, 1, 1, 1)
+    >>> geo = Geometry(8, 1, 28, 28, 6, 5, 5, 28, 28, 1, 1, 2, 2, 1, 1, 1)
     >>> choose("backward_weights", geo)[0]
     'pxw'
+    >>> choose("backward_weights", geo._replace(N=128))[0]
+    'sv'
     """
     if algo in ("auto", "direct"):
         return _auto(op, geo)
@@ -1170,6 +1212,304 @@ def pxw_backward_weights(geo, g, x, dw, db):
 
 
 # ----------------------------------------------------------------------------
+# version "sv": stride 1, the samples of a block of LANES are the vector lanes
+
+# Tiles (KX output channels x TP pixels of one output row, LANES samples each) of forward
+# and backward-data, and (KB output channels x QB rows q) of backward-weights; SV_TILE
+# accumulators on the stack hold the largest.
+SV_SHAPES = ((4, 5), (3, 7), (6, 4))
+SVW_SHAPES = ((4, 5), (3, 5))
+SV_TILE = 24 * LANES
+
+
+@njit(cache=True)
+def _interleave(src, n0, nb, c0, nc, buf, grid, i0, i1):
+    # buf[((c*Hz + i)*Wz + j)*LANES + l] = src[n0 + l, c0 + c, i - oh0, j - ow0] (zero for
+    # l >= nb) for the grid rows i in [i0, i1) that hold a source row; grid has stride 1
+    # and src is (N, C, A, B). Positions that hold no source pixel are left as they are.
+    # Each row goes LANES columns at a time through a register transpose; a read window
+    # that would leave src moves back (and its first columns are dropped).
+    Hz, Wz, _, _, oh0, ow0 = grid
+    C, A, B = src.shape[1], src.shape[2], src.shape[3]
+    sf = src.reshape(-1)
+    size = sf.size
+    sld = C * A * B  # from one sample to the next
+    b0, b1 = max(0, -ow0), min(B, Wz - ow0)
+    for c in range(nc):
+        for i in range(max(i0, oh0), min(i1, oh0 + A)):
+            rowbase = ((n0 * C + c0 + c) * A + i - oh0) * B
+            for bb in range(b0, b1, LANES):
+                n = min(LANES, b1 - bb)
+                s = rowbase + bb
+                shift = max(0, s + (nb - 1) * sld + LANES - size)
+                d = ((c * Hz + i) * Wz + bb + ow0) * LANES
+                if shift <= s:
+                    transpose_block(buf, d, LANES, sf, s - shift, sld, nb, shift, n)
+                else:  # an array too small for one window
+                    for j in range(n):
+                        for lane in range(LANES):
+                            v = sf[s + lane * sld + j] if lane < nb else 0
+                            buf[d + j * LANES + lane] = v
+
+
+@njit(cache=True)
+def _deinterleave(yi, pa, pb, dst, n0, nb, k0, nk, P, Kt):
+    # dst[n0 + l, k0 + k, p] = yi[(k*(pb - pa) + p - pa)*LANES + l] for l < nb, k < nk and
+    # p in [pa, pb); dst is (N, Kt, P) flat. Blocks of LANES pixels are transposed in
+    # registers, the last one moved back to end at pb (its first pixels written twice).
+    n = pb - pa
+    for k in range(nk):
+        s0 = k * n * LANES
+        d0 = (n0 * Kt + k0 + k) * P + pa
+        if n >= LANES:
+            for p in range(0, n, LANES):
+                q = min(p, n - LANES)
+                transpose_block(dst, d0 + q, Kt * P, yi, s0 + q * LANES, LANES, LANES, 0, nb)
+        else:
+            for p in range(n):
+                for lane in range(nb):
+                    dst[d0 + lane * Kt * P + p] = yi[s0 + p * LANES + lane]
+
+
+@njit(fastmath=FM, cache=True)
+def _tile_sv(KX, TP, xi, o0, wpk, blk, off, Cq, R, S, r0, r1, yi, yo, ystride, bias, kbase,
+             nk):
+    # acc[i, j, l] = sum over q = (c, r, s), r in [r0, r1) (the taps that reach rows
+    # holding data), of wpk[blk, q, i] * xi[o0 + off[q] + j*LANES + l]: KX output channels
+    # x TP neighbouring pixels x LANES samples, the pixels' samples one contiguous run per
+    # q (TP vector loads, KX broadcasts, KX*TP FMAs). Channel i < nk is stored with its
+    # bias at yi[yo + i*ystride + j*LANES + l]. KX and TP are compile-time constants.
+    literally(KX)
+    literally(TP)
+    wide_vectors()
+    acc = stack_array(yi, SV_TILE)
+    for i in range(KX * TP * LANES):
+        acc[i] = 0
+    for c in range(Cq):
+        for r in range(r0, r1):
+            qa = (c * R + r) * S
+            for q in range(qa, qa + S):
+                o = o0 + off[q]
+                for j in range(TP * LANES):
+                    xv = xi[o + np.uint64(j)]
+                    for i in range(KX):
+                        acc[i * TP * LANES + j] += wpk[blk, q, i] * xv
+    for i in range(KX):
+        if i < nk:
+            bk = bias[kbase + i]
+            for j in range(TP * LANES):
+                yi[yo + np.uint64(i * ystride + j)] = acc[i * TP * LANES + j] + bk
+
+
+@njit(parallel=True, fastmath=FM, cache=True)
+def conv_sv(src, wpk, bias, yf, off, rlo, rhi, grid, G, Kg, OH, OW, R, S, nband, npiece,
+            shape, KX, TP):
+    # y (N, G*Kg, OH*OW) flat = stride-1 direct convolution of src (N, G*Cq, A, B) placed
+    # by grid, with packed weights wpk (G*nkb, Cq*R*S, KX) and taps off (uint64, in
+    # elements of the interleaved buffer). Items are (block of LANES samples, band of
+    # output rows); each piece (one per thread) takes a run of items with its buffers
+    # allocated once: xi (Cq, Hz, Wz, LANES), zero where no source pixel lands, and yi
+    # (Kg, band rows, OW, LANES). Output row oh reads the kernel rows [rlo[oh], rhi[oh]).
+    # shape indexes SV_SHAPES, whose (KX, TP) it is.
+    N = src.shape[0]
+    Cq = src.shape[1] // G
+    Kt = G * Kg
+    Hz, Wz = grid.Hz, grid.Wz
+    nkb = (Kg + KX - 1) // KX
+    ext = np.int64(off[off.shape[0] - 1] // np.uint64(LANES)) // Wz % Hz  # rows a tap reaches
+    pieces_per_row = (OW + TP - 1) // TP
+    items = (N + LANES - 1) // LANES * nband
+    band_rows = (OH + nband - 1) // nband
+    for piece in prange(npiece):
+        xi = np.zeros(Cq * Hz * Wz * LANES, dtype=src.dtype)
+        yi = np.empty(Kg * band_rows * OW * LANES, dtype=yf.dtype)
+        for item in range(piece * items // npiece, (piece + 1) * items // npiece):
+            n0 = item // nband * LANES
+            nb = min(LANES, N - n0)
+            band = item % nband
+            h0, h1 = band * OH // nband, (band + 1) * OH // nband
+            ys = (h1 - h0) * OW * LANES  # one channel of yi
+            for g in range(G):
+                _interleave(src, n0, nb, g * Cq, Cq, xi, grid, h0, h1 + ext)
+                for kb in range(nkb):
+                    blk, k0 = g * nkb + kb, kb * KX
+                    nk = min(KX, Kg - k0)
+                    for oh in range(h0, h1):
+                        for t in range(pieces_per_row):
+                            ow0 = min(t * TP, OW - TP)  # the last piece ends at OW
+                            o0 = np.uint64((oh * Wz + ow0) * LANES)
+                            yo = np.uint64(k0 * ys + ((oh - h0) * OW + ow0) * LANES)
+                            if shape == 0:
+                                _tile_sv(4, 5, xi, o0, wpk, blk, off, Cq, R, S, rlo[oh],
+                                         rhi[oh], yi, yo, ys, bias, g * Kg + k0, nk)
+                            elif shape == 1:
+                                _tile_sv(3, 7, xi, o0, wpk, blk, off, Cq, R, S, rlo[oh],
+                                         rhi[oh], yi, yo, ys, bias, g * Kg + k0, nk)
+                            else:
+                                _tile_sv(6, 4, xi, o0, wpk, blk, off, Cq, R, S, rlo[oh],
+                                         rhi[oh], yi, yo, ys, bias, g * Kg + k0, nk)
+                _deinterleave(yi, h0 * OW, h1 * OW, yf, n0, nb, g * Kg, Kg, OH * OW, Kt)
+
+
+def _sv_offsets(Cq, R, S, dh, dw, grid):
+    # (Cq*R*S,) uint64: where tap q = (c, r, s) starts in the interleaved (Cq, Hz, Wz, LANES)
+    return _tap_offsets(Cq, R, S, dh, dw, grid.Hz, grid.Wz) * np.uint64(LANES)
+
+
+def _sv_rows(OH, R, dh, grid, A):
+    # (rlo, rhi) (OH,) int64: the kernel rows whose grid row oh + r*dh holds a source row
+    # (rows of padding only add zeros: backward-data of a 5x5 layer skips 29% of its taps)
+    oh = np.arange(OH)[:, None]
+    i = oh + np.arange(R)[None, :] * dh
+    data = (i >= grid.oh0) & (i < grid.oh0 + A)
+    rlo = np.where(data.any(1), data.argmax(1), 0)
+    rhi = np.where(data.any(1), R - data[:, ::-1].argmax(1), 0)
+    return rlo.astype(np.int64), rhi.astype(np.int64)
+
+
+def _sv_use(Kout_g, OW, shape):
+    # The share of a tile shape's lanes that compute wanted outputs (channel blocks and
+    # row pieces rounded up); 0 where a row is narrower than the tile.
+    KX, TP = shape
+    if OW < TP:
+        return 0.0
+    return _lane_use(Kout_g, KX) * OW / (-(-OW // TP) * TP)
+
+
+def _sv_shape(Kout_g, OW):
+    # The index in SV_SHAPES of the tile that wastes the fewest lanes (the first on ties).
+    uses = [_sv_use(Kout_g, OW, shape) for shape in SV_SHAPES]
+    return int(np.argmax(uses)), max(uses)
+
+
+def _run_sv(src, w, bias, yf, G, Kout_g, Cq, R, S, dil, grid, OH, OW, transpose):
+    shape, _ = _sv_shape(Kout_g, OW)
+    wpk = _packed(w, G, Kout_g, Cq, R, S, SV_SHAPES[shape][0], transpose)
+    rlo, rhi = _sv_rows(OH, R, dil[0], grid, src.shape[2])
+    nblk = -(-src.shape[0] // LANES)
+    threads = numba.get_num_threads()
+    nband = max(1, min(OH, -(-4 * threads // nblk)))
+    # (the piece count comes from here: get_num_threads inside the kernel stops its caching)
+    conv_sv(src, wpk, bias, yf, _sv_offsets(Cq, R, S, *dil, grid), rlo, rhi, grid, G, Kout_g,
+            OH, OW, R, S, nband, min(threads, nblk * nband), shape, *SV_SHAPES[shape])
+
+
+@njit(fastmath=FM, cache=True)
+def _tile_svw(KB, QB, xi, xoff, gi, go, gstride, h0, h1, OW, Wz, partv, k0, q0):
+    # partv[k0 + i, q0 + j, l] += sum over the output pixels (oh, ow), oh in [h0, h1), of
+    # gi[go + i*gstride + (oh*OW + ow)*LANES + l] * xi[xoff[q0 + j] + (oh*Wz + ow)*LANES + l]:
+    # KB output channels x QB rows q, lane l a sample; per pixel KB + QB vector loads and
+    # KB*QB FMAs. The sums stay vectors (a horizontal sum at the end of the piece). KB and
+    # QB are compile-time constants.
+    literally(KB)
+    literally(QB)
+    wide_vectors()
+    acc = stack_array(partv, SV_TILE)
+    for i in range(KB):
+        for j in range(QB):
+            for lane in range(LANES):
+                acc[(i * QB + j) * LANES + lane] = partv[k0 + i, q0 + j, lane]
+    for oh in range(h0, h1):
+        gr = go + np.uint64(oh * OW * LANES)
+        xr = np.uint64(oh * Wz * LANES)
+        for ow in range(OW):
+            pg = gr + np.uint64(ow * LANES)
+            pxo = xr + np.uint64(ow * LANES)
+            for j in range(QB):
+                xo = xoff[q0 + j] + pxo
+                for i in range(KB):
+                    gg = pg + np.uint64(i * gstride)
+                    a = (i * QB + j) * LANES
+                    for lane in range(LANES):
+                        acc[a + lane] += gi[gg + np.uint64(lane)] * xi[xo + np.uint64(lane)]
+    for i in range(KB):
+        for j in range(QB):
+            for lane in range(LANES):
+                partv[k0 + i, q0 + j, lane] = acc[(i * QB + j) * LANES + lane]
+
+
+@njit(parallel=True, fastmath=FM, cache=True)
+def conv_dw_sv(x, g, part, dbpart, nband, xoff, grid, G, OH, OW, shape):
+    # Partial sums: part[piece] (K, Cg*R*S) of dw and dbpart[piece] (K,) float64 of db,
+    # piece by piece over (block of LANES samples, band of output rows) items. Per item
+    # and group, x is interleaved onto the padded grid in xi (Cg, Hz, Wz, LANES) and g in
+    # gi (Kpad, OH, OW, LANES) (rows past Kg zero); the tile sums go to partv (Kpad, Qpad,
+    # LANES) and their lanes are added up per group (G > 1) or at the piece's end.
+    # xoff (Qpad,) uint64: tap offsets into xi, the last repeated to a multiple of QB.
+    # shape indexes SVW_SHAPES.
+    N, Kt = g.shape[0], g.shape[1]
+    Cg = x.shape[1] // G
+    Kg = Kt // G
+    Q = part.shape[2]
+    npiece = part.shape[0]
+    Hz, Wz = grid.Hz, grid.Wz
+    KB, QB = SVW_SHAPES[shape]
+    Qpad = xoff.shape[0]
+    Kpad = (Kg + KB - 1) // KB * KB
+    P = OH * OW
+    items = (N + LANES - 1) // LANES * nband
+    ext = np.int64(xoff[Qpad - 1] // np.uint64(LANES)) // Wz % Hz
+    ggrid = Grid(OH, OW, 1, 1, 0, 0)
+    g4 = g.reshape(N, Kt, OH, OW)
+    for piece in prange(npiece):
+        part[piece] = 0
+        dbpart[piece] = 0
+        xi = np.zeros(Cg * Hz * Wz * LANES, dtype=x.dtype)
+        gi = np.zeros(Kpad * P * LANES, dtype=g.dtype)
+        partv = np.zeros((Kpad, Qpad, LANES), dtype=part.dtype)
+        for item in range(piece * items // npiece, (piece + 1) * items // npiece):
+            n0 = item // nband * LANES
+            nb = min(LANES, N - n0)
+            band = item % nband
+            h0, h1 = band * OH // nband, (band + 1) * OH // nband
+            for grp in range(G):
+                _interleave(x, n0, nb, grp * Cg, Cg, xi, grid, h0, h1 + ext)
+                _interleave(g4, n0, nb, grp * Kg, Kg, gi, ggrid, h0, h1)
+                for k in range(Kg):
+                    dbpart[piece, grp * Kg + k] += _row_sum(
+                        gi, np.uint64((k * P + h0 * OW) * LANES), (h1 - h0) * OW * LANES)
+                for k0 in range(0, Kg, KB):
+                    go = np.uint64(k0 * P * LANES)
+                    for q0 in range(0, Qpad, QB):
+                        if shape == 0:
+                            _tile_svw(4, 5, xi, xoff, gi, go, P * LANES, h0, h1, OW, Wz,
+                                      partv, k0, q0)
+                        else:
+                            _tile_svw(3, 5, xi, xoff, gi, go, P * LANES, h0, h1, OW, Wz,
+                                      partv, k0, q0)
+                if G > 1:
+                    _add_lanes(partv, part, piece, grp * Kg, Kg, Q)
+        if G == 1:
+            _add_lanes(partv, part, piece, 0, Kg, Q)
+
+
+def _svw_shape(Kg, Q):
+    # The index in SVW_SHAPES that wastes the fewest lanes (channel and q blocks rounded up).
+    uses = [_lane_use(Kg, KB) * _lane_use(Q, QB) for KB, QB in SVW_SHAPES]
+    return int(np.argmax(uses)), max(uses)
+
+
+def sv_backward_weights(geo, g, x, dw, db):
+    grid = forward_grid(geo)
+    Cg, Kg = geo.C // geo.G, geo.K // geo.G
+    Q = Cg * geo.R * geo.S
+    shape, _ = _svw_shape(Kg, Q)
+    QB = SVW_SHAPES[shape][1]
+    xoff = _sv_offsets(Cg, geo.R, geo.S, geo.dh, geo.dw, grid)
+    xoff = np.concatenate([xoff, np.full((-xoff.size) % QB, xoff[-1], np.uint64)])
+    threads = numba.get_num_threads()
+    nblk = -(-geo.N // LANES)
+    nband = 1 if nblk >= threads else min(geo.OH, -(-threads // nblk))
+    npiece = min(threads, nblk * nband)
+    part = np.empty((npiece, geo.K, Q), dtype=dw.dtype)
+    dbpart = np.empty((npiece, geo.K), dtype=np.float64)
+    conv_dw_sv(x, g.reshape(geo.N, geo.K, -1), part, dbpart, nband, xoff, grid, geo.G,
+               geo.OH, geo.OW, shape)
+    has_bias = db is not None
+    reduce_pieces(part, dbpart, dw, db if has_bias else dbpart[0], has_bias)
+
+
+# ----------------------------------------------------------------------------
 # the KERNELS entry points: choose a version, run it
 
 
@@ -1183,6 +1523,9 @@ def _direct(version, src, w, bias, out, G, Kout_g, Cq, geo, grid, OH, OW, stride
     dil = (geo.dh, geo.dw)
     if version == "px":
         _run_px(src, w, bias, out.reshape(-1), G, Kout_g, Cq, geo.R, geo.S, dil, grid, OH,
+                OW, transpose)
+    elif version == "sv":
+        _run_sv(src, w, bias, out.reshape(-1), G, Kout_g, Cq, geo.R, geo.S, dil, grid, OH,
                 OW, transpose)
     else:
         _run_tile(src, w, bias, out.reshape(-1), G, Kout_g, Cq, geo.R, geo.S, dil, grid,
@@ -1218,6 +1561,7 @@ BACKWARD_WEIGHTS = {
     "im2col": im2col_backward_weights,
     "cl": cl_backward_weights,
     "pxw": pxw_backward_weights,
+    "sv": sv_backward_weights,
 }
 
 

@@ -43,6 +43,10 @@ CASES = [
     # one-channel pixel tiles, and backward-weights split over pixel bands).
     ((2, 6, 9, 9), (6, 1, 3, 3), {"padding": 1, "groups": 6}),
     ((1, 1, 12, 11), (6, 1, 5, 5), {"padding": 2}),
+    # Batches over one block of vector lanes (the CPU's "sv": samples as the lanes), a
+    # whole block and a partial one; depthwise too.
+    ((19, 3, 7, 6), (5, 3, 3, 3), {"padding": 1}),
+    ((18, 4, 6, 7), (4, 1, 3, 3), {"padding": (1, 0), "groups": 4}),
 ]
 IDS = [f"case{i}" for i in range(len(CASES))]
 
@@ -125,9 +129,16 @@ def test_every_cpu_version_is_reached():
 def test_cpu_choose_says_why():
     from nnkern.kernels.conv import cpu
 
-    lenet1 = _geometry((128, 1, 28, 28), (6, 1, 5, 5), {"padding": 2})
+    lenet1 = _geometry((8, 1, 28, 28), (6, 1, 5, 5), {"padding": 2})
     assert cpu.choose("backward_weights", lenet1) == (
         "pxw", "1 input channels per group fill few channel lanes")
+    lanes = cpu.LANES
+    lenet1 = _geometry((128, 1, 28, 28), (6, 1, 5, 5), {"padding": 2})
+    assert cpu.choose("backward_weights", lenet1) == (
+        "sv", f"stride 1, small layer: {lanes} samples as the vector lanes")
+    big = _geometry((128, 32, 28, 28), (64, 32, 3, 3), {"padding": 1})
+    assert cpu.choose("forward", big, "sv") == ("sv", "asked for sv")
+    assert cpu.choose("forward", big)[0] == "px"
     strided = _geometry((2, 8, 9, 9), (4, 8, 3, 3), {"stride": 2})
     version, why = cpu.choose("forward", strided, "px")
     assert version == "tile" and why.startswith("px needs stride 1, got (2, 2)")
