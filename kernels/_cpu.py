@@ -24,7 +24,9 @@ Why these exist (measured on the 2-vCPU AVX-512 development machine, shared PERF
   registers (vector loads, a shuffle network, vector stores). Numba's loops
   cannot express it: written as a loop, the same copy runs one element at a
   time (the conv "sv" layout change took 0.15 of a 0.36 ms LeNet layer that
-  way, about 0.02 with this).
+  way, about 0.02 with this). ``vector_at`` and ``butterfly`` are its code-generation
+  pieces (a vector pointer into an array, the shuffle network), shared with the
+  GEMM's intrinsics.
 
 Example (inside an ``@njit`` kernel)::
 
@@ -120,10 +122,32 @@ def stack_array(typingctx, like, n):
     return out(like, n), codegen
 
 
-def _vector_ptr(context, builder, arr_type, arr, index, vec):
-    # pointer to the LLVM vector type `vec` at element `index` of a 1-D contiguous array
+def vector_at(context, builder, arr_type, arr, index, vec):
+    """Code-generation helper for intrinsics: a pointer to the LLVM vector type ``vec`` at
+    element ``index`` of a 1-D contiguous array ``arr`` (of Numba type ``arr_type``)."""
     data = context.make_array(arr_type)(context, builder, arr).data
     return builder.bitcast(builder.gep(data, [index]), vec.as_pointer())
+
+
+def butterfly(builder, rows):
+    """Code-generation helper for intrinsics: the n LLVM vectors of n lanes ``rows`` (n a
+    power of two) transposed by a shuffle network: at step h, vectors h apart swap their
+    h-wide blocks, so after the last step vector j holds element j of every row."""
+    n = len(rows)
+    mask = ir.VectorType(ir.IntType(32), n)
+    h = 1
+    while h < n:
+        lo = [k if (k // h) % 2 == 0 else k - h + n for k in range(n)]
+        hi = [k + h if (k // h) % 2 == 0 else k + n for k in range(n)]
+        nxt = list(rows)
+        for i in range(n):
+            if (i // h) % 2 == 0:
+                a, b = rows[i], rows[i + h]
+                nxt[i] = builder.shuffle_vector(a, b, ir.Constant(mask, lo))
+                nxt[i + h] = builder.shuffle_vector(a, b, ir.Constant(mask, hi))
+        rows = nxt
+        h *= 2
+    return rows
 
 
 @intrinsic
@@ -150,7 +174,6 @@ def transpose_block(typingctx, dst, d, dld, src, s, sld, nr, c0, nc):
         elt = context.get_value_type(dst.dtype)
         size = context.get_abi_sizeof(elt)
         vec = ir.VectorType(elt, lanes)
-        mask = ir.VectorType(ir.IntType(32), lanes)
 
         def const(v):
             return ir.Constant(dd.type, v)
@@ -161,29 +184,16 @@ def transpose_block(typingctx, dst, d, dld, src, s, sld, nr, c0, nc):
             inside = builder.icmp_signed("<", const(i), nrow)
             # a row past nr reads row nr - 1 (inside src) and is replaced by zeros
             at = builder.add(so, builder.mul(sl, builder.select(inside, const(i), last)))
-            value = builder.load(_vector_ptr(context, builder, src, sv, at, vec), align=size)
+            value = builder.load(vector_at(context, builder, src, sv, at, vec), align=size)
             rows.append(builder.select(inside, value, ir.Constant(vec, None)))
-        # butterfly: at step h, rows h apart swap their h-wide blocks; after the last step
-        # row j holds element j of every row
-        h = 1
-        while h < lanes:
-            lo = [k if (k // h) % 2 == 0 else k - h + lanes for k in range(lanes)]
-            hi = [k + h if (k // h) % 2 == 0 else k + lanes for k in range(lanes)]
-            nxt = list(rows)
-            for i in range(lanes):
-                if (i // h) % 2 == 0:
-                    a, b = rows[i], rows[i + h]
-                    nxt[i] = builder.shuffle_vector(a, b, ir.Constant(mask, lo))
-                    nxt[i + h] = builder.shuffle_vector(a, b, ir.Constant(mask, hi))
-            rows = nxt
-            h *= 2
+        rows = butterfly(builder, rows)
         for j in range(lanes):
             k = builder.sub(const(j), first)
             wanted = builder.and_(builder.icmp_signed(">=", k, const(0)),
                                   builder.icmp_signed("<", k, count))
             with builder.if_then(wanted):
                 at = builder.add(dd, builder.mul(dl, k))
-                builder.store(rows[j], _vector_ptr(context, builder, dst, dv, at, vec),
+                builder.store(rows[j], vector_at(context, builder, dst, dv, at, vec),
                               align=size)
         return context.get_dummy_value()
 

@@ -80,7 +80,7 @@ Tried and dropped (with numbers):
 import numba
 import numpy as np
 from llvmlite import ir
-from nnkern.kernels._cpu import VECTOR_LANES, stack_array
+from nnkern.kernels._cpu import VECTOR_LANES, butterfly, stack_array, vector_at
 from nnkern.kernels._workspace import workspace
 from numba import njit, prange, types
 from numba.core import cgutils
@@ -428,12 +428,6 @@ def run_small(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu):
 PB = 8  # rows of a read together when packing op(a) = a.T
 
 
-def _vector_at(context, builder, arr_type, arr, index, vec):
-    # pointer to `vec` (an LLVM vector type) at element `index` of a 1-D contiguous array
-    data = context.make_array(arr_type)(context, builder, arr).data
-    return builder.bitcast(builder.gep(data, [index]), vec.as_pointer())
-
-
 @intrinsic(prefer_literal=True)
 def copy_lanes(typingctx, dst, d, src, o, n):
     """dst[d:d+n] = src[o:o+n] as one n-lane vector load and store (1-D contiguous arrays;
@@ -445,8 +439,8 @@ def copy_lanes(typingctx, dst, d, src, o, n):
         elt = context.get_value_type(dst.dtype)
         vec = ir.VectorType(elt, lanes)
         size = context.get_abi_sizeof(elt)
-        value = builder.load(_vector_at(context, builder, src, sv, so, vec), align=size)
-        builder.store(value, _vector_at(context, builder, dst, dv, dd, vec), align=size)
+        value = builder.load(vector_at(context, builder, src, sv, so, vec), align=size)
+        builder.store(value, vector_at(context, builder, dst, dv, dd, vec), align=size)
         return context.get_dummy_value()
 
     return types.void(dst, d, src, o, n), codegen
@@ -463,29 +457,14 @@ def transpose_mr(typingctx, dst, d, src, o, lda):
         elt = context.get_value_type(dst.dtype)
         size = context.get_abi_sizeof(elt)
         vec = ir.VectorType(elt, MR)
-        i32 = ir.IntType(32)
         rows = []
         for i in range(MR):
             at = builder.add(so, builder.mul(ld, ir.Constant(ld.type, i)))
-            rows.append(builder.load(_vector_at(context, builder, src, sv, at, vec), align=size))
-        # butterfly: at step h, vectors h apart swap their h-wide blocks, so after all
-        # steps vector j holds element j of every row
-        h = 1
-        while h < MR:
-            lo = [k if (k // h) % 2 == 0 else k - h + MR for k in range(MR)]
-            hi = [k + h if (k // h) % 2 == 0 else k + MR for k in range(MR)]
-            nxt = list(rows)
-            for i in range(MR):
-                if (i // h) % 2 == 0:
-                    a, b = rows[i], rows[i + h]
-                    nxt[i] = builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(i32, MR), lo))
-                    nxt[i + h] = builder.shuffle_vector(
-                        a, b, ir.Constant(ir.VectorType(i32, MR), hi))
-            rows = nxt
-            h *= 2
+            rows.append(builder.load(vector_at(context, builder, src, sv, at, vec), align=size))
+        rows = butterfly(builder, rows)
         for j in range(MR):
             at = builder.add(dd, ir.Constant(dd.type, j * MR))
-            builder.store(rows[j], _vector_at(context, builder, dst, dv, at, vec), align=size)
+            builder.store(rows[j], vector_at(context, builder, dst, dv, at, vec), align=size)
         return context.get_dummy_value()
 
     return types.void(dst, d, src, o, lda), codegen
