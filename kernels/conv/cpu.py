@@ -81,13 +81,12 @@ was shared and loaded while these were taken: read the ratios, not the times.
             FMAs, kernel rows that only reach padding skipped; backward-weights: KB output
             channels x QB rows q (4x5 or 3x5), per pixel KB + QB loads and KB*QB FMAs, the
             sums vectors until the piece ends. Chosen for stride 1, N >= LANES and a sample
-            block's input or output within SV_BYTES (L2). Per op, sv against the rule
-            before it (one process, taking turns, load about 2): LeNet conv2 forward 0.77
-            -> 0.51 ms, backward-data 1.55 -> 0.77, backward-weights 1.13 -> 0.62; LeNet
-            conv1 0.54 -> 0.48, 0.96 -> 0.92, 1.08 -> 0.57; depthwise N128 C64 28x28 G64
-            4.6 -> 3.6, 4.6 -> 3.7, 8.9 -> 3.8. Not for the big layers, whose sample blocks
-            leave L2: N128 C32 28x28 K64 forward 26 -> 37 ms, backward-data 30 -> 45,
-            backward-weights 28 -> 34.
+            block's input or output within SV_BYTES (L2). Per op against the versions
+            before it (forward, backward-data, backward-weights, ms; one process taking
+            turns, load 1.7): LeNet conv2 0.41 -> 0.25, 0.85 -> 0.32, 0.70 (tile) -> 0.27;
+            LeNet conv1 0.25 -> 0.15, 0.49 -> 0.42, 0.59 (pxw) -> 0.21; depthwise N128 C64
+            28x28 G64 4.1 -> 3.5, 4.2 -> 3.6, 8.4 (pxw) -> 3.7. Not for big layers, whose
+            sample blocks leave L2: N128 C32 28x28 K64 0.82x, 0.63x, 0.88x px / px / cl.
 
 The work split. Forward and backward-data tasks are (sample, run of groups, band of
 pixel tiles), about 4 per thread: a sample's groups stay in one task while the samples
@@ -118,7 +117,16 @@ Tried and dropped (kept for the numbers):
     - im2col batches of 1-2 samples (col in L2: COL_ELEMENTS 2^18-2^19): no faster;
     - px tiles of kx = 2 (LeNet's six channels in 3 blocks of 128 pixels, no empty
       lanes): LeNet conv1 forward 0.76x kx = 8, and the fourth tile instance in conv_px
-      slowed the other tiles too (0.8-0.9x; one run at load 9).
+      slowed the other tiles too (0.8-0.9x; one run at load 9);
+    - sv for big layers with an 8-channel x 3-pixel tile and output rows outside the
+      channel blocks (a row's input rows stay in L2): N128 C32 28x28 K64 forward 0.90x,
+      backward-data 0.97x px (the 3x7 tile: 0.82x, 0.87x; load about 3);
+    - sv's tap loop over unsigned q (no negative-index test, 10 instead of 15 scalar
+      instructions per 20 FMAs): LeNet conv2 fwd+bwd 1.90 vs 1.91 ms, no faster;
+    - one inlined helper for the load and store of the backward-weights tiles' partial
+      sums (pxw and sv share the loop): sv 0.82-0.90x, pxw 0.96-0.97x on LeNet (kept twice);
+    - im2col copying the rows' inside part as one contiguous run instead of testing every
+      element: a pass no faster (its 10 ms are the writes of an 8 MB col).
 
 The SLP vectorizer must be on (kernels/__init__.py); fastmath 'contract' only (FMA,
 NaN-safe). Timings on this shared 2-core machine vary by +-30%: compare in one run
