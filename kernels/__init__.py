@@ -46,7 +46,11 @@ if "OMP_WAIT_POLICY" not in os.environ:
 import numba
 
 # LLVM's SLP vectorizer turns the register-tiled GEMM/conv micro-kernels into
-# AVX2 FMA loops (about 10x); Numba leaves it off by default.
+# AVX2 FMA loops (about 10x); Numba leaves it off by default. The environment
+# variable too: every compile re-reads NUMBA_* variables once any has changed
+# and resets the attribute to the variable's value (a bench process that set one
+# compiled the conv sv backward-weights tile without SLP, 17x slower, and cached it).
+os.environ["NUMBA_SLP_VECTORIZE"] = "1"
 numba.config.SLP_VECTORIZE = 1
 
 FAMILIES = ("gemm", "conv", "pool", "softmax_ce", "elementwise", "norm", "optim", "lrn")
