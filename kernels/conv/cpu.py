@@ -128,7 +128,12 @@ Tried and dropped (kept for the numbers):
     - one inlined helper for the load and store of the backward-weights tiles' partial
       sums (pxw and sv share the loop): sv 0.82-0.90x, pxw 0.96-0.97x on LeNet (kept twice);
     - im2col copying the rows' inside part as one contiguous run instead of testing every
-      element: a pass no faster (its 10 ms are the writes of an 8 MB col).
+      element: a pass no faster (its 10 ms are the writes of an 8 MB col);
+    - px in more pixel bands per sample (N32 C64 56x56 K64, whose padded sample is 861 KB,
+      so a band's rows would stay in L2 across the channel blocks): 2, 4, 8 bands
+      0.96x, 0.96x, 0.93x forward and 0.97x, 0.95x, 0.91x backward-data. px already
+      runs that layer at about 320 GFLOP/s per op (the SGEMM ceiling of the bench is
+      330); torch[channels_last]'s backward-data took 17.8 ms against px's 23.8.
 
 The SLP vectorizer must be on (kernels/__init__.py); fastmath 'contract' only (FMA,
 NaN-safe). Timings on this shared 2-core machine vary by +-30%: compare in one run
