@@ -133,7 +133,10 @@ Tried and dropped (kept for the numbers):
       so a band's rows would stay in L2 across the channel blocks): 2, 4, 8 bands
       0.96x, 0.96x, 0.93x forward and 0.97x, 0.95x, 0.91x backward-data. px already
       runs that layer at about 320 GFLOP/s per op (the SGEMM ceiling of the bench is
-      330); torch[channels_last]'s backward-data took 17.8 ms against px's 23.8.
+      330); torch[channels_last]'s backward-data took 17.8 ms against px's 23.8;
+    - im2col one sample at a time (col in L2, the GEMM writing y's (K, P) directly, no
+      transposes), on N128 C32 28x28 K64 with the new GEMM: forward 28 vs 31 ms, but
+      backward-weights 83 vs 57 and backward-data 56 vs 43 (small GEMMs).
 
 The SLP vectorizer must be on (kernels/__init__.py); fastmath 'contract' only (FMA,
 NaN-safe). Timings on this shared 2-core machine vary by +-30%: compare in one run
