@@ -131,9 +131,9 @@ Tried and dropped (kept for the numbers):
       element: a pass no faster (its 10 ms are the writes of an 8 MB col);
     - px in more pixel bands per sample (N32 C64 56x56 K64, whose padded sample is 861 KB,
       so a band's rows would stay in L2 across the channel blocks): 2, 4, 8 bands
-      0.96x, 0.96x, 0.93x forward and 0.97x, 0.95x, 0.91x backward-data. px already
-      runs that layer at about 320 GFLOP/s per op (the SGEMM ceiling of the bench is
-      330); torch[channels_last]'s backward-data took 17.8 ms against px's 23.8;
+      0.96x, 0.96x, 0.93x forward and 0.97x, 0.95x, 0.91x backward-data (the whole
+      fwd+bwd of that layer runs at 314 GFLOP/s, 80% of the bench's SGEMM ceiling of
+      390; torch[channels_last] 330; per op its backward-data took 17.8 ms, px 23.8);
     - im2col one sample at a time (col in L2, the GEMM writing y's (K, P) directly, no
       transposes), on N128 C32 28x28 K64 with the new GEMM: forward 28 vs 31 ms, but
       backward-weights 83 vs 57 and backward-data 56 vs 43 (small GEMMs).
