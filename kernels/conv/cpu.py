@@ -136,7 +136,10 @@ Tried and dropped (kept for the numbers):
       390; torch[channels_last] 330; per op its backward-data took 17.8 ms, px 23.8);
     - im2col one sample at a time (col in L2, the GEMM writing y's (K, P) directly, no
       transposes), on N128 C32 28x28 K64 with the new GEMM: forward 28 vs 31 ms, but
-      backward-weights 83 vs 57 and backward-data 56 vs 43 (small GEMMs).
+      backward-weights 83 vs 57 and backward-data 56 vs 43 (small GEMMs);
+    - sv's tile shape by wanted FMAs per load (lane use x KX*TP/(KX + TP)) instead of
+      lane use alone: it picks 6x4 for LeNet's six channels, 0.98x 3x7 on conv1's
+      forward and on conv2's backward-data (one process, 15 rounds each).
 
 The SLP vectorizer must be on (kernels/__init__.py); fastmath 'contract' only (FMA,
 NaN-safe). Timings on this shared 2-core machine vary by +-30%: compare in one run
