@@ -126,6 +126,36 @@ def test_every_cpu_version_is_reached():
     assert picked == set(cpu.VERSIONS) - {"im2col"}, picked
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("nr,c0,nc", [(None, 0, None), (3, 0, None), (1, 5, 4), (None, 2, 1)])
+def test_transpose_block_against_numpy(dtype, nr, c0, nc):
+    # The register transpose the CPU's "sv" version moves samples into vector lanes with:
+    # dst[d + (j - c0)*dld + i] = src[s + i*sld + j], rows i >= nr read as zeros, only the
+    # nc columns from c0 written; everything else in dst stays as it was.
+    from nnkern.kernels._cpu import VECTOR_LANES as L
+    from nnkern.kernels._cpu import transpose_block
+    from numba import njit
+
+    nr = L if nr is None else nr
+    nc = L - c0 if nc is None else nc
+
+    @njit
+    def run(dst, d, dld, src, s, sld, nr, c0, nc):
+        transpose_block(dst, d, dld, src, s, sld, nr, c0, nc)
+
+    rng = np.random.default_rng(3)
+    s, sld, d, dld = 7, L + 5, 3, L + 2
+    src = rng.standard_normal(s + L * sld + L).astype(dtype)
+    dst = rng.standard_normal(d + L * dld + L).astype(dtype)
+    want = dst.copy()
+    block = src[s : s + L * sld].reshape(L, sld)[:, :L].copy()  # block[i, j] = src[s + i*sld + j]
+    block[nr:] = 0
+    for j in range(c0, c0 + nc):
+        want[d + (j - c0) * dld : d + (j - c0) * dld + L] = block[:, j]
+    run(dst, d, dld, src, s, sld, nr, c0, nc)
+    np.testing.assert_array_equal(dst, want)
+
+
 def test_cpu_choose_says_why():
     from nnkern.kernels.conv import cpu
 
