@@ -139,7 +139,10 @@ Tried and dropped (kept for the numbers):
       backward-weights 83 vs 57 and backward-data 56 vs 43 (small GEMMs);
     - sv's tile shape by wanted FMAs per load (lane use x KX*TP/(KX + TP)) instead of
       lane use alone: it picks 6x4 for LeNet's six channels, 0.98x 3x7 on conv1's
-      forward and on conv2's backward-data (one process, 15 rounds each).
+      forward and on conv2's backward-data (one process, 15 rounds each);
+    - tile with TK = 64 channels (4 vectors x 6 pixels, aligned weight loads instead of
+      px's unaligned pixel loads): N32 C64 56x56 forward 0.70x px (TK = 32: 0.88x); 24
+      accumulators, 4 weight and 6 input registers do not fit 32.
 
 The SLP vectorizer must be on (kernels/__init__.py); fastmath 'contract' only (FMA,
 NaN-safe). Timings on this shared 2-core machine vary by +-30%: compare in one run
