@@ -142,7 +142,10 @@ Tried and dropped (kept for the numbers):
       forward and on conv2's backward-data (one process, 15 rounds each);
     - tile with TK = 64 channels (4 vectors x 6 pixels, aligned weight loads instead of
       px's unaligned pixel loads): N32 C64 56x56 forward 0.70x px (TK = 32: 0.88x); 24
-      accumulators, 4 weight and 6 input registers do not fit 32.
+      accumulators, 4 weight and 6 input registers do not fit 32;
+    - a px tile of 6 channels x 64 pixels (24 accumulators, 4 pixel loads and 6
+      broadcasts per 24 FMAs instead of 2 and 8 per 16): 0.86x kx = 8 on N32 C64 56x56,
+      0.79x on N128 C32 28x28, forward and backward-data (one process, busy machine).
 
 The SLP vectorizer must be on (kernels/__init__.py); fastmath 'contract' only (FMA,
 NaN-safe). Timings on this shared 2-core machine vary by +-30%: compare in one run
