@@ -28,15 +28,15 @@ about 25 s of CPU time):
 
     training                test accuracy   1-px shift consistency   random-pair consistency
     MaxPool2D               0.971           0.554                    0.518
-    MaxBlurPool2D           0.957           0.766                    0.713
-    MaxPool2D + shifts      0.969           0.958                    0.968
-    MaxBlurPool2D + shifts  0.969           0.970                    0.970
+    MaxBlurPool2D           0.960           0.763                    0.713
+    MaxPool2D + shifts      0.969           0.953                    0.961
+    MaxBlurPool2D + shifts  0.969           0.968                    0.968
 
 Without augmentation, blurring before subsampling makes the network much
-more shift-consistent (77% of the 1-pixel shifts keep the class instead of
-55%), at a cost of about one and a half points of accuracy on these tiny
+more shift-consistent (76% of the 1-pixel shifts keep the class instead of
+55%), at a cost of about one point of accuracy on these tiny
 images. Training on shifted images does more for consistency than the
-blur; the blur still adds about a point on top, at equal accuracy.
+blur; the blur still adds one to two points on top, at equal accuracy.
 """
 
 import numpy as np
