@@ -12,16 +12,18 @@ the ranks at the end of every epoch.
     mpiexec -n 2 python examples/resnet_data_parallel.py
     mpiexec -n 1 python examples/resnet_data_parallel.py       # the same job on one rank
 
-Expected result (measured twice each on the shared 2-core development
+Expected result (measured twice each on the quiet 2-core development
 machine, cpu backend, 10 epochs; the cores are split over the ranks, so 2
-ranks run 1 thread each; other jobs were running, load average about 4):
+ranks run 1 thread each):
 
-    2 processes (mpi), 1 CPU thread each: time per epoch 0.53 s (epochs 2-10), test accuracy 0.983
-    ... second run:                                          0.20 s
-    1 process (mpi), 2 CPU threads: time per epoch 0.30 s (epochs 2-10), test accuracy 0.978
-    ... second run:                                 0.33 s
-    (plain fit without MPI, for comparison: 0.34 s and 0.28 s, test accuracy 0.978)
+    2 processes (mpi), 1 CPU thread each: time per epoch 0.30 s (epochs 2-10), test accuracy 0.981
+    ... second run:                                          0.28 s
+    1 process (mpi), 2 CPU threads: time per epoch 0.21 s (epochs 2-10), test accuracy 0.978
+    ... second run:                                 0.20 s
 
+On one 2-core machine the two ranks lose: they share one memory system and
+meet at every step, and this network's kernels already use both cores in
+one process (bench/allreduce.py times the parts).
 The accuracy of 2 ranks differs from 1 rank's because batch norm normalises
 each rank's 16 samples with their own statistics. The time per epoch of 2
 ranks swings with the load: ranks that meet at every step wait whenever
