@@ -10,8 +10,11 @@ instead of ``a.T``.
 """
 
 
+import numpy as np
+
 from ..device import array_module
 from ._checks import (
+    FLOAT_DTYPES,
     backend_kernels,
     choice,
     empty,
@@ -26,6 +29,8 @@ from ._checks import contiguous as _contiguous
 __all__ = ["linear", "linear_backward", "matmul", "matmul_backward"]
 
 ACTIVATIONS = (None, "relu")
+_F32, _F64 = FLOAT_DTYPES
+_NDARRAY = np.ndarray
 
 
 def _run_gemm(K, a, b, c, trans_a, trans_b):
@@ -69,6 +74,23 @@ def matmul(a, b, trans_a=False, trans_b=False):
     ...     matmul(np.ones((2, 3)), np.ones((4, 3)), trans_b=True).shape
     (2, 4)
     """
+    K = backend_kernels("gemm", ("a", a), ("b", b))
+    # The common call (two C-contiguous 2-D float32/float64 NumPy arrays of one dtype,
+    # bool flags, matching inner sizes, nothing empty) passes every check of
+    # _matmul_checks in one test and goes straight to the kernel with one allocation:
+    # 64^3 cost 2.8 us of Python around a 5.7 us kernel (issue 13). Anything else takes
+    # the full checks, which say what is wrong.
+    if (type(a) is _NDARRAY and type(b) is _NDARRAY and type(trans_a) is bool
+            and type(trans_b) is bool):
+        dtype = a.dtype
+        if (dtype is b.dtype and (dtype is _F32 or dtype is _F64) and a.ndim == 2
+                and b.ndim == 2 and a.flags.c_contiguous and b.flags.c_contiguous):
+            M, ka = (a.shape[1], a.shape[0]) if trans_a else a.shape
+            kb, N = (b.shape[1], b.shape[0]) if trans_b else b.shape
+            if ka == kb and M and N and ka:
+                c = empty((M, N), dtype)
+                K.gemm(a, b, c, trans_a, trans_b, False)
+                return c
     K, a, b, trans_a, trans_b, M, N = _matmul_checks(a, b, trans_a, trans_b)
     c = empty((M, N), a.dtype)
     return _run_gemm(K, a, b, c, trans_a, trans_b)
