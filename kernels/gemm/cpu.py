@@ -16,7 +16,10 @@ Versions (VERSIONS; choose() picks one per call and says why), in reading order:
             SERIAL_WORK the calling thread runs them all before any parallel
             launch (a launch with a team of one still cost about 9 us: 64^3 took
             16 us instead of 7). Each B strip meets every A strip while it sits
-            in L1. Exists for the fixed cost of small and middle products:
+            in L1. Whole tiles run the micro-kernel on flat arrays and offsets
+            (tile_at), not on views passed to a function: each view passed took
+            NRT reference counts, a dozen calls and atomics per tile, about 200
+            cycles a tile (64^3 kernel: 4.9 -> 3.4-3.6 us). Exists for the fixed cost of small and middle products:
             at 64^3 the packed version spent 15 us of a 25 us call on packing,
             scratch and launch, against 5 us for OpenBLAS; at 256^3 its two
             parallel regions (B packing, then the blocks) each wait for a worker
@@ -191,130 +194,176 @@ A_STACK = KC * MR
 B_STACK = KC * NR32
 
 
-@intrinsic
-def tile_multiply(typingctx, kc, ap, bp, out, add, bnext):
-    """out = ap[:kc].T @ bp[:kc] (+ out when ``add``): the micro-kernel, as LLVM vector code.
+def _emit_tile(context, builder, dtype, kcv, a_at, b_at, c_at, addv, next_at):
+    """The micro-kernel's LLVM code: out(MR x NR) (+)= sum over p < kc of A[p, :] x B[p, :].
 
-    ap is (>=kc, MR), bp is (>=kc, NR), out is (MR, NR) with contiguous rows (a
-    tile of c, or a stack tile at the edges of c). The 2*MR accumulators
-    are loop-carried vector values (phi nodes), so they live in registers by
-    construction; each step loads two vectors of B, broadcasts MR values of A
-    and issues 2*MR fused multiply-adds. Written with explicit vectors because
-    LLVM's vectorizers stop at 256 bits on CPUs that prefer them (most AVX-512
-    parts), which halves the throughput against OpenBLAS there; the vector
-    type below is split into narrower registers where the CPU has no AVX-512.
+    a_at(p, i): pointer to A[p, i]; b_at(p): to row p of B (NR contiguous values);
+    c_at(i): to row i of the output tile (NR contiguous values); next_at(p): a row of
+    the B strip to prefetch into L2, or None. The 2*MR accumulators are loop-carried
+    vector values (phi nodes), so they live in registers by construction; each step
+    loads two vectors of B, broadcasts MR values of A and issues 2*MR fused
+    multiply-adds. Written with explicit vectors because LLVM's vectorizers stop at
+    256 bits on CPUs that prefer them (most AVX-512 parts), which halves the
+    throughput against OpenBLAS there; the vector type below is split into narrower
+    registers where the CPU has no AVX-512.
     """
-    dtype = ap.dtype
     nr = NR[np.dtype(str(dtype))]
     w = nr // 2
+    elt = context.get_value_type(dtype)
+    size = context.get_abi_sizeof(elt)
+    vec = ir.VectorType(elt, w)
+    i32 = ir.IntType(32)
+    intp = context.get_value_type(types.intp)
+    fma = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vec, [vec] * 3), f"llvm.fma.v{w}f{8 * size}"
+    )
+    zero_vec = ir.Constant(vec, None)
+    undef = ir.Constant(vec, ir.Undefined)
+    splat_mask = ir.Constant(ir.VectorType(i32, w), [0] * w)
+    zero = ir.Constant(intp, 0)
+
+    def vector_ptr(row, h):  # the h-th vector of a row of NR values
+        return builder.bitcast(builder.gep(row, [ir.Constant(intp, h * w)]), vec.as_pointer())
+
+    # the tile of c is read and written after the loop: prefetch it now so the
+    # misses (often to L3 for large c) overlap the loop instead of following it
+    i8p = ir.IntType(8).as_pointer()
+    one = ir.Constant(i32, 1)
+    prefetch = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0"
+    )
+    crows = [c_at(i) for i in range(MR)]
+    for crow in crows:
+        for off in range(0, nr, 64 // size):
+            ptr = builder.bitcast(builder.gep(crow, [ir.Constant(intp, off)]), i8p)
+            builder.call(prefetch, [ptr, one, ir.Constant(i32, 3), one])
+
+    pre = builder.basic_block
+    loop = builder.append_basic_block("tile.loop")
+    done = builder.append_basic_block("tile.done")
+    builder.cbranch(builder.icmp_signed(">", kcv, zero), loop, done)
+
+    builder.position_at_end(loop)
+    p = builder.phi(intp)
+    accs = [builder.phi(vec) for _ in range(2 * MR)]
+    brow = b_at(p)
+    bvecs = [builder.load(vector_ptr(brow, h), align=size) for h in range(2)]
+    if next_at is not None:
+        # prefetch row p of the B strip the next micro-kernels will read into L2, so
+        # that strip does not arrive from L3 a step at a time
+        nrow = next_at(p)
+        for off in range(0, nr, 64 // size):
+            ptr = builder.bitcast(builder.gep(nrow, [ir.Constant(intp, off)]), i8p)
+            builder.call(prefetch, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 2), one])
+    new = []
+    for i in range(MR):
+        a = builder.load(a_at(p, i))
+        a = builder.shuffle_vector(
+            builder.insert_element(undef, a, ir.Constant(i32, 0)), undef, splat_mask
+        )
+        for h in range(2):
+            new.append(builder.call(fma, [a, bvecs[h], accs[2 * i + h]]))
+    p_next = builder.add(p, ir.Constant(intp, 1))
+    body_end = builder.basic_block
+    p.add_incoming(zero, pre)
+    p.add_incoming(p_next, body_end)
+    for phi, value in zip(accs, new):
+        phi.add_incoming(zero_vec, pre)
+        phi.add_incoming(value, body_end)
+    builder.cbranch(builder.icmp_signed("<", p_next, kcv), loop, done)
+
+    builder.position_at_end(done)
+    finals = []
+    for value in new:
+        final = builder.phi(vec)
+        final.add_incoming(zero_vec, pre)
+        final.add_incoming(value, body_end)
+        finals.append(final)
+    ptrs = [vector_ptr(crow, h) for crow in crows for h in range(2)]
+    # c is read only when added to: a fresh output array (untouched pages) is
+    # then only written, one page fault per page instead of a read fault
+    # (zero page) and a write fault (measured: 1024^3 with a new c each call
+    # 18.5 ms against 10.3 ms into a reused c)
+    with builder.if_else(addv) as (then, otherwise):
+        with then:
+            for ptr, final in zip(ptrs, finals):
+                old = builder.load(ptr, align=size)
+                builder.store(builder.fadd(final, old), ptr, align=size)
+        with otherwise:
+            for ptr, final in zip(ptrs, finals):
+                builder.store(final, ptr, align=size)
+
+
+@intrinsic
+def tile_multiply(typingctx, kc, ap, bp, out, add, bnext):
+    """out = ap[:kc].T @ bp[:kc] (+ out when ``add``): the micro-kernel on array views.
+
+    ap is (>=kc, MR), bp is (>=kc, NR), out is (MR, NR) with contiguous rows (a
+    tile of c, or a stack tile at the edges of c); bnext (an array like bp, or None)
+    is prefetched. See _emit_tile.
+    """
 
     def codegen(context, builder, sig, args):
         kcv, apv, bpv, accv, addv, bnv = args
-        aty, bty, cty = sig.args[1:4]
-        nty = sig.args[5]  # an array, or None: no prefetch
-        elt = context.get_value_type(dtype)
-        size = context.get_abi_sizeof(elt)
-        vec = ir.VectorType(elt, w)
-        i32 = ir.IntType(32)
+        aty, bty, cty, _, nty = sig.args[1:6]
         intp = context.get_value_type(types.intp)
-        fma = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vec, [vec] * 3), f"llvm.fma.v{w}f{8 * size}"
-        )
+        zero = ir.Constant(intp, 0)
         a_arr = context.make_array(aty)(context, builder, apv)
         b_arr = context.make_array(bty)(context, builder, bpv)
         c_arr = context.make_array(cty)(context, builder, accv)
-        zero_vec = ir.Constant(vec, None)
-        undef = ir.Constant(vec, ir.Undefined)
-        splat_mask = ir.Constant(ir.VectorType(i32, w), [0] * w)
-        zero = ir.Constant(intp, 0)
 
-        # the tile of c is read and written after the loop: prefetch it now so the
-        # misses (often to L3 for large c) overlap the loop instead of following it
-        i8p = ir.IntType(8).as_pointer()
-        one = ir.Constant(i32, 1)
-        prefetch = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0"
-        )
-        for i in range(MR):
-            crow = cgutils.get_item_pointer(context, builder, cty, c_arr, [ir.Constant(intp, i), zero])
-            for off in range(0, nr, 64 // size):
-                ptr = builder.bitcast(builder.gep(crow, [ir.Constant(intp, off)]), i8p)
-                builder.call(prefetch, [ptr, one, ir.Constant(i32, 3), one])
+        def item(ty, arr, i, j):
+            return cgutils.get_item_pointer(context, builder, ty, arr, [i, j])
 
-        pre = builder.basic_block
-        loop = builder.append_basic_block("tile.loop")
-        done = builder.append_basic_block("tile.done")
-        builder.cbranch(builder.icmp_signed(">", kcv, zero), loop, done)
-
-        builder.position_at_end(loop)
-        p = builder.phi(intp)
-        accs = [builder.phi(vec) for _ in range(2 * MR)]
-        brow = cgutils.get_item_pointer(context, builder, bty, b_arr, [p, zero])
-        bvecs = [
-            builder.load(
-                builder.bitcast(builder.gep(brow, [ir.Constant(intp, h * w)]), vec.as_pointer()),
-                align=size,
-            )
-            for h in range(2)
-        ]
+        next_at = None
         if isinstance(nty, types.Array):
-            # prefetch row p of bnext, the B strip the next micro-kernels will read, into
-            # L2, so that strip does not arrive from L3 a step at a time
             n_arr = context.make_array(nty)(context, builder, bnv)
-            nrow = cgutils.get_item_pointer(context, builder, nty, n_arr, [p, zero])
-            for off in range(0, nr, 64 // size):
-                ptr = builder.bitcast(builder.gep(nrow, [ir.Constant(intp, off)]), i8p)
-                builder.call(prefetch, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 2), one])
-        new = []
-        for i in range(MR):
-            a = builder.load(
-                cgutils.get_item_pointer(context, builder, aty, a_arr, [p, ir.Constant(intp, i)])
-            )
-            a = builder.shuffle_vector(
-                builder.insert_element(undef, a, ir.Constant(i32, 0)), undef, splat_mask
-            )
-            for h in range(2):
-                new.append(builder.call(fma, [a, bvecs[h], accs[2 * i + h]]))
-        p_next = builder.add(p, ir.Constant(intp, 1))
-        body_end = builder.basic_block
-        p.add_incoming(zero, pre)
-        p.add_incoming(p_next, body_end)
-        for phi, value in zip(accs, new):
-            phi.add_incoming(zero_vec, pre)
-            phi.add_incoming(value, body_end)
-        builder.cbranch(builder.icmp_signed("<", p_next, kcv), loop, done)
-
-        builder.position_at_end(done)
-        finals = []
-        for value in new:
-            final = builder.phi(vec)
-            final.add_incoming(zero_vec, pre)
-            final.add_incoming(value, body_end)
-            finals.append(final)
-        ptrs = []
-        for i in range(MR):
-            crow = cgutils.get_item_pointer(
-                context, builder, cty, c_arr, [ir.Constant(intp, i), zero]
-            )
-            for h in range(2):
-                ptrs.append(
-                    builder.bitcast(builder.gep(crow, [ir.Constant(intp, h * w)]), vec.as_pointer())
-                )
-        # c is read only when added to: a fresh output array (untouched pages) is
-        # then only written, one page fault per page instead of a read fault
-        # (zero page) and a write fault (measured: 1024^3 with a new c each call
-        # 18.5 ms against 10.3 ms into a reused c)
-        with builder.if_else(addv) as (then, otherwise):
-            with then:
-                for ptr, final in zip(ptrs, finals):
-                    old = builder.load(ptr, align=size)
-                    builder.store(builder.fadd(final, old), ptr, align=size)
-            with otherwise:
-                for ptr, final in zip(ptrs, finals):
-                    builder.store(final, ptr, align=size)
+            next_at = lambda p: item(nty, n_arr, p, zero)
+        _emit_tile(
+            context, builder, ap.dtype, kcv,
+            lambda p, i: item(aty, a_arr, p, ir.Constant(intp, i)),
+            lambda p: item(bty, b_arr, p, zero),
+            lambda i: item(cty, c_arr, ir.Constant(intp, i), zero),
+            addv, next_at,
+        )
         return context.get_dummy_value()
 
     return types.void(kc, ap, bp, out, add, bnext), codegen
+
+
+@intrinsic
+def tile_at(typingctx, kc, a, ao, a_ps, a_is, b, bo, b_ps, c, co, c_rs, add):
+    """The micro-kernel on flat arrays and offsets, with no array views (in elements):
+    A[p, i] = a[ao + p*a_ps + i*a_is], row p of B = b[bo + p*b_ps:][:NR], row i of
+    the tile = c[co + i*c_rs:][:NR], which gets the product (+ itself when ``add``).
+
+    For the small version's whole tiles: a view per operand passed to a micro-kernel
+    call took NRT reference counts (a dozen calls and atomics per tile), about 200
+    cycles a tile, 1.3 us of a 64^3 product. a, b, c are 1-D C arrays.
+    """
+
+    def codegen(context, builder, sig, args):
+        kcv, av, aov, apsv, aisv, bv, bov, bpsv, cv, cov, crsv, addv = args
+        aty, bty, cty = sig.args[1], sig.args[5], sig.args[8]
+        intp = context.get_value_type(types.intp)
+        a_data = context.make_array(aty)(context, builder, av).data
+        b_data = context.make_array(bty)(context, builder, bv).data
+        c_data = context.make_array(cty)(context, builder, cv).data
+        a_base = builder.gep(a_data, [aov])
+        b_base = builder.gep(b_data, [bov])
+        c_base = builder.gep(c_data, [cov])
+        a_rows = [builder.gep(a_base, [builder.mul(aisv, ir.Constant(intp, i))])
+                  for i in range(MR)]
+        _emit_tile(
+            context, builder, a.dtype, kcv,
+            lambda p, i: builder.gep(a_rows[i], [builder.mul(p, apsv)]),
+            lambda p: builder.gep(b_base, [builder.mul(p, bpsv)]),
+            lambda i: builder.gep(c_base, [builder.mul(crsv, ir.Constant(intp, i))]),
+            addv, None,
+        )
+        return context.get_dummy_value()
+
+    return types.void(kc, a, ao, a_ps, a_is, b, bo, b_ps, c, co, c_rs, add), codegen
 
 
 
@@ -357,19 +406,25 @@ def micro_kernel(kc, ap, bp, bnext, c, i0, j0, first, last, epilogue):
 @njit(cache=True)
 def small_columns(a, b, c, trans_a, trans_b, s0, s1, epilogue):
     # c[:, s0*NR:s1*NR] (column strips s0..s1-1) of op(a) @ op(b); a: (M, K) or (K, M);
-    # b: (K, N) or (N, K); c: (M, N). A strip of op(a) is a strided view (rows of a, or
-    # columns of a.T), read one value at a time by the micro-kernel's broadcasts; a B
-    # strip of op(b) = b is read in place (its rows are contiguous); b.T strips and the
+    # b: (K, N) or (N, K); c: (M, N). A strip of op(a) is read in place, strided (rows
+    # of a, or columns of a.T), one value at a time by the micro-kernel's broadcasts; a
+    # B strip of op(b) = b is read in place (its rows are contiguous); b.T strips and the
     # ragged last strips are copied to the stack. Each B strip then meets every A strip
-    # while it sits in L1.
+    # while it sits in L1. Whole tiles go through tile_at (flat arrays and offsets, no
+    # views: no reference counting per tile), the ragged edge tiles through micro_kernel.
+    accumulate, bias, has_bias, relu = epilogue
     M, N = c.shape
     K = a.shape[0] if trans_a else a.shape[1]
     nr = NR32 * 4 // c.itemsize
     abuf = stack_array(a, A_STACK)
     bbuf = stack_array(b, B_STACK)
+    af, bf, cf = a.reshape(-1), b.reshape(-1), c.reshape(-1)
+    a_ps, a_is = (M, 1) if trans_a else (1, K)  # A strip element (p, i): steps along a
     for k0 in range(0, K, KC):
         kc = min(KC, K - k0)
         first, last = k0 == 0, k0 + kc == K
+        add = accumulate or not first
+        epilogue_now = last and (has_bias or relu)
         for s in range(s0, s1):
             j0 = s * nr
             if trans_b or j0 + nr > N:
@@ -379,9 +434,25 @@ def small_columns(a, b, c, trans_a, trans_b, s0, s1, epilogue):
                         n = min(j0 + j, N - 1)
                         v = b[n, k0 + p] if trans_b else b[k0 + p, n]
                         bs[p, j] = v if j0 + j < N else 0
+                bsrc, bo, bps = bbuf, 0, nr
             else:
                 bs = b[k0 : k0 + kc, j0 : j0 + nr]
+                bsrc, bo, bps = bf, k0 * N + j0, N
+            whole_columns = j0 + nr <= N
             for i0 in range(0, M, MR):
+                if whole_columns and i0 + MR <= M:
+                    ao = k0 * M + i0 if trans_a else i0 * K + k0
+                    tile_at(kc, af, ao, a_ps, a_is, bsrc, bo, bps, cf, i0 * N + j0, N, add)
+                    if epilogue_now:
+                        for i in range(i0, i0 + MR):
+                            for j in range(j0, j0 + nr):
+                                v = c[i, j]
+                                if has_bias:
+                                    v += bias[j]
+                                if relu and v < 0:
+                                    v = 0
+                                c[i, j] = v
+                    continue
                 if i0 + MR > M:
                     as_ = abuf[: kc * MR].reshape((kc, MR))
                     for p in range(kc):
@@ -393,7 +464,7 @@ def small_columns(a, b, c, trans_a, trans_b, s0, s1, epilogue):
                     as_ = a[k0 : k0 + kc, i0 : i0 + MR]
                 else:
                     as_ = a[i0 : i0 + MR, k0 : k0 + kc].T
-                micro_kernel(kc, as_, bs, bs, c, i0, j0, first, last, epilogue)
+                micro_kernel(kc, as_, bs, None, c, i0, j0, first, last, epilogue)
 
 
 @njit(parallel=True, cache=True)
