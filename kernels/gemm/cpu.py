@@ -339,7 +339,8 @@ def tile_at(typingctx, kc, a, ao, a_ps, a_is, b, bo, b_ps, c, co, c_rs, add):
 
     For the small version's whole tiles: a view per operand passed to a micro-kernel
     call took NRT reference counts (a dozen calls and atomics per tile), about 200
-    cycles a tile, 1.3 us of a 64^3 product. a, b, c are 1-D C arrays.
+    cycles a tile, 1.3 us of a 64^3 product. a, b, c are C-contiguous arrays of
+    any number of dimensions (only their data pointers are used).
     """
 
     def codegen(context, builder, sig, args):
@@ -418,7 +419,6 @@ def small_columns(a, b, c, trans_a, trans_b, s0, s1, epilogue):
     nr = NR32 * 4 // c.itemsize
     abuf = stack_array(a, A_STACK)
     bbuf = stack_array(b, B_STACK)
-    af, bf, cf = a.reshape(-1), b.reshape(-1), c.reshape(-1)
     a_ps, a_is = (M, 1) if trans_a else (1, K)  # A strip element (p, i): steps along a
     for k0 in range(0, K, KC):
         kc = min(KC, K - k0)
@@ -434,15 +434,14 @@ def small_columns(a, b, c, trans_a, trans_b, s0, s1, epilogue):
                         n = min(j0 + j, N - 1)
                         v = b[n, k0 + p] if trans_b else b[k0 + p, n]
                         bs[p, j] = v if j0 + j < N else 0
-                bsrc, bo, bps = bbuf, 0, nr
+                bsrc, bo, bps = bs, 0, nr
             else:
-                bs = b[k0 : k0 + kc, j0 : j0 + nr]
-                bsrc, bo, bps = bf, k0 * N + j0, N
+                bsrc, bo, bps = b, k0 * N + j0, N
             whole_columns = j0 + nr <= N
             for i0 in range(0, M, MR):
                 if whole_columns and i0 + MR <= M:
                     ao = k0 * M + i0 if trans_a else i0 * K + k0
-                    tile_at(kc, af, ao, a_ps, a_is, bsrc, bo, bps, cf, i0 * N + j0, N, add)
+                    tile_at(kc, a, ao, a_ps, a_is, bsrc, bo, bps, c, i0 * N + j0, N, add)
                     if epilogue_now:
                         for i in range(i0, i0 + MR):
                             for j in range(j0, j0 + nr):
@@ -464,6 +463,8 @@ def small_columns(a, b, c, trans_a, trans_b, s0, s1, epilogue):
                     as_ = a[k0 : k0 + kc, i0 : i0 + MR]
                 else:
                     as_ = a[i0 : i0 + MR, k0 : k0 + kc].T
+                if not (trans_b or j0 + nr > N):
+                    bs = b[k0 : k0 + kc, j0 : j0 + nr]
                 micro_kernel(kc, as_, bs, None, c, i0, j0, first, last, epilogue)
 
 
