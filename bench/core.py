@@ -1071,6 +1071,8 @@ def time_interleaved(case, ready, settle_s=0.0):
     threads spin after each call, see Impl) takes all its samples in a block
     of its own, followed by a pause of ``SOLO_SETTLE_S``.
     """
+    if any(r.impl.solo for r in ready):  # their setup calls (validation, first sample)
+        time.sleep(SOLO_SETTLE_S)  # just ran: let their idle threads stop spinning first
     _rounds([r for r in ready if not r.impl.solo], settle_s)
     for r in ready:
         if r.impl.solo:
