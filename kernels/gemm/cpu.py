@@ -530,12 +530,26 @@ def copy_lanes(typingctx, dst, d, src, o, n):
 def transpose_mr(typingctx, dst, d, src, o, lda, ldd):
     """dst[d + ldd*j + i] = src[o + lda*i + j] for i, j < MR: an MR x MR block of rows of src
     (row stride lda) stored transposed (row stride ldd), as MR vector loads, a shuffle
-    network and MR vector stores (C-contiguous arrays, indexed flat; MR a power of two)."""
+    network and MR vector stores (C-contiguous arrays, indexed flat). The butterfly needs
+    MR a power of two; otherwise (MR = 6 without AVX-512) the block is copied element by
+    element, so the callers compile everywhere (they use it only for power-of-two MR)."""
 
     def codegen(context, builder, sig, args):
         dv, dd, sv, so, ld, ldd_v = args
         elt = context.get_value_type(dst.dtype)
         size = context.get_abi_sizeof(elt)
+        if MR & (MR - 1):
+            src_data = context.make_array(src)(context, builder, sv).data
+            dst_data = context.make_array(dst)(context, builder, dv).data
+            for i in range(MR):
+                for j in range(MR):
+                    at = builder.add(so, builder.add(builder.mul(ld, ir.Constant(ld.type, i)),
+                                                     ir.Constant(ld.type, j)))
+                    to = builder.add(dd, builder.add(builder.mul(ldd_v, ir.Constant(ld.type, j)),
+                                                     ir.Constant(ld.type, i)))
+                    value = builder.load(builder.gep(src_data, [at]), align=size)
+                    builder.store(value, builder.gep(dst_data, [to]), align=size)
+            return context.get_dummy_value()
         vec = ir.VectorType(elt, MR)
         rows = []
         for i in range(MR):
@@ -572,8 +586,13 @@ def pack_b_strip(b, trans_b, bp, t):
     k0 = kb * KC
     kc = min(KC, K - k0)
     j0 = s * R
-    if j0 + R <= N and trans_b:  # R rows of b, read along K side by side
-        for p in range(kc):
+    if j0 + R <= N and trans_b:  # R rows of b, MR x MR blocks transposed in registers
+        dst = bp[kb, s].reshape(-1)
+        whole = kc - kc % MR if MR & (MR - 1) == 0 else 0  # transpose_mr needs 2^n rows
+        for jb in range(0, R, MR):
+            for pb in range(0, whole, MR):
+                transpose_mr(dst, pb * R + jb, b, (j0 + jb) * K + k0 + pb, K, R)
+        for p in range(whole, kc):
             for j in range(R):
                 bp[kb, s, p, j] = b[j0 + j, k0 + p]
     elif j0 + R <= N:  # kc rows of b, R contiguous values each: W32-lane vector copies
