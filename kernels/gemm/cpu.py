@@ -19,7 +19,9 @@ Versions (VERSIONS; choose() picks one per call and says why), in reading order:
             in L1. Whole tiles run the micro-kernel on flat arrays and offsets
             (tile_at), not on views passed to a function: each view passed took
             NRT reference counts, a dozen calls and atomics per tile, about 200
-            cycles a tile (64^3 kernel: 4.9 -> 3.4-3.6 us). Exists for the fixed cost of small and middle products:
+            cycles a tile (64^3 kernel: 4.9 -> 3.4-3.6 us). The b.T strips are
+            copied MR x MR blocks at a time by register transposes (transpose_mr;
+            64^3 NT through F 8.1 -> 6.4 us, element by element before). Exists for the fixed cost of small and middle products:
             at 64^3 the packed version spent 15 us of a 25 us call on packing,
             scratch and launch, against 5 us for OpenBLAS; at 256^3 its two
             parallel regions (B packing, then the blocks) each wait for a worker
@@ -46,6 +48,9 @@ Versions (VERSIONS; choose() picks one per call and says why), in reading order:
             - op(b) = b is packed row piece by row piece as W32-lane vector copies
               (copy_lanes): 1024^2 in 0.34-0.37 ms instead of 0.48 ms for the
               element loop, which LLVM left scalar (3% of the 2-thread 1024^3).
+            - op(b) = b.T is packed MR x MR blocks at a time, transposed in
+              registers (transpose_mr with the strip's row stride): 1024^2 on one
+              thread in 0.39 ms instead of 0.71 ms element by element.
             - the packing panels come from the reused workspace (no page faults
               inside the parallel region, see _workspace.py).
             - one compiled kernel for one thread and for all: small work runs it
@@ -66,10 +71,17 @@ vectors; the whole SGEMM went from about 0.5x to 0.75-1x OpenBLAS. The tile
 follows the CPU Numba compiles for: 8x32 float32 with AVX-512 (32 registers), 6x16
 with AVX2 (16 registers).
 
-Measured (SGEMM NN through the kernel entry, against numpy's OpenBLAS in the same
-process on the shared 2-vCPU AVX-512 machine, busy; best of 15 turns): 64^3 small
-7.2 us against packed 17.6 us and OpenBLAS 4.3 us (0.60x); 128^3 small 46 us
-against packed 77 us (0.97x OpenBLAS).
+Measured (SGEMM NN against numpy's OpenBLAS in the same process on the shared 2-vCPU
+AVX-512 machine, implementations taking turns, best of 30-40 turns):
+    - before tile_at: 64^3 small 7.2 us through the kernel entry against packed
+      17.6 us and OpenBLAS 4.3 us (0.60x); 128^3 small 46 us against packed 77 us.
+    - with tile_at: 64^3 gemm_small 3.4-3.9 us (dispatch 0.45 us, setup 0.2 us, 16
+      tiles at about 0.16 us), the kernel entry 4.0-4.6 us, F.matmul 5.4-6.0 us,
+      OpenBLAS 3.2-4.0 us (F.matmul 0.59-0.66x). 256^3 on both threads: small 94 us
+      against OpenBLAS 113-124 us (its whole-call sustained average: 100-118 against
+      119-134 us). The 0.5x of issue 13 at 256^3 was the bench's doing (passive
+      waiting forced on nnkern, then OpenBLAS's threads of the child peer still
+      spinning through nnkern's samples), not the kernel's.
 
 Tried and dropped (with numbers):
     - 6-row tiles on AVX-512: 8 rows measured 6-8% faster (1024^3: 290 vs 268
@@ -78,6 +90,13 @@ Tried and dropped (with numbers):
       slower than the static split.
     - a separate serial compilation of the packed version: 4.2 s of cold compile
       for no speed (the one-thread team of the parallel kernel runs inline).
+    - 256^3 small in 2 column blocks (one per thread) instead of 8: 91.6 against
+      94.1 us, inside the noise of one run; kept 8 (TASKS_PER_THREAD).
+
+Considered, not tried: packing the A strips of the small version (contiguous
+broadcasts instead of eight strided rows). Its strided loop already runs near the
+FMA bound (64x64x1024: 126 GFLOP/s, OpenBLAS 132, same run), and the 8x8 register
+transposes would cost about 1500 shuffle cycles per 64^3 (24 shuffles per block).
 """
 
 import numba
@@ -91,7 +110,7 @@ from numba.extending import intrinsic
 
 VERSIONS = {
     "naive": "i-k-j loops (tiny products)",
-    "small": "register tiles read in place, one thread (small products)",
+    "small": "register tiles read in place, no packing (small and middle products)",
     "packed": "packed panels, register tiles, one or all threads",
 }
 """Every version, in reading order (see the header)."""
