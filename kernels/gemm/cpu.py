@@ -351,19 +351,20 @@ def tile_multiply(typingctx, kc, ap, bp, out, add, bnext):
 
 
 @intrinsic
-def tile_at(typingctx, kc, a, ao, a_ps, a_is, b, bo, b_ps, c, co, c_rs, add):
+def tile_at(typingctx, kc, a, ao, a_ps, a_is, b, bo, b_ps, c, co, c_rs, add, bnext):
     """The micro-kernel on flat arrays and offsets, with no array views (in elements):
     A[p, i] = a[ao + p*a_ps + i*a_is], row p of B = b[bo + p*b_ps:][:NR], row i of
     the tile = c[co + i*c_rs:][:NR], which gets the product (+ itself when ``add``).
+    ``bnext``: None, or the offset in b of a B strip (rows b_ps apart) to prefetch.
 
-    For the small version's whole tiles: a view per operand passed to a micro-kernel
+    For the whole tiles of both versions: a view per operand passed to a micro-kernel
     call took NRT reference counts (a dozen calls and atomics per tile), about 200
     cycles a tile, 1.3 us of a 64^3 product. a, b, c are C-contiguous arrays of
     any number of dimensions (only their data pointers are used).
     """
 
     def codegen(context, builder, sig, args):
-        kcv, av, aov, apsv, aisv, bv, bov, bpsv, cv, cov, crsv, addv = args
+        kcv, av, aov, apsv, aisv, bv, bov, bpsv, cv, cov, crsv, addv, bnv = args
         aty, bty, cty = sig.args[1], sig.args[5], sig.args[8]
         intp = context.get_value_type(types.intp)
         a_data = context.make_array(aty)(context, builder, av).data
@@ -374,16 +375,33 @@ def tile_at(typingctx, kc, a, ao, a_ps, a_is, b, bo, b_ps, c, co, c_rs, add):
         c_base = builder.gep(c_data, [cov])
         a_rows = [builder.gep(a_base, [builder.mul(aisv, ir.Constant(intp, i))])
                   for i in range(MR)]
+        next_at = None
+        if isinstance(sig.args[12], types.Integer):
+            n_base = builder.gep(b_data, [bnv])
+            next_at = lambda p: builder.gep(n_base, [builder.mul(p, bpsv)])
         _emit_tile(
             context, builder, a.dtype, kcv,
             lambda p, i: builder.gep(a_rows[i], [builder.mul(p, apsv)]),
             lambda p: builder.gep(b_base, [builder.mul(p, bpsv)]),
             lambda i: builder.gep(c_base, [builder.mul(crsv, ir.Constant(intp, i))]),
-            addv, None,
+            addv, next_at,
         )
         return context.get_dummy_value()
 
-    return types.void(kc, a, ao, a_ps, a_is, b, bo, b_ps, c, co, c_rs, add), codegen
+    return types.void(kc, a, ao, a_ps, a_is, b, bo, b_ps, c, co, c_rs, add, bnext), codegen
+
+
+@njit(cache=True)
+def tile_epilogue(c, i0, j0, nr, bias, has_bias, relu):
+    # c[i0:i0+MR, j0:j0+nr] += bias, then relu: after a whole tile's last step of K
+    for i in range(i0, i0 + MR):
+        for j in range(j0, j0 + nr):
+            v = c[i, j]
+            if has_bias:
+                v += bias[j]
+            if relu and v < 0:
+                v = 0
+            c[i, j] = v
 
 
 
@@ -466,16 +484,9 @@ def small_columns(a, b, c, trans_a, trans_b, s0, s1, epilogue):
             for i0 in range(0, M, MR):
                 if whole_columns and i0 + MR <= M:
                     ao = k0 * M + i0 if trans_a else i0 * K + k0
-                    tile_at(kc, a, ao, a_ps, a_is, bsrc, bo, bps, c, i0 * N + j0, N, add)
+                    tile_at(kc, a, ao, a_ps, a_is, bsrc, bo, bps, c, i0 * N + j0, N, add, None)
                     if epilogue_now:
-                        for i in range(i0, i0 + MR):
-                            for j in range(j0, j0 + nr):
-                                v = c[i, j]
-                                if has_bias:
-                                    v += bias[j]
-                                if relu and v < 0:
-                                    v = 0
-                                c[i, j] = v
+                        tile_epilogue(c, i0, j0, nr, bias, has_bias, relu)
                     continue
                 if i0 + MR > M:
                     as_ = abuf[: kc * MR].reshape((kc, MR))
@@ -680,21 +691,35 @@ def block(a, trans_a, bp, ap, c, s0, s1, n0, n1, K, epilogue):
     # c[s0*MR:s1*MR, n0*NR:n1*NR]: A strips [s0, s1) times B strips [n0, n1). Per
     # step of KC along K, the block's A strips are packed into ap (this task's
     # L2-sized scratch, >= s1-s0 strips), then every B strip (KC x NR, kept in
-    # L1) meets every A strip.
-    NK, _, KC, R = bp.shape
+    # L1) meets every A strip. Whole tiles go through tile_at (offsets, no views: no
+    # reference counting per tile), the edge tiles of c through micro_kernel.
+    accumulate, bias, has_bias, relu = epilogue
+    NK, S, KC, R = bp.shape
+    M, N = c.shape
+    strip = ap.shape[1] * MR  # values per packed A strip
     for kb in range(NK):
         k0 = kb * KC
         kc = min(KC, K - k0)
         pack_a_block(a, trans_a, ap, s0, s1, k0, kc)
+        first, last = kb == 0, kb == NK - 1
+        add = accumulate or not first
+        epilogue_now = last and (has_bias or relu)
         for sn in range(n0, n1):
-            bpanel = bp[kb, sn]
+            j0 = sn * R
+            bo = (kb * S + sn) * KC * R
             # the next B strip is prefetched while the first A strip runs
-            bnext = bp[kb, sn + 1] if sn + 1 < n1 else bp[kb + 1, n0] if kb + 1 < NK else bpanel
-            first, last = kb == 0, kb == NK - 1
-            micro_kernel(kc, ap[0], bpanel, bnext, c, s0 * MR, sn * R, first, last, epilogue)
-            for s in range(1, s1 - s0):
+            bn = bo + KC * R if sn + 1 < n1 else ((kb + 1) * S + n0) * KC * R if kb + 1 < NK else bo
+            for s in range(s1 - s0):
                 i0 = (s0 + s) * MR
-                micro_kernel(kc, ap[s], bpanel, None, c, i0, sn * R, first, last, epilogue)
+                if i0 + MR <= M and j0 + R <= N:
+                    if s == 0:
+                        tile_at(kc, ap, 0, MR, 1, bp, bo, R, c, i0 * N + j0, N, add, bn)
+                    else:
+                        tile_at(kc, ap, s * strip, MR, 1, bp, bo, R, c, i0 * N + j0, N, add, None)
+                    if epilogue_now:
+                        tile_epilogue(c, i0, j0, R, bias, has_bias, relu)
+                else:  # (no prefetch: one compiled micro_kernel, the small version's)
+                    micro_kernel(kc, ap[s], bp[kb, sn], None, c, i0, j0, first, last, epilogue)
 
 
 @njit(cache=True)
