@@ -51,13 +51,19 @@ Versions (VERSIONS; choose() picks one per call and says why), in reading order:
             - op(b) = b.T is packed MR x MR blocks at a time, transposed in
               registers (transpose_mr with the strip's row stride): 1024^2 on one
               thread in 0.39 ms instead of 0.71 ms element by element.
+            - whole tiles through tile_at (offsets into the panels and c, the next
+              B strip prefetched by offset), as in the small version: a micro-kernel
+              call on views cost about 200 cycles of reference counting per tile,
+              10% of a 256-step tile (1024^3 5.95 -> 5.66 ms, 2048^3 49.6 -> 48.2
+              ms, best of 8-12 turns in one process against the previous kernel).
             - the packing panels come from the reused workspace (no page faults
               inside the parallel region, see _workspace.py).
             - one compiled kernel for one thread and for all: small work runs it
               with numba.set_num_threads(1) (a team of one runs inline, waking no
               thread), so the serial case no longer compiles the tree a second time.
 
-The micro-kernel (tile_multiply) multiplies one A strip (kc x MR) by one B strip
+The micro-kernel (_emit_tile; called as tile_at on offsets for whole tiles of c,
+as tile_multiply on views for the stack tile of edge_tile) multiplies one A strip (kc x MR) by one B strip
 (kc x NR) into an MR x NR tile of c: 2*MR vector accumulators, 2*MR FMAs per step
 of K, bias + relu applied to the tile after the last step of K (linear's
 epilogue), c read only when added to (a fresh output then takes one page fault
@@ -314,17 +320,16 @@ def _emit_tile(context, builder, dtype, kcv, a_at, b_at, c_at, addv, next_at):
 
 
 @intrinsic
-def tile_multiply(typingctx, kc, ap, bp, out, add, bnext):
-    """out = ap[:kc].T @ bp[:kc] (+ out when ``add``): the micro-kernel on array views.
+def tile_multiply(typingctx, kc, ap, bp, out):
+    """out = ap[:kc].T @ bp[:kc]: the micro-kernel on array views (for edge_tile).
 
-    ap is (>=kc, MR), bp is (>=kc, NR), out is (MR, NR) with contiguous rows (a
-    tile of c, or a stack tile at the edges of c); bnext (an array like bp, or None)
-    is prefetched. See _emit_tile.
+    ap is (>=kc, MR), bp is (>=kc, NR), out is (MR, NR) with contiguous rows (a stack
+    tile). See _emit_tile.
     """
 
     def codegen(context, builder, sig, args):
-        kcv, apv, bpv, accv, addv, bnv = args
-        aty, bty, cty, _, nty = sig.args[1:6]
+        kcv, apv, bpv, accv = args
+        aty, bty, cty = sig.args[1:4]
         intp = context.get_value_type(types.intp)
         zero = ir.Constant(intp, 0)
         a_arr = context.make_array(aty)(context, builder, apv)
@@ -334,20 +339,16 @@ def tile_multiply(typingctx, kc, ap, bp, out, add, bnext):
         def item(ty, arr, i, j):
             return cgutils.get_item_pointer(context, builder, ty, arr, [i, j])
 
-        next_at = None
-        if isinstance(nty, types.Array):
-            n_arr = context.make_array(nty)(context, builder, bnv)
-            next_at = lambda p: item(nty, n_arr, p, zero)
         _emit_tile(
             context, builder, ap.dtype, kcv,
             lambda p, i: item(aty, a_arr, p, ir.Constant(intp, i)),
             lambda p: item(bty, b_arr, p, zero),
             lambda i: item(cty, c_arr, ir.Constant(intp, i), zero),
-            addv, next_at,
+            cgutils.false_bit, None,
         )
         return context.get_dummy_value()
 
-    return types.void(kc, ap, bp, out, add, bnext), codegen
+    return types.void(kc, ap, bp, out), codegen
 
 
 @intrinsic
@@ -406,28 +407,21 @@ def tile_epilogue(c, i0, j0, nr, bias, has_bias, relu):
 
 
 @njit(cache=True)
-def micro_kernel(kc, ap, bp, bnext, c, i0, j0, first, last, epilogue):
-    # ap: (>=kc, MR) A strip; bp: (>=kc, NR) B strip with contiguous rows; bnext: the B
-    # strip to prefetch; c[i0:i0+MR, j0:j0+NR] (+)= their product, clipped to c's
-    # edges; bias + relu on the last step of K. One call site of tile_multiply (the
-    # edge tiles go through a stack tile): each site is a whole unrolled loop to compile.
+def edge_tile(kc, ap, bp, c, i0, j0, first, last, epilogue):
+    # A tile of c cut by its edges (rows past M or columns past N): ap (>=kc, MR) A strip
+    # times bp (>=kc, NR) B strip with contiguous rows into a stack tile, then the part
+    # inside c stored (added to c unless this is the first step of K and c is not
+    # accumulated into; bias + relu on the last step of K).
     accumulate, bias, has_bias, relu = epilogue
     M, N = c.shape
     nr = bp.shape[1]
     add = accumulate or not first
-    whole = i0 + MR <= M and j0 + nr <= N
-    if whole:  # multiply-add straight into c
-        out = c[i0 : i0 + MR, j0 : j0 + nr]
-    else:  # an edge tile: compute on the stack, store what lies inside c
-        out = stack_array(c, TILE_STACK)[: MR * nr].reshape((MR, nr))
-    tile_multiply(kc, ap, bp, out, add and whole, bnext)
-    rows, cols = min(MR, M - i0), min(nr, N - j0)
-    if whole and not (last and (has_bias or relu)):
-        return
-    for i in range(rows):
-        for j in range(cols):
+    out = stack_array(c, TILE_STACK)[: MR * nr].reshape((MR, nr))
+    tile_multiply(kc, ap, bp, out)
+    for i in range(min(MR, M - i0)):
+        for j in range(min(nr, N - j0)):
             v = out[i, j]
-            if add and not whole:
+            if add:
                 v += c[i0 + i, j0 + j]
             if last:
                 if has_bias:
@@ -449,7 +443,7 @@ def small_columns(a, b, c, trans_a, trans_b, s0, s1, epilogue):
     # B strip of op(b) = b is read in place (its rows are contiguous); b.T strips and the
     # ragged last strips are copied to the stack. Each B strip then meets every A strip
     # while it sits in L1. Whole tiles go through tile_at (flat arrays and offsets, no
-    # views: no reference counting per tile), the ragged edge tiles through micro_kernel.
+    # views: no reference counting per tile), the ragged edge tiles through edge_tile.
     accumulate, bias, has_bias, relu = epilogue
     M, N = c.shape
     K = a.shape[0] if trans_a else a.shape[1]
@@ -501,7 +495,7 @@ def small_columns(a, b, c, trans_a, trans_b, s0, s1, epilogue):
                     as_ = a[i0 : i0 + MR, k0 : k0 + kc].T
                 if not (trans_b or j0 + nr > N):
                     bs = b[k0 : k0 + kc, j0 : j0 + nr]
-                micro_kernel(kc, as_, bs, None, c, i0, j0, first, last, epilogue)
+                edge_tile(kc, as_, bs, c, i0, j0, first, last, epilogue)
 
 
 @njit(parallel=True, cache=True)
@@ -692,7 +686,7 @@ def block(a, trans_a, bp, ap, c, s0, s1, n0, n1, K, epilogue):
     # step of KC along K, the block's A strips are packed into ap (this task's
     # L2-sized scratch, >= s1-s0 strips), then every B strip (KC x NR, kept in
     # L1) meets every A strip. Whole tiles go through tile_at (offsets, no views: no
-    # reference counting per tile), the edge tiles of c through micro_kernel.
+    # reference counting per tile), the edge tiles of c through edge_tile.
     accumulate, bias, has_bias, relu = epilogue
     NK, S, KC, R = bp.shape
     M, N = c.shape
@@ -718,8 +712,8 @@ def block(a, trans_a, bp, ap, c, s0, s1, n0, n1, K, epilogue):
                         tile_at(kc, ap, s * strip, MR, 1, bp, bo, R, c, i0 * N + j0, N, add, None)
                     if epilogue_now:
                         tile_epilogue(c, i0, j0, R, bias, has_bias, relu)
-                else:  # (no prefetch: one compiled micro_kernel, the small version's)
-                    micro_kernel(kc, ap[s], bp[kb, sn], None, c, i0, j0, first, last, epilogue)
+                else:
+                    edge_tile(kc, ap[s], bp[kb, sn], c, i0, j0, first, last, epilogue)
 
 
 @njit(cache=True)
