@@ -219,12 +219,13 @@ A_STACK = KC * MR
 B_STACK = KC * NR32
 
 
-def _emit_tile(context, builder, dtype, kcv, a_at, b_at, c_at, addv, next_at):
+def _emit_tile(context, builder, dtype, kcv, a_at, b_at, c_at, addv, next_at, epilogue=None):
     """The micro-kernel's LLVM code: out(MR x NR) (+)= sum over p < kc of A[p, :] x B[p, :].
 
     a_at(p, i): pointer to A[p, i]; b_at(p): to row p of B (NR contiguous values);
     c_at(i): to row i of the output tile (NR contiguous values); next_at(p): a row of
-    the B strip to prefetch into L2, or None. The 2*MR accumulators are loop-carried
+    the B strip to prefetch into L2, or None; epilogue: None, or (bias pointer, add
+    bias?, relu?) (the flags as runtime i1 values) applied to the stored tile. The 2*MR accumulators are loop-carried
     vector values (phi nodes), so they live in registers by construction; each step
     loads two vectors of B, broadcasts MR values of A and issues 2*MR fused
     multiply-adds. Written with explicit vectors because LLVM's vectorizers stop at
@@ -317,6 +318,18 @@ def _emit_tile(context, builder, dtype, kcv, a_at, b_at, c_at, addv, next_at):
         with otherwise:
             for ptr, final in zip(ptrs, finals):
                 builder.store(final, ptr, align=size)
+    if epilogue is not None:
+        # linear's bias + relu on the stored tile, as vector code (the same loop written
+        # in Numba took 1.1 s of each kernel's cold compile): v + bias[j], then 0 where
+        # v < 0 (a NaN stays NaN, as in torch)
+        bias_ptr, biasv, reluv = epilogue
+        with builder.if_then(builder.or_(biasv, reluv)):
+            bvecs = [builder.load(vector_ptr(bias_ptr, h), align=size) for h in range(2)]
+            for k, ptr in enumerate(ptrs):
+                v = builder.load(ptr, align=size)
+                v = builder.select(biasv, builder.fadd(v, bvecs[k % 2]), v)
+                clipped = builder.select(builder.fcmp_ordered("<", v, zero_vec), zero_vec, v)
+                builder.store(builder.select(reluv, clipped, v), ptr, align=size)
 
 
 @intrinsic
@@ -352,11 +365,14 @@ def tile_multiply(typingctx, kc, ap, bp, out):
 
 
 @intrinsic
-def tile_at(typingctx, kc, a, ao, a_ps, a_is, b, bo, b_ps, c, co, c_rs, add, bnext):
+def tile_at(typingctx, kc, a, ao, a_ps, a_is, b, bo, b_ps, c, co, c_rs, add, bnext, bias, j0,
+            add_bias, relu):
     """The micro-kernel on flat arrays and offsets, with no array views (in elements):
     A[p, i] = a[ao + p*a_ps + i*a_is], row p of B = b[bo + p*b_ps:][:NR], row i of
     the tile = c[co + i*c_rs:][:NR], which gets the product (+ itself when ``add``).
     ``bnext``: None, or the offset in b of a B strip (rows b_ps apart) to prefetch.
+    Then, when ``add_bias``, bias[j0:j0+NR] is added to each row, and when ``relu``,
+    negative values become 0 (linear's epilogue, on the last step of K only).
 
     For the whole tiles of both versions: a view per operand passed to a micro-kernel
     call took NRT reference counts (a dozen calls and atomics per tile), about 200
@@ -365,8 +381,8 @@ def tile_at(typingctx, kc, a, ao, a_ps, a_is, b, bo, b_ps, c, co, c_rs, add, bne
     """
 
     def codegen(context, builder, sig, args):
-        kcv, av, aov, apsv, aisv, bv, bov, bpsv, cv, cov, crsv, addv, bnv = args
-        aty, bty, cty = sig.args[1], sig.args[5], sig.args[8]
+        kcv, av, aov, apsv, aisv, bv, bov, bpsv, cv, cov, crsv, addv, bnv, biv, j0v, hbv, rlv = args
+        aty, bty, cty, bity = sig.args[1], sig.args[5], sig.args[8], sig.args[13]
         intp = context.get_value_type(types.intp)
         a_data = context.make_array(aty)(context, builder, av).data
         b_data = context.make_array(bty)(context, builder, bv).data
@@ -386,24 +402,13 @@ def tile_at(typingctx, kc, a, ao, a_ps, a_is, b, bo, b_ps, c, co, c_rs, add, bne
             lambda p: builder.gep(b_base, [builder.mul(p, bpsv)]),
             lambda i: builder.gep(c_base, [builder.mul(crsv, ir.Constant(intp, i))]),
             addv, next_at,
+            (builder.gep(context.make_array(bity)(context, builder, biv).data, [j0v]), hbv, rlv),
         )
         return context.get_dummy_value()
 
-    return types.void(kc, a, ao, a_ps, a_is, b, bo, b_ps, c, co, c_rs, add, bnext), codegen
-
-
-@njit(cache=True)
-def tile_epilogue(c, i0, j0, nr, bias, has_bias, relu):
-    # c[i0:i0+MR, j0:j0+nr] += bias, then relu: after a whole tile's last step of K
-    for i in range(i0, i0 + MR):
-        for j in range(j0, j0 + nr):
-            v = c[i, j]
-            if has_bias:
-                v += bias[j]
-            if relu and v < 0:
-                v = 0
-            c[i, j] = v
-
+    sig = types.void(kc, a, ao, a_ps, a_is, b, bo, b_ps, c, co, c_rs, add, bnext, bias, j0,
+                     add_bias, relu)
+    return sig, codegen
 
 
 @njit(cache=True)
@@ -455,7 +460,7 @@ def small_columns(a, b, c, trans_a, trans_b, s0, s1, epilogue):
         kc = min(KC, K - k0)
         first, last = k0 == 0, k0 + kc == K
         add = accumulate or not first
-        epilogue_now = last and (has_bias or relu)
+        add_bias, clip = has_bias and last, relu and last  # linear's epilogue, in tile_at
         for s in range(s0, s1):
             j0 = s * nr
             if trans_b or j0 + nr > N:
@@ -478,9 +483,8 @@ def small_columns(a, b, c, trans_a, trans_b, s0, s1, epilogue):
             for i0 in range(0, M, MR):
                 if whole_columns and i0 + MR <= M:
                     ao = k0 * M + i0 if trans_a else i0 * K + k0
-                    tile_at(kc, a, ao, a_ps, a_is, bsrc, bo, bps, c, i0 * N + j0, N, add, None)
-                    if epilogue_now:
-                        tile_epilogue(c, i0, j0, nr, bias, has_bias, relu)
+                    tile_at(kc, a, ao, a_ps, a_is, bsrc, bo, bps, c, i0 * N + j0, N, add, None,
+                            bias, j0, add_bias, clip)
                     continue
                 if i0 + MR > M:
                     as_ = abuf[: kc * MR].reshape((kc, MR))
@@ -697,7 +701,7 @@ def block(a, trans_a, bp, ap, c, s0, s1, n0, n1, K, epilogue):
         pack_a_block(a, trans_a, ap, s0, s1, k0, kc)
         first, last = kb == 0, kb == NK - 1
         add = accumulate or not first
-        epilogue_now = last and (has_bias or relu)
+        add_bias, clip = has_bias and last, relu and last  # linear's epilogue, in tile_at
         for sn in range(n0, n1):
             j0 = sn * R
             bo = (kb * S + sn) * KC * R
@@ -706,12 +710,13 @@ def block(a, trans_a, bp, ap, c, s0, s1, n0, n1, K, epilogue):
             for s in range(s1 - s0):
                 i0 = (s0 + s) * MR
                 if i0 + MR <= M and j0 + R <= N:
+                    co = i0 * N + j0
                     if s == 0:
-                        tile_at(kc, ap, 0, MR, 1, bp, bo, R, c, i0 * N + j0, N, add, bn)
+                        tile_at(kc, ap, 0, MR, 1, bp, bo, R, c, co, N, add, bn, bias, j0,
+                                add_bias, clip)
                     else:
-                        tile_at(kc, ap, s * strip, MR, 1, bp, bo, R, c, i0 * N + j0, N, add, None)
-                    if epilogue_now:
-                        tile_epilogue(c, i0, j0, R, bias, has_bias, relu)
+                        tile_at(kc, ap, s * strip, MR, 1, bp, bo, R, c, co, N, add, None, bias,
+                                j0, add_bias, clip)
                 else:
                     edge_tile(kc, ap[s], bp[kb, sn], c, i0, j0, first, last, epilogue)
 
