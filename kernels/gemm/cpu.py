@@ -16,12 +16,15 @@ Versions (VERSIONS; choose() picks one per call and says why), in reading order:
             SERIAL_WORK the calling thread runs them all before any parallel
             launch (a launch with a team of one still cost about 9 us: 64^3 took
             16 us instead of 7). Each B strip meets every A strip while it sits
-            in L1. Whole tiles run the micro-kernel on flat arrays and offsets
+            in L1. Every tile runs the micro-kernel on data addresses and offsets
             (tile_at), not on views passed to a function: each view passed took
             NRT reference counts, a dozen calls and atomics per tile, about 200
-            cycles a tile (64^3 kernel: 4.9 -> 3.4-3.6 us). The b.T strips are
-            copied MR x MR blocks at a time by register transposes (transpose_mr;
-            64^3 NT through F 8.1 -> 6.4 us, element by element before). Exists for the fixed cost of small and middle products:
+            cycles a tile (64^3 kernel: 4.9 -> 3.4-3.6 us); an edge tile goes to
+            a stack tile through the same call site (edge_tile then stores it).
+            The b.T strips are copied MR x MR blocks at a time by register
+            transposes (transpose_mr; 64^3 NT through F 8.1 -> 6.4 us, element
+            by element before). Exists for the fixed cost of small and middle
+            products:
             at 64^3 the packed version spent 15 us of a 25 us call on packing,
             scratch and launch, against 5 us for OpenBLAS; at 256^3 its two
             parallel regions (B packing, then the blocks) each wait for a worker
@@ -51,8 +54,9 @@ Versions (VERSIONS; choose() picks one per call and says why), in reading order:
             - op(b) = b.T is packed MR x MR blocks at a time, transposed in
               registers (transpose_mr with the strip's row stride): 1024^2 on one
               thread in 0.39 ms instead of 0.71 ms element by element.
-            - whole tiles through tile_at (offsets into the panels and c, the next
-              B strip prefetched by offset), as in the small version: a micro-kernel
+            - every tile through tile_at (offsets into the panels and c, the next
+              B strip prefetched by the first A strip's tile only: two call sites),
+              as in the small version: a micro-kernel
               call on views cost about 200 cycles of reference counting per tile,
               10% of a 256-step tile (1024^3 5.95 -> 5.66 ms, 2048^3 49.6 -> 48.2
               ms, best of 8-12 turns in one process against the previous kernel).
@@ -62,11 +66,11 @@ Versions (VERSIONS; choose() picks one per call and says why), in reading order:
               with numba.set_num_threads(1) (a team of one runs inline, waking no
               thread), so the serial case no longer compiles the tree a second time.
 
-The micro-kernel (_emit_tile; called as tile_at on offsets for whole tiles of c,
-as tile_multiply on views for the stack tile of edge_tile) multiplies one A strip (kc x MR) by one B strip
-(kc x NR) into an MR x NR tile of c: 2*MR vector accumulators, 2*MR FMAs per step
-of K, bias + relu applied to the tile after the last step of K (linear's
-epilogue), c read only when added to (a fresh output then takes one page fault
+The micro-kernel (_emit_tile, called as tile_at) multiplies one A strip (kc x MR) by
+one B strip (kc x NR) into an MR x NR tile of c (or of the stack, at c's edges): 2*MR
+vector accumulators, 2*MR FMAs per step of K, bias + relu applied as vector code to
+the tile after the last step of K (linear's epilogue; as a Numba loop it cost 1.1 s
+of cold compile), c read only when added to (a fresh output then takes one page fault
 per page instead of two: 1024^3 into a new c went from about 100 to 190 GFLOP/s).
 It is LLVM vector code, not Numba loops: a 6x16 tile written as Numba loops
 (accumulators in a stack buffer, constant trip counts, SLP on) becomes 12 AVX2
@@ -76,6 +80,11 @@ thread, data in L1): 103 GFLOP/s for that loop, 160 for the 8x32 tile of 512-bit
 vectors; the whole SGEMM went from about 0.5x to 0.75-1x OpenBLAS. The tile
 follows the CPU Numba compiles for: 8x32 float32 with AVX-512 (32 registers), 6x16
 with AVX2 (16 registers).
+
+Cold compile (one float32 kernel, CPU seconds, fresh cache): gemm_small 3.1 s before
+tile_at; 4.9 s with tile_at beside the view-based edge-tile kernel and a Numba
+epilogue loop; 3.5 s with one tile_at call site and the vector epilogue. The packed
+kernel: 6.1 -> 5.35 s.
 
 Measured (SGEMM NN against numpy's OpenBLAS in the same process on the shared 2-vCPU
 AVX-512 machine, implementations taking turns, best of 30-40 turns):
@@ -333,99 +342,67 @@ def _emit_tile(context, builder, dtype, kcv, a_at, b_at, c_at, addv, next_at, ep
 
 
 @intrinsic
-def tile_multiply(typingctx, kc, ap, bp, out):
-    """out = ap[:kc].T @ bp[:kc]: the micro-kernel on array views (for edge_tile).
-
-    ap is (>=kc, MR), bp is (>=kc, NR), out is (MR, NR) with contiguous rows (a stack
-    tile). See _emit_tile.
-    """
-
-    def codegen(context, builder, sig, args):
-        kcv, apv, bpv, accv = args
-        aty, bty, cty = sig.args[1:4]
-        intp = context.get_value_type(types.intp)
-        zero = ir.Constant(intp, 0)
-        a_arr = context.make_array(aty)(context, builder, apv)
-        b_arr = context.make_array(bty)(context, builder, bpv)
-        c_arr = context.make_array(cty)(context, builder, accv)
-
-        def item(ty, arr, i, j):
-            return cgutils.get_item_pointer(context, builder, ty, arr, [i, j])
-
-        _emit_tile(
-            context, builder, ap.dtype, kcv,
-            lambda p, i: item(aty, a_arr, p, ir.Constant(intp, i)),
-            lambda p: item(bty, b_arr, p, zero),
-            lambda i: item(cty, c_arr, ir.Constant(intp, i), zero),
-            cgutils.false_bit, None,
-        )
-        return context.get_dummy_value()
-
-    return types.void(kc, ap, bp, out), codegen
-
-
-@intrinsic
-def tile_at(typingctx, kc, a, ao, a_ps, a_is, b, bo, b_ps, c, co, c_rs, add, bnext, bias, j0,
+def tile_at(typingctx, dtype, kc, a, ao, a_ps, a_is, b, bo, b_ps, c, co, c_rs, add, bnext, bias,
             add_bias, relu):
-    """The micro-kernel on flat arrays and offsets, with no array views (in elements):
-    A[p, i] = a[ao + p*a_ps + i*a_is], row p of B = b[bo + p*b_ps:][:NR], row i of
-    the tile = c[co + i*c_rs:][:NR], which gets the product (+ itself when ``add``).
-    ``bnext``: None, or the offset in b of a B strip (rows b_ps apart) to prefetch.
-    Then, when ``add_bias``, bias[j0:j0+NR] is added to each row, and when ``relu``,
-    negative values become 0 (linear's epilogue, on the last step of K only).
+    """The micro-kernel on data addresses and offsets, with no array views.
 
-    For the whole tiles of both versions: a view per operand passed to a micro-kernel
-    call took NRT reference counts (a dozen calls and atomics per tile), about 200
-    cycles a tile, 1.3 us of a 64^3 product. a, b, c are C-contiguous arrays of
-    any number of dimensions (only their data pointers are used).
+    a, b, c, bias are data addresses (``arr.ctypes.data``) of arrays of ``dtype``;
+    offsets and strides count elements: A[p, i] = a[ao + p*a_ps + i*a_is], row p of
+    B = b[bo + p*b_ps:][:NR], row i of the tile = c[co + i*c_rs:][:NR], which gets the
+    product (+ itself when ``add``); ``bnext``: None, or the offset of a B strip (the
+    next one) whose row p, at b[bnext + p*b_ps:], is prefetched into L2 at step p (a
+    prefetch of the strip being read, as a stand-in for None, made the small version's
+    256^3 10% slower: 116 against 105 us). Then, when
+    ``add_bias``, bias[:NR] is added to each row, and when ``relu``, negative values
+    become 0 (linear's epilogue, on the last step of K only).
+
+    Why addresses: a view per operand passed to a micro-kernel call took NRT reference
+    counts (a dozen calls and atomics per tile), about 200 cycles a tile, 1.3 us of a
+    64^3 product; and plain ints let one call site serve every tile (whole tiles of c
+    and the stack tile of edge_tile alike): one unrolled loop to compile per call site.
     """
 
     def codegen(context, builder, sig, args):
-        kcv, av, aov, apsv, aisv, bv, bov, bpsv, cv, cov, crsv, addv, bnv, biv, j0v, hbv, rlv = args
-        aty, bty, cty, bity = sig.args[1], sig.args[5], sig.args[8], sig.args[13]
+        (_, kcv, av, aov, apsv, aisv, bv, bov, bpsv, cv, cov, crsv, addv, bnv, biv, hbv,
+         rlv) = args
         intp = context.get_value_type(types.intp)
-        a_data = context.make_array(aty)(context, builder, av).data
-        b_data = context.make_array(bty)(context, builder, bv).data
-        c_data = context.make_array(cty)(context, builder, cv).data
-        a_base = builder.gep(a_data, [aov])
-        b_base = builder.gep(b_data, [bov])
-        c_base = builder.gep(c_data, [cov])
+        ptr = context.get_value_type(dtype.dtype).as_pointer()
+
+        def base(address, offset):
+            return builder.gep(builder.inttoptr(address, ptr), [offset])
+
+        a_base, b_base, c_base = base(av, aov), base(bv, bov), base(cv, cov)
+        next_at = None
+        if isinstance(sig.args[13], types.Integer):
+            n_base = base(bv, bnv)
+            next_at = lambda p: builder.gep(n_base, [builder.mul(p, bpsv)])
         a_rows = [builder.gep(a_base, [builder.mul(aisv, ir.Constant(intp, i))])
                   for i in range(MR)]
-        next_at = None
-        if isinstance(sig.args[12], types.Integer):
-            n_base = builder.gep(b_data, [bnv])
-            next_at = lambda p: builder.gep(n_base, [builder.mul(p, bpsv)])
         _emit_tile(
-            context, builder, a.dtype, kcv,
+            context, builder, dtype.dtype, kcv,
             lambda p, i: builder.gep(a_rows[i], [builder.mul(p, apsv)]),
             lambda p: builder.gep(b_base, [builder.mul(p, bpsv)]),
             lambda i: builder.gep(c_base, [builder.mul(crsv, ir.Constant(intp, i))]),
             addv, next_at,
-            (builder.gep(context.make_array(bity)(context, builder, biv).data, [j0v]), hbv, rlv),
+            (builder.inttoptr(biv, ptr), hbv, rlv),
         )
         return context.get_dummy_value()
 
-    sig = types.void(kc, a, ao, a_ps, a_is, b, bo, b_ps, c, co, c_rs, add, bnext, bias, j0,
+    sig = types.void(dtype, kc, a, ao, a_ps, a_is, b, bo, b_ps, c, co, c_rs, add, bnext, bias,
                      add_bias, relu)
     return sig, codegen
 
 
 @njit(cache=True)
-def edge_tile(kc, ap, bp, c, i0, j0, first, last, epilogue):
-    # A tile of c cut by its edges (rows past M or columns past N): ap (>=kc, MR) A strip
-    # times bp (>=kc, NR) B strip with contiguous rows into a stack tile, then the part
-    # inside c stored (added to c unless this is the first step of K and c is not
-    # accumulated into; bias + relu on the last step of K).
-    accumulate, bias, has_bias, relu = epilogue
+def edge_tile(tile, nr, c, i0, j0, add, last, epilogue):
+    # A tile of c cut by its edges (rows past M or columns past N), computed by tile_at
+    # into the stack tile ``tile`` (MR rows of nr): the part inside c is stored, added to
+    # c when ``add``, with bias + relu on the last step of K.
+    _, bias, has_bias, relu = epilogue
     M, N = c.shape
-    nr = bp.shape[1]
-    add = accumulate or not first
-    out = stack_array(c, TILE_STACK)[: MR * nr].reshape((MR, nr))
-    tile_multiply(kc, ap, bp, out)
     for i in range(min(MR, M - i0)):
         for j in range(min(nr, N - j0)):
-            v = out[i, j]
+            v = tile[i * nr + j]
             if add:
                 v += c[i0 + i, j0 + j]
             if last:
@@ -455,6 +432,10 @@ def small_columns(a, b, c, trans_a, trans_b, s0, s1, epilogue):
     nr = NR32 * 4 // c.itemsize
     abuf = stack_array(a, A_STACK)
     bbuf = stack_array(b, B_STACK)
+    tile = stack_array(c, TILE_STACK)
+    # data addresses for tile_at (the arrays, stack buffers included, outlive every use)
+    a_at, b_at, c_at, bias_at = a.ctypes.data, b.ctypes.data, c.ctypes.data, bias.ctypes.data
+    abuf_at, bbuf_at, tile_addr = abuf.ctypes.data, bbuf.ctypes.data, tile.ctypes.data
     a_ps, a_is = (M, 1) if trans_a else (1, K)  # A strip element (p, i): steps along a
     for k0 in range(0, K, KC):
         kc = min(KC, K - k0)
@@ -476,30 +457,28 @@ def small_columns(a, b, c, trans_a, trans_b, s0, s1, epilogue):
                         n = min(j0 + j, N - 1)
                         v = b[n, k0 + p] if trans_b else b[k0 + p, n]
                         bs[p, j] = v if j0 + j < N else 0
-                bsrc, bo, bps = bs, 0, nr
+                bsrc, bo, bps = bbuf_at, 0, nr
             else:
-                bsrc, bo, bps = b, k0 * N + j0, N
-            whole_columns = j0 + nr <= N
+                bsrc, bo, bps = b_at, k0 * N + j0, N
             for i0 in range(0, M, MR):
-                if whole_columns and i0 + MR <= M:
-                    ao = k0 * M + i0 if trans_a else i0 * K + k0
-                    tile_at(kc, a, ao, a_ps, a_is, bsrc, bo, bps, c, i0 * N + j0, N, add, None,
-                            bias, j0, add_bias, clip)
-                    continue
-                if i0 + MR > M:
-                    as_ = abuf[: kc * MR].reshape((kc, MR))
+                if i0 + MR <= M:
+                    asrc, ao, aps, ais = a_at, k0 * M + i0 if trans_a else i0 * K + k0, a_ps, a_is
+                else:  # the ragged last rows: the strip copied to the stack, zero-padded
                     for p in range(kc):
                         for i in range(MR):
                             m = min(i0 + i, M - 1)
                             v = a[k0 + p, m] if trans_a else a[m, k0 + p]
-                            as_[p, i] = v if i0 + i < M else 0
-                elif trans_a:
-                    as_ = a[k0 : k0 + kc, i0 : i0 + MR]
-                else:
-                    as_ = a[i0 : i0 + MR, k0 : k0 + kc].T
-                if not (trans_b or j0 + nr > N):
-                    bs = b[k0 : k0 + kc, j0 : j0 + nr]
-                edge_tile(kc, as_, bs, c, i0, j0, first, last, epilogue)
+                            abuf[p * MR + i] = v if i0 + i < M else 0
+                    asrc, ao, aps, ais = abuf_at, 0, MR, 1
+                whole_tile = i0 + MR <= M and j0 + nr <= N
+                if whole_tile:  # straight into c
+                    cdst, co, crs, tadd, tb, tr = c_at, i0 * N + j0, N, add, add_bias, clip
+                else:  # into the stack tile, then edge_tile
+                    cdst, co, crs, tadd, tb, tr = tile_addr, 0, nr, False, False, False
+                tile_at(c.dtype, kc, asrc, ao, aps, ais, bsrc, bo, bps, cdst, co, crs, tadd, None,
+                        bias_at + j0 * c.itemsize, tb, tr)
+                if not whole_tile:
+                    edge_tile(tile, nr, c, i0, j0, add, last, epilogue)
 
 
 @njit(parallel=True, cache=True)
@@ -695,6 +674,9 @@ def block(a, trans_a, bp, ap, c, s0, s1, n0, n1, K, epilogue):
     NK, S, KC, R = bp.shape
     M, N = c.shape
     strip = ap.shape[1] * MR  # values per packed A strip
+    tile = stack_array(c, TILE_STACK)
+    ap_at, bp_at, c_at, bias_at = ap.ctypes.data, bp.ctypes.data, c.ctypes.data, bias.ctypes.data
+    tile_addr = tile.ctypes.data
     for kb in range(NK):
         k0 = kb * KC
         kc = min(KC, K - k0)
@@ -709,16 +691,20 @@ def block(a, trans_a, bp, ap, c, s0, s1, n0, n1, K, epilogue):
             bn = bo + KC * R if sn + 1 < n1 else ((kb + 1) * S + n0) * KC * R if kb + 1 < NK else bo
             for s in range(s1 - s0):
                 i0 = (s0 + s) * MR
-                if i0 + MR <= M and j0 + R <= N:
-                    co = i0 * N + j0
-                    if s == 0:
-                        tile_at(kc, ap, 0, MR, 1, bp, bo, R, c, co, N, add, bn, bias, j0,
-                                add_bias, clip)
-                    else:
-                        tile_at(kc, ap, s * strip, MR, 1, bp, bo, R, c, co, N, add, None, bias,
-                                j0, add_bias, clip)
+                whole_tile = i0 + MR <= M and j0 + R <= N
+                if whole_tile:  # straight into c
+                    cdst, co, crs, tadd, tb, tr = c_at, i0 * N + j0, N, add, add_bias, clip
+                else:  # into the stack tile, then edge_tile
+                    cdst, co, crs, tadd, tb, tr = tile_addr, 0, R, False, False, False
+                bias_j = bias_at + j0 * c.itemsize
+                if s == 0:  # (two call sites: no prefetch for the other strips, see tile_at)
+                    tile_at(c.dtype, kc, ap_at, 0, MR, 1, bp_at, bo, R, cdst, co, crs, tadd, bn,
+                            bias_j, tb, tr)
                 else:
-                    edge_tile(kc, ap[s], bp[kb, sn], c, i0, j0, first, last, epilogue)
+                    tile_at(c.dtype, kc, ap_at, s * strip, MR, 1, bp_at, bo, R, cdst, co, crs, tadd,
+                            None, bias_j, tb, tr)
+                if not whole_tile:
+                    edge_tile(tile, R, c, i0, j0, add, last, epilogue)
 
 
 @njit(cache=True)
