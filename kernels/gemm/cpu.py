@@ -424,8 +424,9 @@ def small_columns(a, b, c, trans_a, trans_b, s0, s1, epilogue):
     # of a, or columns of a.T), one value at a time by the micro-kernel's broadcasts; a
     # B strip of op(b) = b is read in place (its rows are contiguous); b.T strips and the
     # ragged last strips are copied to the stack. Each B strip then meets every A strip
-    # while it sits in L1. Whole tiles go through tile_at (flat arrays and offsets, no
-    # views: no reference counting per tile), the ragged edge tiles through edge_tile.
+    # while it sits in L1. Every tile goes through tile_at (data addresses and offsets,
+    # no views: no reference counting per tile); an edge tile through the stack tile,
+    # which edge_tile stores.
     accumulate, bias, has_bias, relu = epilogue
     M, N = c.shape
     K = a.shape[0] if trans_a else a.shape[1]
@@ -434,8 +435,9 @@ def small_columns(a, b, c, trans_a, trans_b, s0, s1, epilogue):
     bbuf = stack_array(b, B_STACK)
     tile = stack_array(c, TILE_STACK)
     # data addresses for tile_at (the arrays, stack buffers included, outlive every use)
-    a_at, b_at, c_at, bias_at = a.ctypes.data, b.ctypes.data, c.ctypes.data, bias.ctypes.data
-    abuf_at, bbuf_at, tile_addr = abuf.ctypes.data, bbuf.ctypes.data, tile.ctypes.data
+    a_addr, b_addr, c_addr = a.ctypes.data, b.ctypes.data, c.ctypes.data
+    abuf_addr, bbuf_addr, tile_addr = abuf.ctypes.data, bbuf.ctypes.data, tile.ctypes.data
+    bias_addr = bias.ctypes.data
     a_ps, a_is = (M, 1) if trans_a else (1, K)  # A strip element (p, i): steps along a
     for k0 in range(0, K, KC):
         kc = min(KC, K - k0)
@@ -457,26 +459,27 @@ def small_columns(a, b, c, trans_a, trans_b, s0, s1, epilogue):
                         n = min(j0 + j, N - 1)
                         v = b[n, k0 + p] if trans_b else b[k0 + p, n]
                         bs[p, j] = v if j0 + j < N else 0
-                bsrc, bo, bps = bbuf_at, 0, nr
+                bsrc, bo, bps = bbuf_addr, 0, nr
             else:
-                bsrc, bo, bps = b_at, k0 * N + j0, N
+                bsrc, bo, bps = b_addr, k0 * N + j0, N
             for i0 in range(0, M, MR):
                 if i0 + MR <= M:
-                    asrc, ao, aps, ais = a_at, k0 * M + i0 if trans_a else i0 * K + k0, a_ps, a_is
+                    ao = k0 * M + i0 if trans_a else i0 * K + k0
+                    asrc, aps, ais = a_addr, a_ps, a_is
                 else:  # the ragged last rows: the strip copied to the stack, zero-padded
                     for p in range(kc):
                         for i in range(MR):
                             m = min(i0 + i, M - 1)
                             v = a[k0 + p, m] if trans_a else a[m, k0 + p]
                             abuf[p * MR + i] = v if i0 + i < M else 0
-                    asrc, ao, aps, ais = abuf_at, 0, MR, 1
+                    asrc, ao, aps, ais = abuf_addr, 0, MR, 1
                 whole_tile = i0 + MR <= M and j0 + nr <= N
                 if whole_tile:  # straight into c
-                    cdst, co, crs, tadd, tb, tr = c_at, i0 * N + j0, N, add, add_bias, clip
+                    cdst, co, crs, tadd, tb, tr = c_addr, i0 * N + j0, N, add, add_bias, clip
                 else:  # into the stack tile, then edge_tile
                     cdst, co, crs, tadd, tb, tr = tile_addr, 0, nr, False, False, False
                 tile_at(c.dtype, kc, asrc, ao, aps, ais, bsrc, bo, bps, cdst, co, crs, tadd, None,
-                        bias_at + j0 * c.itemsize, tb, tr)
+                        bias_addr + j0 * c.itemsize, tb, tr)
                 if not whole_tile:
                     edge_tile(tile, nr, c, i0, j0, add, last, epilogue)
 
@@ -668,15 +671,16 @@ def block(a, trans_a, bp, ap, c, s0, s1, n0, n1, K, epilogue):
     # c[s0*MR:s1*MR, n0*NR:n1*NR]: A strips [s0, s1) times B strips [n0, n1). Per
     # step of KC along K, the block's A strips are packed into ap (this task's
     # L2-sized scratch, >= s1-s0 strips), then every B strip (KC x NR, kept in
-    # L1) meets every A strip. Whole tiles go through tile_at (offsets, no views: no
-    # reference counting per tile), the edge tiles of c through edge_tile.
+    # L1) meets every A strip. Every tile goes through tile_at (addresses and offsets,
+    # no views: no reference counting per tile); an edge tile of c through the stack
+    # tile, which edge_tile stores.
     accumulate, bias, has_bias, relu = epilogue
     NK, S, KC, R = bp.shape
     M, N = c.shape
     strip = ap.shape[1] * MR  # values per packed A strip
     tile = stack_array(c, TILE_STACK)
-    ap_at, bp_at, c_at, bias_at = ap.ctypes.data, bp.ctypes.data, c.ctypes.data, bias.ctypes.data
-    tile_addr = tile.ctypes.data
+    ap_addr, bp_addr, c_addr = ap.ctypes.data, bp.ctypes.data, c.ctypes.data
+    tile_addr, bias_addr = tile.ctypes.data, bias.ctypes.data
     for kb in range(NK):
         k0 = kb * KC
         kc = min(KC, K - k0)
@@ -693,15 +697,15 @@ def block(a, trans_a, bp, ap, c, s0, s1, n0, n1, K, epilogue):
                 i0 = (s0 + s) * MR
                 whole_tile = i0 + MR <= M and j0 + R <= N
                 if whole_tile:  # straight into c
-                    cdst, co, crs, tadd, tb, tr = c_at, i0 * N + j0, N, add, add_bias, clip
+                    cdst, co, crs, tadd, tb, tr = c_addr, i0 * N + j0, N, add, add_bias, clip
                 else:  # into the stack tile, then edge_tile
                     cdst, co, crs, tadd, tb, tr = tile_addr, 0, R, False, False, False
-                bias_j = bias_at + j0 * c.itemsize
+                bias_j = bias_addr + j0 * c.itemsize
                 if s == 0:  # (two call sites: no prefetch for the other strips, see tile_at)
-                    tile_at(c.dtype, kc, ap_at, 0, MR, 1, bp_at, bo, R, cdst, co, crs, tadd, bn,
+                    tile_at(c.dtype, kc, ap_addr, 0, MR, 1, bp_addr, bo, R, cdst, co, crs, tadd, bn,
                             bias_j, tb, tr)
                 else:
-                    tile_at(c.dtype, kc, ap_at, s * strip, MR, 1, bp_at, bo, R, cdst, co, crs, tadd,
+                    tile_at(c.dtype, kc, ap_addr, s * strip, MR, 1, bp_addr, bo, R, cdst, co, crs, tadd,
                             None, bias_j, tb, tr)
                 if not whole_tile:
                     edge_tile(tile, R, c, i0, j0, add, last, epilogue)
