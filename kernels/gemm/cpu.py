@@ -24,9 +24,8 @@ Versions (VERSIONS; choose() picks one per call and says why), in reading order:
             The b.T strips are copied MR x MR blocks at a time by register
             transposes (transpose_mr; 64^3 NT through F 8.1 -> 6.4 us, element
             by element before). Exists for the fixed cost of small and middle
-            products:
-            at 64^3 the packed version spent 15 us of a 25 us call on packing,
-            scratch and launch, against 5 us for OpenBLAS; at 256^3 its two
+            products: at 64^3 the packed version spent 15 us of a 25 us call on
+            packing, scratch and launch, against 5 us for OpenBLAS; at 256^3 its two
             parallel regions (B packing, then the blocks) each wait for a worker
             to wake. Beyond about 320^3 the strided reads lose to packed panels
             (1024^3: 13 ms against 7 ms).
@@ -56,9 +55,8 @@ Versions (VERSIONS; choose() picks one per call and says why), in reading order:
               thread in 0.39 ms instead of 0.71 ms element by element.
             - every tile through tile_at (offsets into the panels and c, the next
               B strip prefetched by the first A strip's tile only: two call sites),
-              as in the small version: a micro-kernel
-              call on views cost about 200 cycles of reference counting per tile,
-              10% of a 256-step tile (1024^3 5.95 -> 5.66 ms, 2048^3 49.6 -> 48.2
+              as in the small version: a micro-kernel call on views cost about 200
+              cycles of reference counting per tile, 10% of a 256-step tile (1024^3 5.95 -> 5.66 ms, 2048^3 49.6 -> 48.2
               ms, best of 8-12 turns in one process against the previous kernel).
             - the packing panels come from the reused workspace (no page faults
               inside the parallel region, see _workspace.py).
@@ -107,6 +105,9 @@ Tried and dropped (with numbers):
       for no speed (the one-thread team of the parallel kernel runs inline).
     - 256^3 small in 2 column blocks (one per thread) instead of 8: 91.6 against
       94.1 us, inside the noise of one run; kept 8 (TASKS_PER_THREAD).
+    - one tile_at call site in the packed version too, prefetching the strip being
+      read where there is no next one: the small version with that prefetch ran
+      256^3 in 116 us against 105 us without; the packed version keeps two sites.
 
 Considered, not tried: packing the A strips of the small version (contiguous
 broadcasts instead of eight strided rows). Its strided loop already runs near the
