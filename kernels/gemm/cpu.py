@@ -39,7 +39,10 @@ Versions (VERSIONS; choose() picks one per call and says why), in reading order:
               rows) go to threads with prange, no two writing one element (MC =
               256 before: 2048^3 47.8-48.0 against 45.8-46.1 ms best of 12 turns,
               its 2 MB block of c per thread left L2 at every step of K; 1024^3
-              is cut into 8 blocks of 128 rows either way); each B strip
+              is cut into 8 blocks of 128 rows either way), and of at most NC =
+              1024 columns (2048^3 split 16 x 2 instead of 16 x 1: 47.0-48.8 ->
+              45.3-46.4 ms best of 10 turns, though each column block packs its A
+              rows again; 1536^3 21.55 -> 21.20 ms); each B strip
               (KC x NR, <= 32 KB) stays in L1 while the block's A strips stream
               from L2, and the next B strip is prefetched while the first A strip
               runs (without that, blocks of few rows waited on L3 at each new B
@@ -225,6 +228,7 @@ NR = {np.dtype(np.float32): NR32, np.dtype(np.float64): NR64}
 KC = 256  # depth of one micro-kernel call: A strip <= 8 KB, B strip <= 32 KB: L1
 MC = 128  # rows of c per block (16 strips): the block's A panel (128 KB) in L2
 TASKS_PER_THREAD = 4  # blocks of c per thread in the packed version
+NC = 1024  # columns of c per block at most: its MC x NC block of c (512 KB) stays in L2
 # sizes of the stack buffers (compile-time constants): an edge tile of c, and the
 # A and B strips the small version cannot read in place
 TILE_STACK = MR * NR32
@@ -766,13 +770,13 @@ def run_packed(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu):
         nbm, nbn = max(1, min(strips, round(M / MC))), 1
     else:
         # At least TASKS_PER_THREAD row blocks of c per thread (of at most about MC
-        # rows); only when c has too few rows for that are its columns split too,
-        # since every column block packs its rows of op(a) again.
+        # rows); its columns are split too when c has too few rows for that, or more
+        # than NC columns, since every column block packs its rows of op(a) again.
         threads = numba.get_num_threads()
         tasks = TASKS_PER_THREAD * threads
         nbm = min(strips, max(tasks, round(M / MC)))
         strips_n = (N + NR[c.dtype] - 1) // NR[c.dtype]
-        nbn = max(1, min(strips_n, (tasks + nbm - 1) // nbm))
+        nbn = max(1, min(strips_n, max((tasks + nbm - 1) // nbm, -(-N // NC))))
     bp, ap = packing_scratch(M, N, K, c.dtype, threads, nbm)
     with team(threads):
         gemm_packed(a, b, c, trans_a, trans_b, bp, ap, nbm, nbn, accumulate, bias, has_bias,
