@@ -16,6 +16,16 @@ Versions
         CPU tensors it runs the per-tensor loop of separate ops) and 1.1-1.3x
         faster than Adam(fused=True); SGD with momentum and weight decay 2.8-7x
         faster than torch.optim.SGD.
+    error_model="numpy" (2026-12-07): with Numba's default ("python") error model
+        every division carries a zero-division branch, and the loop stayed scalar:
+        Adam over 109,386 float32 parameters (the MLP 784-128-64-10) took 194 us on
+        one thread, 39 us vectorised (5x; 1Mi on 2 threads unchanged, memory-bound).
+        A zero denominator now gives inf/NaN as in NumPy and PyTorch instead of an
+        exception (eps = 0 with v = 0).
+    PARALLEL_MIN 2^15 -> 2^17: inside a training step the workers are asleep by the
+        time the optimizer runs (Python gaps outlast their short spin), so a parallel
+        region pays a wake-up: the MLP's 109k-parameter Adam took 90 us parallel
+        inside the step against 39 us serial (step 0.56 -> 0.45 ms, prof_step).
 """
 
 import math
@@ -23,8 +33,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
-PARALLEL_MIN = 1 << 15
-"""Buffers shorter than this are updated by the serial loop."""
+PARALLEL_MIN = 1 << 17
+"""Buffers shorter than this are updated by the serial loop (see the header)."""
 
 
 @njit(inline="always")
@@ -37,14 +47,14 @@ def _sgd_element(p, g, buf, i, lr, momentum, weight_decay, nesterov):
     p[i] -= lr * d
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def _sgd_parallel(p, g, buf, lr, momentum, weight_decay, nesterov):
     # p, g, buf (P,); scalars of p's dtype
     for i in prange(p.shape[0]):
         _sgd_element(p, g, buf, i, lr, momentum, weight_decay, nesterov)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _sgd_serial(p, g, buf, lr, momentum, weight_decay, nesterov):
     for i in range(p.shape[0]):
         _sgd_element(p, g, buf, i, lr, momentum, weight_decay, nesterov)
@@ -61,7 +71,7 @@ def _adam_element(p, g, m, v, i, beta1, one_minus_beta1, beta2, one_minus_beta2,
     p[i] -= step_size * mi / (np.sqrt(vi) * inv_bc2_sqrt + eps)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def _adam_parallel(p, g, m, v, beta1, one_minus_beta1, beta2, one_minus_beta2, step_size,
                    inv_bc2_sqrt, eps, weight_decay):
     # p, g, m, v (P,); scalars of p's dtype
@@ -70,7 +80,7 @@ def _adam_parallel(p, g, m, v, beta1, one_minus_beta1, beta2, one_minus_beta2, s
                       inv_bc2_sqrt, eps, weight_decay)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _adam_serial(p, g, m, v, beta1, one_minus_beta1, beta2, one_minus_beta2, step_size,
                  inv_bc2_sqrt, eps, weight_decay):
     for i in range(p.shape[0]):
