@@ -14,22 +14,23 @@ same class for every test image.
 
     python examples/torch_lenet.py
 
-Expected result (measured on the 2-vCPU Intel Xeon, AVX-512, shared with other jobs;
-torch 2.13 CPU, 2 threads each; 12 epochs, batch 64, Adam 1e-3, 23 steps per epoch):
+Expected result (measured on the quiet 2-vCPU Intel Xeon, AVX-512; torch 2.13 CPU,
+2 threads each; 12 epochs, batch 64, Adam 1e-3, 23 steps per epoch; 6 s in all):
 
-    pure torch:               test accuracy 0.964, 11.7 ms/step (1.00x torch's speed)
-    torch + nnkern.torch:     test accuracy 0.964, 11.5 ms/step (1.01x torch's speed)
+    pure torch:               test accuracy 0.964, 4.5 ms/step (1.00x torch's speed)
+    torch + nnkern.torch:     test accuracy 0.964, 4.4 ms/step (1.02x torch's speed)
     nnkern Sequential with the nnkern.torch weights: same class for 359/359 test images
 
 The accuracy is the same in every run (same start, same batches, the same math to
-float32 rounding); the speed ratio moved between 0.84x and 1.01x over five runs on the
-busy machine (load 4 to 11 on 2 cores). Per step the bridge adds about 0.1 ms per
-nnkern module (torch's autograd.Function and nnkern's tape, about 45 us each), and
-nnkern's conv backward also computes the input gradient that conv1 does not need.
+float32 rounding); the speed ratio was 1.02x in three quiet runs (4.4-4.6 against
+4.5-4.8 ms/step), 0.84x to 1.01x on a busy machine (load 4 to 11 on 2 cores). The
+bridge costs time per module call (torch's autograd.Function and nnkern's one-node
+tape), which nnkern's faster convolutions win back.
 """
 
-# nnkern first: it makes idle OpenMP threads sleep (OMP_WAIT_POLICY=passive) before torch
-# starts its own, so neither library's threads spin while the other computes
+# nnkern first: its import sets a short OpenMP spin (GOMP_SPINCOUNT, about 40 us) before
+# torch loads its own OpenMP runtime, so neither library's idle threads spin long while
+# the other computes
 import nnkern  # noqa: I001
 
 import time
