@@ -66,23 +66,6 @@ def _nnkern_tape(backend, backward):
     return nnkern_impl(backend, "elementwise", ops, run, prepare=prepare)
 
 
-def _torch_tape(place, env, backward):
-    def prepare(inputs, T, torch):
-        d = {"x": T(inputs["x"], True), "torch": torch}
-        if backward:
-            d["g"] = T(inputs["g"])
-        return d
-
-    def run(s):
-        y = s["torch"].relu(s["x"])
-        if not backward:
-            return y
-        (dx,) = s["torch"].autograd.grad(y, (s["x"],), s["g"])
-        return y, dx
-
-    return torch_impl(place, env, prepare, run)
-
-
 def _numpy(place, env, backward):
     def run(s):
         y = np.maximum(s["x"], 0)
@@ -92,9 +75,10 @@ def _numpy(place, env, backward):
     return numpy_impl(place, env, run)
 
 
-def _torch(place, env, backward):
+def _torch(place, env, backward, recorded=False):
+    # recorded: x requires grad even for a forward alone (the tape case's peer)
     def prepare(inputs, T, torch):
-        d = {"x": T(inputs["x"], backward), "torch": torch}
+        d = {"x": T(inputs["x"], backward or recorded), "torch": torch}
         if backward:
             d["g"] = T(inputs["g"])
         return d
@@ -153,7 +137,7 @@ def tape_case(backward, n=1024):
         make_inputs=partial(_inputs, shape=(n,), backward=backward),
         nnkern=partial(_nnkern_tape, backward=backward),
         peers={"numpy": partial(_numpy, backward=backward),
-               "torch": partial(_torch_tape, backward=backward)},
+               "torch": partial(_torch, backward=backward, recorded=True)},
         flops=float(n), bytes=nbytes((n,)) * (4 if backward else 2), metric="call",
         places=("host",),
         note="issue 10: the Python cost of one recorded op (report, no bar)",

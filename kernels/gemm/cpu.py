@@ -508,15 +508,13 @@ def gemm_small(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu, task
                       epilogue)
 
 
-def run_small(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu):
-    """Version "small": on one thread below SERIAL_WORK, else column blocks on all."""
-    M, N = c.shape
-    K = a.shape[0] if trans_a else a.shape[1]
-    tasks = 1
-    if M * N * K >= SERIAL_WORK:
-        strips = (N + NR[c.dtype] - 1) // NR[c.dtype]
-        tasks = min(strips, TASKS_PER_THREAD * numba.get_num_threads())
-    gemm_small(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu, tasks)
+def small_tasks(M, N, K, dtype):
+    """Tasks of version "small": one (the calling thread) below SERIAL_WORK, else column
+    blocks for all threads."""
+    if M * N * K < SERIAL_WORK:
+        return 1
+    strips = (N + NR[dtype] - 1) // NR[dtype]
+    return min(strips, TASKS_PER_THREAD * numba.get_num_threads())
 
 
 # ----------------------------------------------------------------------------
@@ -833,10 +831,8 @@ def gemm_bias_relu(a, b, c, trans_a, trans_b, accumulate, bias, relu):
     bias = np.ascontiguousarray(bias) if has_bias else c[0]  # c[0]: never read
     version = _forced or choose(M, N, K, trans_b, False)[0]
     if version == "small":
-        if M * N * K < SERIAL_WORK:  # run_small's one-thread case, without its call
-            gemm_small(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu, 1)
-        else:
-            run_small(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu)
+        gemm_small(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu,
+                   small_tasks(M, N, K, c.dtype))
     elif version == "packed":
         run_packed(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu)
     else:

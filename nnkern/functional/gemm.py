@@ -45,8 +45,10 @@ def _run_gemm(K, a, b, c, trans_a, trans_b):
     return c
 
 
-def _matmul_checks(a, b, trans_a, trans_b):
-    K = backend_kernels("gemm", ("a", a), ("b", b))
+def _matmul_checks(a, b, trans_a, trans_b, K=None):
+    # K: the kernel module when the caller has already dispatched on a and b
+    if K is None:
+        K = backend_kernels("gemm", ("a", a), ("b", b))
     float_array(a, "a", 2)
     float_array(b, "b", 2)
     same_dtype(("a", a), ("b", b))
@@ -91,7 +93,7 @@ def matmul(a, b, trans_a=False, trans_b=False):
                 c = empty((M, N), dtype)
                 K.gemm(a, b, c, trans_a, trans_b, False)
                 return c
-    K, a, b, trans_a, trans_b, M, N = _matmul_checks(a, b, trans_a, trans_b)
+    K, a, b, trans_a, trans_b, M, N = _matmul_checks(a, b, trans_a, trans_b, K)
     c = empty((M, N), a.dtype)
     return _run_gemm(K, a, b, c, trans_a, trans_b)
 
