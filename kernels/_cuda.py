@@ -306,22 +306,6 @@ def _default_stream():
     return _STREAM[0]
 
 
-def device_arrays(*arrays):
-    """Each CuPy array as a Numba device array (NumPy arrays, device arrays and None come
-    back unchanged). Launchers no longer need it (``launch`` packs CuPy arrays itself);
-    kept for callers that want numba-cuda's own launch of a CuPy array."""
-    if SIM:
-        return list(arrays)
-    from numba.cuda.cudadrv.devicearray import DeviceNDArray
-
-    return [
-        cuda.as_cuda_array(a, sync=False)
-        if hasattr(a, "__cuda_array_interface__") and not isinstance(a, DeviceNDArray)
-        else a
-        for a in arrays
-    ]
-
-
 _STAND_INS = {}
 
 

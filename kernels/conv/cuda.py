@@ -759,11 +759,6 @@ def choose(algo, version=None):
     return "v3", "implicit GEMM: fills the GPU at every shape (see v3_plan)"
 
 
-def choose_algo(algo):
-    """The algorithm "auto" stands for on the GPU: direct (computed as an implicit GEMM)."""
-    return "direct" if algo == "auto" else algo
-
-
 def conv2d_forward(x, w, b, y, stride, padding, dilation, groups, algo, version=None):
     """y (N, K, OH, OW) = conv2d(x (N, C, H, W), w (K, Cg, R, S)) + b (K,) or no bias."""
     _PASSES[choose(algo, version)[0]][0](x, w, b, y, stride, padding, dilation, groups)

@@ -61,10 +61,6 @@ TABLE = {
 _REUSE_WHEN = {"linear": lambda kw: kw.get("activation") == "relu"}
 
 
-def _unwrap(value):
-    return value.data if isinstance(value, Tensor) else value
-
-
 _TENSOR_TYPES = {Tensor, Parameter}
 _NDARRAY = np.ndarray
 
