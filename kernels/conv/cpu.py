@@ -640,35 +640,9 @@ def tile_backward_weights(geo, g, x, dw, db):
 
 
 @njit(parallel=True, cache=True)
-def im2col(x, n0, c0, col, geo):
-    # col (Cg*R*S, nb*P) for the nb samples n0..n0+nb-1 side by side:
-    # col[(c*R + r)*S + s, j*P + oh*OW + ow] = x[n0 + j, c0 + c, ih, iw], 0 outside,
-    # ih, iw = input_index(...). One (row, sample) piece per iteration, written row of
-    # output pixels by row (no division per element).
-    H, W, R, S, OH, OW = geo.H, geo.W, geo.R, geo.S, geo.OH, geo.OW
-    Q = col.shape[0]
-    P = OH * OW
-    nb = col.shape[1] // P
-    for t in prange(Q * nb):
-        q, j = t // nb, t % nb
-        c, r, s = q // (R * S), (q // S) % R, q % S
-        base = j * P
-        for oh in range(OH):
-            ih = input_index(oh, r, geo.sh, geo.ph, geo.dh)
-            o = base + oh * OW
-            if ih < 0 or ih >= H:
-                for ow in range(OW):
-                    col[q, o + ow] = 0
-                continue
-            for ow in range(OW):
-                iw = input_index(ow, s, geo.sw, geo.pw, geo.dw)
-                col[q, o + ow] = x[n0 + j, c0 + c, ih, iw] if 0 <= iw < W else 0
-
-
-@njit(parallel=True, cache=True)
 def col2im(col, dx, n0, c0, geo):
     # dx[n0 + j, c0 + c] = the col entries folded back onto the image they were copied
-    # from (col as im2col writes it, nb samples side by side): one (sample, channel)
+    # from (col[q, j*P + p], nb samples side by side): one (sample, channel)
     # plane per iteration, so no two iterations write one element; the plane (in L1)
     # gets each row q = (c, r, s) of col added, output row by output row, over the
     # output columns whose input column lies inside the image (no division per
@@ -705,18 +679,6 @@ def col2im(col, dx, n0, c0, geo):
                     else:
                         for i in range(ow1 - ow0):
                             plane[d + np.uint64(i * sw)] += colf[e + np.uint64(i)]
-
-
-@njit(parallel=True, cache=True)
-def swap_leading_axes(src, dst):
-    # dst (B, A, P) = src (A, B, P) with the first two axes swapped, one row of P per
-    # iteration. It moves a batch's channels between y's or g's (nb, Kg, P) order and
-    # the GEMM's (Kg, nb*P) operand, seen as (Kg, nb, P). src is only read.
-    A, B, P = src.shape
-    for t in prange(A * B):
-        a, b = t // B, t % B
-        for p in range(P):
-            dst[b, a, p] = src[a, b, p]
 
 
 @njit(parallel=True, cache=True)
@@ -768,9 +730,55 @@ def im2col_batches(N, Q, P, Kg):
     return [(n0, min(nb, N - n0)) for n0 in range(0, N, nb)]
 
 
+@njit(parallel=True, cache=True)
+def pad_batch(x, n0, c0, xp, ph, pw):
+    # xp (nb, Cg, Hp, Wp) = channels c0..c0+Cg-1 of samples n0..n0+nb-1 of x, placed at
+    # (ph, pw) among zeros: the padded input the column matrix is read from.
+    nb, Cg, Hp, Wp = xp.shape
+    H, W = x.shape[2], x.shape[3]
+    w1 = min(W, Wp - pw)
+    for t in prange(nb * Cg):
+        j, c = t // Cg, t % Cg
+        for a in range(Hp):
+            ih = a - ph
+            if ih < 0 or ih >= H:
+                xp[j, c, a, :] = 0
+                continue
+            xp[j, c, a, :pw] = 0
+            xp[j, c, a, pw : pw + w1] = x[n0 + j, c0 + c, ih, :w1]
+            xp[j, c, a, pw + w1 :] = 0
+
+
+@lru_cache(maxsize=16)
+def im2col_offsets(geo, nb):
+    """(pix, tap, gpix, gch), int64 offset tables of one batch of nb samples and one group:
+    the column matrix is col[q, m] = xp[tap[q] + pix[m]] for the padded batch xp (nb, Cg,
+    Hp, Wp) (pad_batch), tap q = (c, r, s), pixel m = (sample j, oh, ow); the gradient of
+    the batch, g[n0:n0+nb] (nb, K, P) flat, is g[gch[k] + gpix[m]] for channel k of group
+    0 (a group's channels start g*Kg*P further). Kept per geometry, never written."""
+    grid = forward_grid(geo)
+    Hp, Wp, Cg, P = grid.Hz, grid.Wz, geo.C // geo.G, geo.OH * geo.OW
+    tap = _tap_offsets(Cg, geo.R, geo.S, geo.dh, geo.dw, Hp, Wp).astype(np.int64)
+    pix = _pixel_offsets(geo.OH, geo.OW, geo.sh, geo.sw, Wp)[:P]
+    samples = np.arange(nb, dtype=np.int64)[:, None]
+    pix = (samples * Cg * Hp * Wp + pix).reshape(-1)
+    gpix = (samples * geo.K * P + np.arange(P)).reshape(-1)
+    gch = np.arange(geo.K // geo.G, dtype=np.int64) * P
+    return pix, tap, gpix, gch
+
+
+def _padded_batch(geo, x, n0, m, c0):
+    # x's batch n0..n0+m-1, channels c0.. of one group, zero-padded (pad_batch), flat
+    grid = forward_grid(geo)
+    xp = workspace("conv.xpad", (m, geo.C // geo.G, grid.Hz, grid.Wz), x.dtype)
+    pad_batch(x, n0, c0, xp, geo.ph, geo.pw)
+    return xp.reshape(-1)
+
+
 def im2col_forward(geo, x, w, b, y):
-    """y = conv2d(x, w) + b: per batch of samples and group, col = im2col(x), then the
-    GEMM out (nb*P, Kg) = col^T @ w^T, transposed into y.
+    """y = conv2d(x, w) + b: per batch of samples and group, the GEMM out (nb*P, Kg) =
+    col^T @ w^T, transposed into y. col^T is a Gathered operand: the GEMM packs its strips
+    of MR pixels straight from the padded batch (mostly one vector copy per tap).
 
     The GEMM runs with the pixels as its rows: it splits its rows among the threads, and
     with w's Kg (often 64) rows each thread streamed all of col from L3 once per 8-row
@@ -780,46 +788,48 @@ def im2col_forward(geo, x, w, b, y):
     w2 = w.reshape(G, Kg, Q)
     y3 = y.reshape(geo.N, geo.K, P)
     for n0, m in im2col_batches(geo.N, Q, P, Kg):
-        col = workspace("conv.col", (Q, m * P), x.dtype)
         out = workspace("conv.gemm_out", (m * P, Kg), x.dtype)
+        pix, tap = im2col_offsets(geo, m)[:2]
         for g in range(G):
-            im2col(x, n0, g * Cg, col, geo)
-            gemm_cpu.gemm(col, w2[g], out, True, True, False)
+            colt = gemm_cpu.Gathered(_padded_batch(geo, x, n0, m, g * Cg), pix, tap)
+            gemm_cpu.gemm_operands(colt, w2[g], out, False, True, False)
             transpose_last(out.reshape(m, P, Kg), y3[n0 : n0 + m, g * Kg : (g + 1) * Kg])
     if b is not None:
         add_bias(y3, b)
 
 
 def im2col_backward_data(geo, g, w, dx):
-    """dx: per batch of samples and group, dcol = w^T @ g, then col2im."""
+    """dx: per batch of samples and group, dcol = w^T @ g (g's batch read in place as a
+    Gathered operand), then col2im."""
     G, Kg, Cg = geo.G, geo.K // geo.G, geo.C // geo.G
     Q, P = Cg * geo.R * geo.S, geo.OH * geo.OW
     w2 = w.reshape(G, Kg, Q)
     g3 = g.reshape(geo.N, geo.K, P)
     for n0, m in im2col_batches(geo.N, Q, P, Kg):
         dcol = workspace("conv.col", (Q, m * P), dx.dtype)
-        gk = workspace("conv.gemm_out", (Kg, m * P), dx.dtype)
+        gpix, gch = im2col_offsets(geo, m)[2:]
+        gb = g3[n0 : n0 + m].reshape(-1)
         for grp in range(G):
-            swap_leading_axes(g3[n0 : n0 + m, grp * Kg : (grp + 1) * Kg], gk.reshape(Kg, m, P))
-            gemm_cpu.gemm(w2[grp], gk, dcol, True, False, False)
+            gk = gemm_cpu.Gathered(gb, gch + grp * Kg * P, gpix)
+            gemm_cpu.gemm_operands(w2[grp], gk, dcol, True, False, False)
             col2im(dcol, dx, n0, grp * Cg, geo)
 
 
 def im2col_backward_weights(geo, g, x, dw, db):
-    """dw[g]^T = sum over batches of im2col(x[batch]) @ g[batch, g]^T (the GEMM
-    accumulates; pixels as its reduction, col's Q rows as its rows: see im2col_forward),
-    transposed into dw at the end."""
+    """dw[g]^T = sum over batches of col @ g[batch, g]^T (the GEMM accumulates; pixels as
+    its reduction, col's Q rows as its rows: see im2col_forward), both operands Gathered
+    (col from the padded batch, g in place), transposed into dw at the end."""
     G, Kg, Cg = geo.G, geo.K // geo.G, geo.C // geo.G
     Q, P = Cg * geo.R * geo.S, geo.OH * geo.OW
     dwt = workspace("conv.dw_t", (G, Q, Kg), x.dtype)
     g3 = g.reshape(geo.N, geo.K, P)
     for n0, m in im2col_batches(geo.N, Q, P, Kg):
-        col = workspace("conv.col", (Q, m * P), x.dtype)
-        gk = workspace("conv.gemm_out", (Kg, m * P), x.dtype)
+        pix, tap, gpix, gch = im2col_offsets(geo, m)
+        gb = g3[n0 : n0 + m].reshape(-1)
         for grp in range(G):
-            im2col(x, n0, grp * Cg, col, geo)
-            swap_leading_axes(g3[n0 : n0 + m, grp * Kg : (grp + 1) * Kg], gk.reshape(Kg, m, P))
-            gemm_cpu.gemm(col, gk, dwt[grp], False, True, n0 > 0)
+            col = gemm_cpu.Gathered(_padded_batch(geo, x, n0, m, grp * Cg), tap, pix)
+            gt = gemm_cpu.Gathered(gb, gpix, gch + grp * Kg * P)
+            gemm_cpu.gemm_operands(col, gt, dwt[grp], False, False, n0 > 0)
     transpose_last(dwt, dw.reshape(G, Kg, Q))
     if db is not None:
         bias_grad(g3, db)

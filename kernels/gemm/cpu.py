@@ -121,6 +121,8 @@ FMA bound (64x64x1024: 126 GFLOP/s, OpenBLAS 132, same run), and the 8x8 registe
 transposes would cost about 1500 shuffle cycles per 64^3 (24 shuffles per block).
 """
 
+from collections import namedtuple
+
 import numba
 import numpy as np
 from llvmlite import ir
@@ -128,7 +130,7 @@ from nnkern.kernels._cpu import VECTOR_LANES, butterfly, stack_array, vector_at
 from nnkern.kernels._workspace import workspace
 from numba import njit, prange, types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 VERSIONS = {
     "naive": "i-k-j loops (tiny products)",
@@ -690,7 +692,7 @@ def block(a, trans_a, bp, ap, c, s0, s1, n0, n1, K, epilogue):
     for kb in range(NK):
         k0 = kb * KC
         kc = min(KC, K - k0)
-        pack_a_block(a, trans_a, ap, s0, s1, k0, kc)
+        pack_a(a, trans_a, ap, s0, s1, k0, kc)
         first, last = kb == 0, kb == NK - 1
         add = accumulate or not first
         add_bias, clip = has_bias and last, relu and last  # linear's epilogue, in tile_at
@@ -730,17 +732,17 @@ def task_block(a, trans_a, bp, ap, c, task, nbm, nbn, K, epilogue):
 
 
 @njit(parallel=True, cache=True)
-def gemm_packed(a, b, c, trans_a, trans_b, bp, ap, nbm, nbn, accumulate, bias, has_bias,
+def gemm_packed(a, b, c, trans_a, trans_b, K, bp, ap, nbm, nbn, accumulate, bias, has_bias,
                 relu):
     # op(b) packed by strips, then nbm x nbn blocks of c, one per prange iteration (no
     # two write the same element of c), on the caller's thread count (run_packed sets
     # it; with one thread the team of one runs inline and wakes no other thread). A
     # thread runs its blocks one after another, packing their A strips into its own
-    # panel ap[thread id], which stays in its L2.
-    K = a.shape[0] if trans_a else a.shape[1]
+    # panel ap[thread id], which stays in its L2. a and b: arrays, or Gathered operands
+    # (pack_a, pack_b); K: the depth of the product.
     epilogue = (accumulate, bias, has_bias, relu)
     for t in prange(bp.shape[0] * bp.shape[1]):
-        pack_b_strip(b, trans_b, bp, t)
+        pack_b(b, trans_b, bp, t)
     for task in prange(nbm * nbn):
         mine = ap[numba.get_thread_id()]
         task_block(a, trans_a, bp, mine, c, task, nbm, nbn, K, epilogue)
@@ -758,10 +760,9 @@ def packing_scratch(M, N, K, dtype, threads, nbm):
 
 
 
-def run_packed(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu):
+def run_packed(a, b, c, trans_a, trans_b, K, accumulate, bias, has_bias, relu):
     """Version "packed": the split of c into blocks and the thread count, then the kernel."""
     M, N = c.shape
-    K = a.shape[0] if trans_a else a.shape[1]
     strips = (M + MR - 1) // MR
     if M * N * K < SERIAL_WORK:  # one thread: row blocks of about MC rows
         threads = 1
@@ -777,8 +778,189 @@ def run_packed(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu):
         nbn = max(1, min(strips_n, max((tasks + nbm - 1) // nbm, -(-N // NC))))
     bp, ap = packing_scratch(M, N, K, c.dtype, threads, nbm)
     with team(threads):
-        gemm_packed(a, b, c, trans_a, trans_b, bp, ap, nbm, nbn, accumulate, bias, has_bias,
-                    relu)
+        gemm_packed(a, b, c, trans_a, trans_b, K, bp, ap, nbm, nbn, accumulate, bias,
+                    has_bias, relu)
+
+
+# ----------------------------------------------------------------------------
+# the gathered operand: an operand read through two offset tables, packed where it lies
+
+
+Gathered = namedtuple("Gathered", "src rows cols")
+"""An operand X (len(rows), len(cols)) that is never stored: X[i, j] = src[rows[i] + cols[j]],
+src a 1-D array, rows and cols int64 offset tables. The packed version packs its strips
+straight from src (pack_a, pack_b), so a matrix that only exists as a view of another
+array (im2col's column matrix: pixel offsets x tap offsets into the padded input) costs
+no pass of its own; see gemm_operands.
+
+>>> import numpy as np
+>>> src = np.arange(6.0, dtype=np.float32)
+>>> x = Gathered(src, np.array([0, 3]), np.array([0, 1, 2]))  # src.reshape(2, 3)
+>>> int(x.src[x.rows[1] + x.cols[2]])
+5
+"""
+
+
+@intrinsic
+def transpose_rows(typingctx, dst, d, ldd, src, offs, o0, base):
+    """dst[d + ldd*j + i] = src[offs[o0 + i] + base + j] for i, j < MR: MR rows of src that
+    start anywhere (at the offsets offs[o0:o0 + MR], plus base) stored transposed, as MR
+    vector loads, the shuffle network and MR vector stores (transpose_mr with gathered
+    rows). MR must be a power of two (callers test it)."""
+
+    def codegen(context, builder, sig, args):
+        dv, dd, ldd_v, sv, ov, o0v, bv = args
+        elt = context.get_value_type(dst.dtype)
+        size = context.get_abi_sizeof(elt)
+        vec = ir.VectorType(elt, MR)
+        offs_data = context.make_array(offs)(context, builder, ov).data
+        rows = []
+        for i in range(MR):
+            at = builder.load(builder.gep(offs_data, [builder.add(o0v, ir.Constant(o0v.type, i))]))
+            at = builder.add(at, bv)
+            rows.append(builder.load(vector_at(context, builder, src, sv, at, vec), align=size))
+        rows = butterfly(builder, rows) if MR & (MR - 1) == 0 else rows
+        for j in range(MR):
+            at = builder.add(dd, builder.mul(ldd_v, ir.Constant(ldd_v.type, j)))
+            builder.store(rows[j], vector_at(context, builder, dst, dv, at, vec), align=size)
+        return context.get_dummy_value()
+
+    return types.void(dst, d, ldd, src, offs, o0, base), codegen
+
+
+@njit(cache=True)
+def _runs(offs, o, n):
+    # True when offs[o:o+n] are consecutive (offs[o+i] = offs[o] + i): n values of src
+    # in a row, one vector copy
+    for i in range(1, n):
+        if offs[o + i] != offs[o] + i:
+            return False
+    return True
+
+
+@njit(cache=True)
+def pack_a_gathered(x, ap, s0, s1, k0, kc):
+    # X[s0*MR:s1*MR, k0:k0+kc] -> ap[:s1-s0, :kc, :] as pack_a_block does for arrays (strips
+    # of MR rows, k-major, rows past M zero), X[i, p] = src[rows[i] + cols[p]]. Per strip:
+    # - its MR rows consecutive in src (im2col's forward: MR neighbouring pixels of one
+    #   output row): one MR-lane vector copy per step of K;
+    # - else, per MR steps of K whose cols are consecutive (backward-weights: MR
+    #   neighbouring pixels): an MR x MR block of MR rows anywhere, transposed in registers;
+    # - else element by element.
+    src, rows, cols = x
+    M = rows.size
+    KCP = ap.shape[1]
+    dst = ap.reshape(-1)
+    vector = MR & (MR - 1) == 0  # transpose_rows needs MR a power of two
+    for s in range(s1 - s0):
+        i0 = (s0 + s) * MR
+        d = s * KCP * MR
+        if i0 + MR <= M and _runs(rows, i0, MR):
+            o = rows[i0]
+            for p in range(kc):
+                copy_lanes(dst, d + p * MR, src, o + cols[k0 + p], MR)
+            continue
+        p = 0
+        if i0 + MR <= M and vector:
+            while p + MR <= kc:
+                if _runs(cols, k0 + p, MR):
+                    transpose_rows(dst, d + p * MR, MR, src, rows, i0, cols[k0 + p])
+                else:
+                    for q in range(p, p + MR):
+                        for i in range(MR):
+                            ap[s, q, i] = src[rows[i0 + i] + cols[k0 + q]]
+                p += MR
+        for q in range(p, kc):
+            for i in range(MR):
+                ap[s, q, i] = src[rows[i0 + i] + cols[k0 + q]] if i0 + i < M else 0
+
+
+@njit(cache=True)
+def pack_b_gathered(x, bp, t):
+    # bp[kb, s] for task t = kb * S + s, as pack_b_strip does for arrays (NR columns,
+    # k-major, columns past N zero), X[p, j] = src[rows[p] + cols[j]]:
+    # - the strip's NR cols consecutive (im2col's backward-data: NR neighbouring pixels of
+    #   the gradient): W32-lane vector copies per step of K;
+    # - else, per MR steps of K whose rows are consecutive (backward-weights: MR
+    #   neighbouring pixels of the gradient, NR channels): MR x MR blocks transposed;
+    # - else element by element.
+    src, rows, cols = x
+    S, KC, R = bp.shape[1:]
+    K, N = rows.size, cols.size
+    kb = t // S
+    s = t - kb * S
+    k0 = kb * KC
+    kc = min(KC, K - k0)
+    j0 = s * R
+    dst = bp[kb, s].reshape(-1)
+    if j0 + R <= N and _runs(cols, j0, R):
+        o = cols[j0]
+        for p in range(kc):
+            for q in range(0, R, W32):
+                copy_lanes(dst, p * R + q, src, rows[k0 + p] + o + q, W32)
+        return
+    p = 0
+    if j0 + R <= N and MR & (MR - 1) == 0:
+        while p + MR <= kc:
+            if _runs(rows, k0 + p, MR):
+                for jb in range(0, R, MR):
+                    transpose_rows(dst, p * R + jb, R, src, cols, j0 + jb, rows[k0 + p])
+            else:
+                for q in range(p, p + MR):
+                    for j in range(R):
+                        bp[kb, s, q, j] = src[rows[k0 + q] + cols[j0 + j]]
+            p += MR
+    for q in range(p, kc):
+        for j in range(R):
+            bp[kb, s, q, j] = src[rows[k0 + q] + cols[j0 + j]] if j0 + j < N else 0
+
+
+def pack_a(a, trans_a, ap, s0, s1, k0, kc):
+    """op(a)'s strips for block(): pack_a_block for an array, pack_a_gathered for a
+    Gathered operand (chosen when the caller compiles)."""
+
+
+def pack_b(b, trans_b, bp, t):
+    """op(b)'s strip t for gemm_packed: pack_b_strip or pack_b_gathered, as pack_a."""
+
+
+@overload(pack_a)
+def _pack_a(a, trans_a, ap, s0, s1, k0, kc):
+    if isinstance(a, types.BaseTuple):
+        return lambda a, trans_a, ap, s0, s1, k0, kc: pack_a_gathered(a, ap, s0, s1, k0, kc)
+    return lambda a, trans_a, ap, s0, s1, k0, kc: pack_a_block(a, trans_a, ap, s0, s1, k0, kc)
+
+
+@overload(pack_b)
+def _pack_b(b, trans_b, bp, t):
+    if isinstance(b, types.BaseTuple):
+        return lambda b, trans_b, bp, t: pack_b_gathered(b, bp, t)
+    return lambda b, trans_b, bp, t: pack_b_strip(b, trans_b, bp, t)
+
+
+def gemm_operands(a, b, c, trans_a, trans_b, accumulate):
+    """c = op(a) @ op(b) (or += when ``accumulate``) by the packed version, where a and b
+    are C-contiguous arrays (op(x) = x.T when trans_x) or Gathered operands (op(x) = x,
+    the flag ignored), one dtype; c C-contiguous.
+
+    >>> import numpy as np
+    >>> src = np.ones(64 * 64, np.float32)
+    >>> a = Gathered(src, np.arange(0, 64 * 64, 64), np.arange(64))  # src as (64, 64)
+    >>> c = np.empty((64, 64), np.float32)
+    >>> gemm_operands(a, src.reshape(64, 64), c, False, False, False)
+    >>> float(c[5, 7])
+    64.0
+    """
+    if isinstance(a, Gathered):
+        K = a.cols.size
+    else:
+        a = np.ascontiguousarray(a)
+        K = a.shape[0] if trans_a else a.shape[1]
+    if not isinstance(b, Gathered):
+        b = np.ascontiguousarray(b)
+    if c.size:
+        run_packed(a, b, c, bool(trans_a), bool(trans_b), K, bool(accumulate), c[0], False,
+                   False)
 
 
 # ----------------------------------------------------------------------------
@@ -834,7 +1016,7 @@ def gemm_bias_relu(a, b, c, trans_a, trans_b, accumulate, bias, relu):
         gemm_small(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu,
                    small_tasks(M, N, K, c.dtype))
     elif version == "packed":
-        run_packed(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu)
+        run_packed(a, b, c, trans_a, trans_b, K, accumulate, bias, has_bias, relu)
     else:
         gemm_naive(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu)
 
