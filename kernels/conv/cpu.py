@@ -682,26 +682,28 @@ def col2im(col, dx, n0, c0, geo):
 
 
 @njit(parallel=True, cache=True)
-def transpose_last(src, dst):
-    # dst (A, C, B) = src (A, B, C) with the last two axes swapped: one A-slice per
-    # iteration, in 16 x 16 blocks so both sides stay in L1.
-    A, B, C = src.shape
-    for a in prange(A):
-        for b0 in range(0, B, 16):
-            for c0 in range(0, C, 16):
-                for c in range(c0, min(C, c0 + 16)):
-                    for b in range(b0, min(B, b0 + 16)):
-                        dst[a, c, b] = src[a, b, c]
-
-
-@njit(parallel=True, cache=True)
-def add_bias(y, b):
-    # y (N, K, P) += b (K,)
-    N, K, P = y.shape
-    for nk in prange(N * K):
-        n, k = nk // K, nk % K
-        for p in range(P):
-            y[n, k, p] += b[k]
+def transpose_into(src, dst, n0, k0):
+    # dst[n0 + j, k0 + k, p] = src[j, p, k]: src (m, P, Kg) and dst (N, K, P) C-contiguous.
+    # The GEMM's (pixels, channels) result into y's (sample, channel, pixel) order, or dw's.
+    # LANES x LANES blocks transposed in registers (transpose_block), the ragged edges
+    # element by element; one (j, block of LANES channels) per iteration. (16 x 16 blocks
+    # copied element by element: 5.3 ms of the 18.6 ms forward pass of N128 C32 28x28 K64.)
+    m, P, Kg = src.shape
+    K = dst.shape[1]
+    srcf, dstf = src.reshape(-1), dst.reshape(-1)
+    nkb = (Kg + LANES - 1) // LANES
+    for t in prange(m * nkb):
+        j, c0 = t // nkb, (t % nkb) * LANES
+        nc = min(LANES, Kg - c0)
+        for b0 in range(0, P, LANES):
+            nr = min(LANES, P - b0)
+            d = ((n0 + j) * K + k0 + c0) * P + b0
+            if nr == LANES and nc == LANES:
+                transpose_block(dstf, d, P, srcf, (j * P + b0) * Kg + c0, Kg, LANES, 0, LANES)
+            else:
+                for k in range(nc):
+                    for i in range(nr):
+                        dst[n0 + j, k0 + c0 + k, b0 + i] = src[j, b0 + i, c0 + k]
 
 
 @njit(parallel=True, fastmath={"reassoc", "contract"}, cache=True)
@@ -777,7 +779,7 @@ def _padded_batch(geo, x, n0, m, c0):
 
 def im2col_forward(geo, x, w, b, y):
     """y = conv2d(x, w) + b: per batch of samples and group, the GEMM out (nb*P, Kg) =
-    col^T @ w^T, transposed into y. col^T is a Gathered operand: the GEMM packs its strips
+    col^T @ w^T + b (the bias added by the GEMM's epilogue), transposed into y. col^T is a Gathered operand: the GEMM packs its strips
     of MR pixels straight from the padded batch (mostly one vector copy per tap).
 
     The GEMM runs with the pixels as its rows: it splits its rows among the threads, and
@@ -792,10 +794,9 @@ def im2col_forward(geo, x, w, b, y):
         pix, tap = im2col_offsets(geo, m)[:2]
         for g in range(G):
             colt = gemm_cpu.Gathered(_padded_batch(geo, x, n0, m, g * Cg), pix, tap)
-            gemm_cpu.gemm_operands(colt, w2[g], out, False, True, False)
-            transpose_last(out.reshape(m, P, Kg), y3[n0 : n0 + m, g * Kg : (g + 1) * Kg])
-    if b is not None:
-        add_bias(y3, b)
+            bias = None if b is None else b[g * Kg : (g + 1) * Kg]
+            gemm_cpu.gemm_operands(colt, w2[g], out, False, True, False, bias)
+            transpose_into(out.reshape(m, P, Kg), y3, n0, g * Kg)
 
 
 def im2col_backward_data(geo, g, w, dx):
@@ -830,7 +831,7 @@ def im2col_backward_weights(geo, g, x, dw, db):
             col = gemm_cpu.Gathered(_padded_batch(geo, x, n0, m, grp * Cg), tap, pix)
             gt = gemm_cpu.Gathered(gb, gpix, gch + grp * Kg * P)
             gemm_cpu.gemm_operands(col, gt, dwt[grp], False, False, n0 > 0)
-    transpose_last(dwt, dw.reshape(G, Kg, Q))
+    transpose_into(dwt, dw.reshape(G, Kg, Q), 0, 0)
     if db is not None:
         bias_grad(g3, db)
 

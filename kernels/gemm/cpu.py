@@ -938,8 +938,9 @@ def _pack_b(b, trans_b, bp, t):
     return lambda b, trans_b, bp, t: pack_b_strip(b, trans_b, bp, t)
 
 
-def gemm_operands(a, b, c, trans_a, trans_b, accumulate):
-    """c = op(a) @ op(b) (or += when ``accumulate``) by the packed version, where a and b
+def gemm_operands(a, b, c, trans_a, trans_b, accumulate, bias=None):
+    """c = op(a) @ op(b) (or += when ``accumulate``) (+ bias (N,), added to every row) by
+    the packed version, where a and b
     are C-contiguous arrays (op(x) = x.T when trans_x) or Gathered operands (op(x) = x,
     the flag ignored), one dtype; c C-contiguous.
 
@@ -958,8 +959,10 @@ def gemm_operands(a, b, c, trans_a, trans_b, accumulate):
         K = a.shape[0] if trans_a else a.shape[1]
     if not isinstance(b, Gathered):
         b = np.ascontiguousarray(b)
+    has_bias = bias is not None
+    bias = np.ascontiguousarray(bias) if has_bias else c[0]  # c[0]: never read
     if c.size:
-        run_packed(a, b, c, bool(trans_a), bool(trans_b), K, bool(accumulate), c[0], False,
+        run_packed(a, b, c, bool(trans_a), bool(trans_b), K, bool(accumulate), bias, has_bias,
                    False)
 
 
