@@ -182,6 +182,53 @@ def test_cpu_strided_output():
     assert not big[0].any() and not big[1, :, 50:].any() and not big[2, :, 1::2].any()
 
 
+def _offsets(n, kind, rng):
+    # int64 offset tables of length n: "runs" (consecutive in runs of 37, so a strip of
+    # the packed version, MR or NR offsets, is sometimes one vector copy and sometimes
+    # not), "blocks" (runs of 13: MR-step blocks whose offsets run, and blocks cut by a
+    # jump) or "scattered" (none run)
+    i = np.arange(n)
+    if kind == "runs":
+        return (i + (i // 37) * 7).astype(np.int64)
+    if kind == "blocks":
+        return (i + (i // 13) * 3).astype(np.int64)
+    return rng.permutation(n * 3)[:n].astype(np.int64)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("side", ["a", "b", "both"])
+@pytest.mark.parametrize("kinds", [("runs", "scattered"), ("scattered", "blocks"),
+                                   ("scattered", "scattered")], ids=lambda k: "-".join(k))
+def test_cpu_gathered_operands(kinds, side, dtype):
+    """gemm_operands with Gathered operands, X[i, j] = src[rows[i] + cols[j]], against the
+    same matrices built by NumPy indexing and multiplied in float64: every packing path
+    (vector copies of consecutive offsets, register transposes of gathered rows, element
+    by element), ragged sizes, accumulate and bias."""
+    G = GEMM_CPU
+    rng = np.random.default_rng(3)
+    for M, N, K in [(37, 70, 45), (130, 97, 300), (8, 32, 16), (300, 64, 600)]:
+        def gathered(rows_n, cols_n, kinds):
+            rows = _offsets(rows_n, kinds[0], rng)
+            cols = _offsets(cols_n, kinds[1], rng) * (1 if kinds[0] == "scattered" else 3)
+            src = rng.standard_normal(int(rows.max() + cols.max()) + 1)
+            return src, rows, cols, src[rows[:, None] + cols[None, :]]
+
+        a_src, a_rows, a_cols, a = gathered(M, K, kinds)
+        # b's roles swapped: its columns are the ones that run (b's strips go along them)
+        b_src, b_cols, b_rows, bt = gathered(N, K, kinds)
+        b = bt.T
+        op_a = G.Gathered(a_src.astype(dtype), a_rows, a_cols) if side != "b" else a.astype(dtype)
+        op_b = G.Gathered(b_src.astype(dtype), b_rows, b_cols) if side != "a" else b.astype(dtype)
+        c0 = rng.standard_normal((M, N))
+        bias = rng.standard_normal(N)
+        c = c0.astype(dtype)
+        G.gemm_operands(op_a, op_b, c, False, False, True)
+        assert_close(c, c0 + a @ b, dtype, f"gathered {side} accumulate {(M, N, K)}")
+        c = np.full((M, N), np.nan, dtype)  # every element must be written
+        G.gemm_operands(op_a, op_b, c, False, False, False, bias.astype(dtype))
+        assert_close(c, a @ b + bias, dtype, f"gathered {side} + bias {(M, N, K)}")
+
+
 def test_cuda_small_tile_instantiations():
     """Both CUDA versions built with other tile sizes still agree with the reference."""
     import nnkern.kernels.gemm.cuda as G
