@@ -640,48 +640,6 @@ def tile_backward_weights(geo, g, x, dw, db):
 
 
 @njit(parallel=True, cache=True)
-def col2im(col, dx, n0, c0, geo):
-    # dx[n0 + j, c0 + c] = the col entries folded back onto the image they were copied
-    # from (col[q, j*P + p], nb samples side by side): one (sample, channel)
-    # plane per iteration, so no two iterations write one element; the plane (in L1)
-    # gets each row q = (c, r, s) of col added, output row by output row, over the
-    # output columns whose input column lies inside the image (no division per
-    # element). (A gather per input pixel, testing every tap with divisions, took
-    # about 4x as long.)
-    H, W, R, S, OH, OW = geo.H, geo.W, geo.R, geo.S, geo.OH, geo.OW
-    Cg = geo.C // geo.G
-    P = OH * OW
-    nb = col.shape[1] // P
-    colf = col.reshape(-1)
-    ncol = col.shape[1]
-    sw = geo.sw
-    for t in prange(nb * Cg):
-        j, c = t // Cg, t % Cg
-        plane = dx[n0 + j, c0 + c].reshape(H * W)
-        plane[:] = 0
-        for r in range(R):
-            for s in range(S):
-                q = (c * R + r) * S + s
-                # output columns ow with 0 <= iw = ow*sw - pw + s*dw < W
-                lead = geo.pw - s * geo.dw
-                ow0 = max(0, (lead + sw - 1) // sw)
-                ow1 = min(OW, (W - 1 + lead) // sw + 1)
-                for oh in range(OH):
-                    ih = input_index(oh, r, geo.sh, geo.ph, geo.dh)
-                    if ih < 0 or ih >= H or ow1 <= ow0:
-                        continue
-                    # unsigned offsets from 0 (see _tile_dw): the stride-1 row vectorises
-                    d = np.uint64(ih * W + ow0 * sw - lead)
-                    e = np.uint64(q * ncol + j * P + oh * OW + ow0)
-                    if sw == 1:
-                        for i in range(ow1 - ow0):
-                            plane[d + np.uint64(i)] += colf[e + np.uint64(i)]
-                    else:
-                        for i in range(ow1 - ow0):
-                            plane[d + np.uint64(i * sw)] += colf[e + np.uint64(i)]
-
-
-@njit(parallel=True, cache=True)
 def transpose_into(src, dst, n0, k0):
     # dst[n0 + j, k0 + k, p] = src[j, p, k]: src (m, P, Kg) and dst (N, K, P) C-contiguous.
     # The GEMM's (pixels, channels) result into y's (sample, channel, pixel) order, or dw's.
@@ -733,87 +691,70 @@ def im2col_batches(N, Q, P, Kg):
 
 
 @njit(parallel=True, cache=True)
-def pad_batch(x, n0, c0, xp, ph, pw):
-    # xp (nb, Cg, Hp, Wp) = channels c0..c0+Cg-1 of samples n0..n0+nb-1 of x, placed at
-    # (ph, pw) among zeros: the padded input the column matrix is read from.
-    nb, Cg, Hp, Wp = xp.shape
-    H, W = x.shape[2], x.shape[3]
-    w1 = min(W, Wp - pw)
-    for t in prange(nb * Cg):
-        j, c = t // Cg, t % Cg
-        for a in range(Hp):
-            ih = a - ph
-            if ih < 0 or ih >= H:
-                xp[j, c, a, :] = 0
-                continue
-            xp[j, c, a, :pw] = 0
-            xp[j, c, a, pw : pw + w1] = x[n0 + j, c0 + c, ih, :w1]
-            xp[j, c, a, pw + w1 :] = 0
+def place_batch(src, n0, c0, buf, grid):
+    # buf (nb, Cq, Hz, Wz) = channels c0..c0+Cq-1 of samples n0..n0+nb-1 of src placed by
+    # grid among zeros (_place, a (sample, channel) per iteration): the array the column
+    # matrix of the batch is read from.
+    nb, Cq = buf.shape[0], buf.shape[1]
+    for t in prange(nb * Cq):
+        j, c = t // Cq, t % Cq
+        _place(src, n0 + j, c0 + c, 1, buf[j, c].reshape(-1), grid, 0, grid.Hz)
 
 
 @lru_cache(maxsize=16)
-def im2col_offsets(geo, nb):
-    """(pix, tap, gpix, gch), int64 offset tables of one batch of nb samples and one group:
-    the column matrix is col[q, m] = xp[tap[q] + pix[m]] for the padded batch xp (nb, Cg,
-    Hp, Wp) (pad_batch), tap q = (c, r, s), pixel m = (sample j, oh, ow); the gradient of
-    the batch, g[n0:n0+nb] (nb, K, P) flat, is g[gch[k] + gpix[m]] for channel k of group
-    0 (a group's channels start g*Kg*P further). Kept per geometry, never written."""
-    grid = forward_grid(geo)
-    Hp, Wp, Cg, P = grid.Hz, grid.Wz, geo.C // geo.G, geo.OH * geo.OW
-    tap = _tap_offsets(Cg, geo.R, geo.S, geo.dh, geo.dw, Hp, Wp).astype(np.int64)
-    pix = _pixel_offsets(geo.OH, geo.OW, geo.sh, geo.sw, Wp)[:P]
-    samples = np.arange(nb, dtype=np.int64)[:, None]
-    pix = (samples * Cg * Hp * Wp + pix).reshape(-1)
-    gpix = (samples * geo.K * P + np.arange(P)).reshape(-1)
-    gch = np.arange(geo.K // geo.G, dtype=np.int64) * P
-    return pix, tap, gpix, gch
+def im2col_offsets(Cq, R, S, dil, grid, OH, OW, stride, nb):
+    """(pix, tap): int64 offset tables of the column matrix of nb samples placed by grid
+    (place_batch: an array (nb, Cq, Hz, Wz)): col[q, m] = buf[tap[q] + pix[m]] for tap q =
+    (c, r, s) and output pixel m = (sample j, oh, ow). Kept per geometry, never written."""
+    Hz, Wz = grid.Hz, grid.Wz
+    tap = _tap_offsets(Cq, R, S, *dil, Hz, Wz).astype(np.int64)
+    pix = _pixel_offsets(OH, OW, *stride, Wz)[: OH * OW]
+    pix = (np.arange(nb, dtype=np.int64)[:, None] * Cq * Hz * Wz + pix).reshape(-1)
+    return pix, tap
 
 
-def _padded_batch(geo, x, n0, m, c0):
-    # x's batch n0..n0+m-1, channels c0.. of one group, zero-padded (pad_batch), flat
-    grid = forward_grid(geo)
-    xp = workspace("conv.xpad", (m, geo.C // geo.G, grid.Hz, grid.Wz), x.dtype)
-    pad_batch(x, n0, c0, xp, geo.ph, geo.pw)
-    return xp.reshape(-1)
+@lru_cache(maxsize=16)
+def gradient_offsets(K, P, nb):
+    """(gpix, gch): int64 offset tables of a batch of nb samples of a gradient (nb, K, P),
+    read in place: g[gch[k] + gpix[m]] is channel k at pixel m = (sample j, p)."""
+    gpix = (np.arange(nb, dtype=np.int64)[:, None] * K * P + np.arange(P)).reshape(-1)
+    return gpix, np.arange(K, dtype=np.int64) * P
+
+
+def _run_im2col(src, w, bias, out, G, Kout_g, Cq, R, S, dil, grid, OH, OW, stride, transpose):
+    # out (N, G*Kout_g, OH, OW) = the convolution of src placed by grid (the arguments of
+    # _run_tile): per batch of samples and group, the GEMM (nb*P, Kout_g) = col^T @ wmat
+    # (+ bias in its epilogue), moved into out by transpose_into. col^T is a Gathered
+    # operand (pixel offsets x tap offsets into the placed batch), so the GEMM packs its
+    # strips of MR pixels straight from the batch, mostly one vector copy per tap.
+    N, P, Q = src.shape[0], OH * OW, Cq * R * S
+    wmat = _packed(w, G, Kout_g, Cq, R, S, Kout_g, transpose)  # (G, Q, Kout_g)
+    out3 = out.reshape(N, G * Kout_g, P)
+    for n0, m in im2col_batches(N, Q, P, Kout_g):
+        buf = workspace("conv.placed", (m, Cq, grid.Hz, grid.Wz), src.dtype)
+        res = workspace("conv.gemm_out", (m * P, Kout_g), src.dtype)
+        pix, tap = im2col_offsets(Cq, R, S, dil, grid, OH, OW, stride, m)
+        for g in range(G):
+            place_batch(src, n0, g * Cq, buf, grid)
+            b = None if bias is None else bias[g * Kout_g : (g + 1) * Kout_g]
+            col_t = gemm_cpu.Gathered(buf.reshape(-1), pix, tap)
+            gemm_cpu.gemm_operands(col_t, wmat[g], res, False, False, False, b)
+            transpose_into(res.reshape(m, P, Kout_g), out3, n0, g * Kout_g)
 
 
 def im2col_forward(geo, x, w, b, y):
-    """y = conv2d(x, w) + b: per batch of samples and group, the GEMM out (nb*P, Kg) =
-    col^T @ w^T + b (the bias added by the GEMM's epilogue), transposed into y. col^T is a Gathered operand: the GEMM packs its strips
-    of MR pixels straight from the padded batch (mostly one vector copy per tap).
-
-    The GEMM runs with the pixels as its rows: it splits its rows among the threads, and
-    with w's Kg (often 64) rows each thread streamed all of col from L3 once per 8-row
-    block (measured: 80 vs 16 ms of GEMM per pass on N128 C32 28x28 K64)."""
-    G, Kg, Cg = geo.G, geo.K // geo.G, geo.C // geo.G
-    Q, P = Cg * geo.R * geo.S, geo.OH * geo.OW
-    w2 = w.reshape(G, Kg, Q)
-    y3 = y.reshape(geo.N, geo.K, P)
-    for n0, m in im2col_batches(geo.N, Q, P, Kg):
-        out = workspace("conv.gemm_out", (m * P, Kg), x.dtype)
-        pix, tap = im2col_offsets(geo, m)[:2]
-        for g in range(G):
-            colt = gemm_cpu.Gathered(_padded_batch(geo, x, n0, m, g * Cg), pix, tap)
-            bias = None if b is None else b[g * Kg : (g + 1) * Kg]
-            gemm_cpu.gemm_operands(colt, w2[g], out, False, True, False, bias)
-            transpose_into(out.reshape(m, P, Kg), y3, n0, g * Kg)
+    """y = conv2d(x, w) + b, the column matrix of x's zero-padded batches times w^T."""
+    G = geo.G
+    _run_im2col(x, w, b, y, G, geo.K // G, geo.C // G, geo.R, geo.S, (geo.dh, geo.dw),
+                forward_grid(geo), geo.OH, geo.OW, (geo.sh, geo.sw), False)
 
 
 def im2col_backward_data(geo, g, w, dx):
-    """dx: per batch of samples and group, dcol = w^T @ g (g's batch read in place as a
-    Gathered operand), then col2im."""
-    G, Kg, Cg = geo.G, geo.K // geo.G, geo.C // geo.G
-    Q, P = Cg * geo.R * geo.S, geo.OH * geo.OW
-    w2 = w.reshape(G, Kg, Q)
-    g3 = g.reshape(geo.N, geo.K, P)
-    for n0, m in im2col_batches(geo.N, Q, P, Kg):
-        dcol = workspace("conv.col", (Q, m * P), dx.dtype)
-        gpix, gch = im2col_offsets(geo, m)[2:]
-        gb = g3[n0 : n0 + m].reshape(-1)
-        for grp in range(G):
-            gk = gemm_cpu.Gathered(gb, gch + grp * Kg * P, gpix)
-            gemm_cpu.gemm_operands(w2[grp], gk, dcol, True, False, False)
-            col2im(dcol, dx, n0, grp * Cg, geo)
+    """dx, as the direct versions compute it: the stride-1 convolution of the gradient
+    zero-stuffed and padded (backward_data_grid) with the flipped, transposed weights."""
+    G = geo.G
+    _run_im2col(g, w, None, dx, G, geo.C // G, geo.K // G, geo.R, geo.S, (geo.dh, geo.dw),
+                backward_data_grid(geo), geo.H, geo.W, (1, 1), True)
 
 
 def im2col_backward_weights(geo, g, x, dw, db):
@@ -822,15 +763,20 @@ def im2col_backward_weights(geo, g, x, dw, db):
     (col from the padded batch, g in place), transposed into dw at the end."""
     G, Kg, Cg = geo.G, geo.K // geo.G, geo.C // geo.G
     Q, P = Cg * geo.R * geo.S, geo.OH * geo.OW
+    grid = forward_grid(geo)
     dwt = workspace("conv.dw_t", (G, Q, Kg), x.dtype)
     g3 = g.reshape(geo.N, geo.K, P)
     for n0, m in im2col_batches(geo.N, Q, P, Kg):
-        pix, tap, gpix, gch = im2col_offsets(geo, m)
+        buf = workspace("conv.placed", (m, Cg, grid.Hz, grid.Wz), x.dtype)
+        pix, tap = im2col_offsets(Cg, geo.R, geo.S, (geo.dh, geo.dw), grid, geo.OH, geo.OW,
+                                  (geo.sh, geo.sw), m)
+        gpix, gch = gradient_offsets(geo.K, P, m)
         gb = g3[n0 : n0 + m].reshape(-1)
         for grp in range(G):
-            col = gemm_cpu.Gathered(_padded_batch(geo, x, n0, m, grp * Cg), tap, pix)
-            gt = gemm_cpu.Gathered(gb, gpix, gch + grp * Kg * P)
-            gemm_cpu.gemm_operands(col, gt, dwt[grp], False, False, n0 > 0)
+            place_batch(x, n0, grp * Cg, buf, grid)
+            col = gemm_cpu.Gathered(buf.reshape(-1), tap, pix)
+            g_t = gemm_cpu.Gathered(gb, gpix, gch + grp * Kg * P)
+            gemm_cpu.gemm_operands(col, g_t, dwt[grp], False, False, n0 > 0)
     transpose_into(dwt, dw.reshape(G, Kg, Q), 0, 0)
     if db is not None:
         bias_grad(g3, db)

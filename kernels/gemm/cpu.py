@@ -828,6 +828,43 @@ def transpose_rows(typingctx, dst, d, ldd, src, offs, o0, base):
     return types.void(dst, d, ldd, src, offs, o0, base), codegen
 
 
+@intrinsic
+def copy_two_runs(typingctx, dst, d, src, o1, o2, a):
+    """dst[d + i] = src[o1 + i] for i < a, src[o2 + i - a] for a <= i < MR: MR values made
+    of two runs (a strip of MR pixels that crosses the end of an output row), as two masked
+    vector loads (lanes outside a run are neither read nor faulted on), a select and one
+    vector store."""
+
+    def codegen(context, builder, sig, args):
+        dv, dd, sv, o1v, o2v, av = args
+        elt = context.get_value_type(dst.dtype)
+        size = context.get_abi_sizeof(elt)
+        vec = ir.VectorType(elt, MR)
+        i1v = ir.VectorType(ir.IntType(1), MR)
+        i32 = ir.IntType(32)
+        load = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(vec, [vec.as_pointer(), i32, i1v, vec]),
+            f"llvm.masked.load.v{MR}f{8 * size}.p0")
+        lane = ir.Constant(ir.VectorType(av.type, MR), list(range(MR)))
+        split = builder.insert_element(ir.Constant(ir.VectorType(av.type, MR), ir.Undefined),
+                                       av, ir.Constant(i32, 0))
+        split = builder.shuffle_vector(split, split, ir.Constant(ir.VectorType(i32, MR),
+                                                                 [0] * MR))
+        first = builder.icmp_signed("<", lane, split)
+        second = builder.not_(first)
+        undef = ir.Constant(vec, ir.Undefined)
+        p1 = vector_at(context, builder, src, sv, o1v, vec)
+        p2 = vector_at(context, builder, src, sv, builder.sub(o2v, av), vec)
+        v1 = builder.call(load, [p1, ir.Constant(i32, size), first, undef])
+        v2 = builder.call(load, [p2, ir.Constant(i32, size), second, undef])
+        value = builder.select(first, v1, v2)
+        builder.store(value, vector_at(context, builder, dst, dv, dd, vec), align=size)
+        return context.get_dummy_value()
+
+    return types.void(dst, d, src, o1, o2, a), codegen
+
+
 @njit(cache=True)
 def _runs(offs, o, n):
     # True when offs[o:o+n] are consecutive (offs[o+i] = offs[o] + i): n values of src
@@ -844,6 +881,8 @@ def pack_a_gathered(x, ap, s0, s1, k0, kc):
     # of MR rows, k-major, rows past M zero), X[i, p] = src[rows[i] + cols[p]]. Per strip:
     # - its MR rows consecutive in src (im2col's forward: MR neighbouring pixels of one
     #   output row): one MR-lane vector copy per step of K;
+    # - its MR rows two such runs (pixels across the end of an output row): two masked
+    #   vector loads per step of K (copy_two_runs);
     # - else, per MR steps of K whose cols are consecutive (backward-weights: MR
     #   neighbouring pixels): an MR x MR block of MR rows anywhere, transposed in registers;
     # - else element by element.
@@ -859,6 +898,14 @@ def pack_a_gathered(x, ap, s0, s1, k0, kc):
             o = rows[i0]
             for p in range(kc):
                 copy_lanes(dst, d + p * MR, src, o + cols[k0 + p], MR)
+            continue
+        a = 1  # the strip as two runs, rows[i0:i0+a] and rows[i0+a:i0+MR]
+        while i0 + MR <= M and a < MR and rows[i0 + a] == rows[i0] + a:
+            a += 1
+        if i0 + MR <= M and _runs(rows, i0 + a, MR - a):
+            o1, o2 = rows[i0], rows[i0 + a]
+            for p in range(kc):
+                copy_two_runs(dst, d + p * MR, src, o1 + cols[k0 + p], o2 + cols[k0 + p], a)
             continue
         p = 0
         if i0 + MR <= M and vector:
