@@ -801,65 +801,82 @@ no pass of its own; see gemm_operands.
 """
 
 
+def _masked_runs(context, builder, src, sv, vec, at1, at2, av):
+    # Code generation: the MR-lane vector src[at1 + i] for i < a, src[at2 + i - a] for
+    # a <= i < MR, by two masked loads (lanes outside a run are neither read nor faulted
+    # on) and a select.
+    size = context.get_abi_sizeof(vec.element)
+    i32 = ir.IntType(32)
+    i1v = ir.VectorType(ir.IntType(1), MR)
+    load = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vec, [vec.as_pointer(), i32, i1v, vec]),
+        f"llvm.masked.load.v{MR}f{8 * size}.p0")
+    ivec = ir.VectorType(av.type, MR)
+    split = builder.insert_element(ir.Constant(ivec, ir.Undefined), av, ir.Constant(i32, 0))
+    split = builder.shuffle_vector(split, split, ir.Constant(ir.VectorType(i32, MR), [0] * MR))
+    first = builder.icmp_signed("<", ir.Constant(ivec, list(range(MR))), split)
+    undef = ir.Constant(vec, ir.Undefined)
+    p1 = vector_at(context, builder, src, sv, at1, vec)
+    p2 = vector_at(context, builder, src, sv, builder.sub(at2, av), vec)
+    v1 = builder.call(load, [p1, ir.Constant(i32, size), first, undef])
+    v2 = builder.call(load, [p2, ir.Constant(i32, size), builder.not_(first), undef])
+    return builder.select(first, v1, v2)
+
+
 @intrinsic
-def transpose_rows(typingctx, dst, d, ldd, src, offs, o0, base):
-    """dst[d + ldd*j + i] = src[offs[o0 + i] + base + j] for i, j < MR: MR rows of src that
-    start anywhere (at the offsets offs[o0:o0 + MR], plus base) stored transposed, as MR
-    vector loads, the shuffle network and MR vector stores (transpose_mr with gathered
-    rows). MR must be a power of two (callers test it)."""
+def transpose_rows(typingctx, dst, d, ldd, src, offs, o0, base, base2, a):
+    """dst[d + ldd*j + i] = X[i, j] for i, j < MR, with row i of X = src[offs[o0 + i] + base +
+    j] for j < a and src[offs[o0 + i] + base2 + j - a] for a <= j < MR: MR rows of src that
+    start anywhere (at the offsets offs[o0:o0 + MR]), each one run of MR values (a = MR) or
+    two (a block of MR pixels across the end of an output row), stored transposed. MR
+    vector loads (two masked loads per row when a < MR), the shuffle network and MR vector
+    stores (transpose_mr with gathered rows). MR must be a power of two (callers test it)."""
 
     def codegen(context, builder, sig, args):
-        dv, dd, ldd_v, sv, ov, o0v, bv = args
+        dv, dd, ldd_v, sv, ov, o0v, bv, b2v, av = args
         elt = context.get_value_type(dst.dtype)
         size = context.get_abi_sizeof(elt)
         vec = ir.VectorType(elt, MR)
         offs_data = context.make_array(offs)(context, builder, ov).data
-        rows = []
-        for i in range(MR):
-            at = builder.load(builder.gep(offs_data, [builder.add(o0v, ir.Constant(o0v.type, i))]))
-            at = builder.add(at, bv)
-            rows.append(builder.load(vector_at(context, builder, src, sv, at, vec), align=size))
+        starts = [builder.load(builder.gep(offs_data, [builder.add(o0v, ir.Constant(o0v.type, i))]))
+                  for i in range(MR)]
+        whole = builder.icmp_signed(">=", av, ir.Constant(av.type, MR))
+        out = builder.alloca(vec, size=ir.Constant(ir.IntType(32), MR))
+        with builder.if_else(whole) as (one_run, two_runs):
+            with one_run:
+                for i, at in enumerate(starts):
+                    at = builder.add(at, bv)
+                    value = builder.load(vector_at(context, builder, src, sv, at, vec), align=size)
+                    builder.store(value, builder.gep(out, [ir.Constant(ir.IntType(32), i)]))
+            with two_runs:
+                for i, at in enumerate(starts):
+                    value = _masked_runs(context, builder, src, sv, vec, builder.add(at, bv),
+                                         builder.add(at, b2v), av)
+                    builder.store(value, builder.gep(out, [ir.Constant(ir.IntType(32), i)]))
+        rows = [builder.load(builder.gep(out, [ir.Constant(ir.IntType(32), i)]))
+                for i in range(MR)]
         rows = butterfly(builder, rows) if MR & (MR - 1) == 0 else rows
         for j in range(MR):
             at = builder.add(dd, builder.mul(ldd_v, ir.Constant(ldd_v.type, j)))
             builder.store(rows[j], vector_at(context, builder, dst, dv, at, vec), align=size)
         return context.get_dummy_value()
 
-    return types.void(dst, d, ldd, src, offs, o0, base), codegen
+    return types.void(dst, d, ldd, src, offs, o0, base, base2, a), codegen
 
 
 @intrinsic
 def copy_two_runs(typingctx, dst, d, src, o1, o2, a):
     """dst[d + i] = src[o1 + i] for i < a, src[o2 + i - a] for a <= i < MR: MR values made
     of two runs (a strip of MR pixels that crosses the end of an output row), as two masked
-    vector loads (lanes outside a run are neither read nor faulted on), a select and one
-    vector store."""
+    vector loads, a select and one vector store (_masked_runs)."""
 
     def codegen(context, builder, sig, args):
         dv, dd, sv, o1v, o2v, av = args
         elt = context.get_value_type(dst.dtype)
-        size = context.get_abi_sizeof(elt)
         vec = ir.VectorType(elt, MR)
-        i1v = ir.VectorType(ir.IntType(1), MR)
-        i32 = ir.IntType(32)
-        load = cgutils.get_or_insert_function(
-            builder.module,
-            ir.FunctionType(vec, [vec.as_pointer(), i32, i1v, vec]),
-            f"llvm.masked.load.v{MR}f{8 * size}.p0")
-        lane = ir.Constant(ir.VectorType(av.type, MR), list(range(MR)))
-        split = builder.insert_element(ir.Constant(ir.VectorType(av.type, MR), ir.Undefined),
-                                       av, ir.Constant(i32, 0))
-        split = builder.shuffle_vector(split, split, ir.Constant(ir.VectorType(i32, MR),
-                                                                 [0] * MR))
-        first = builder.icmp_signed("<", lane, split)
-        second = builder.not_(first)
-        undef = ir.Constant(vec, ir.Undefined)
-        p1 = vector_at(context, builder, src, sv, o1v, vec)
-        p2 = vector_at(context, builder, src, sv, builder.sub(o2v, av), vec)
-        v1 = builder.call(load, [p1, ir.Constant(i32, size), first, undef])
-        v2 = builder.call(load, [p2, ir.Constant(i32, size), second, undef])
-        value = builder.select(first, v1, v2)
-        builder.store(value, vector_at(context, builder, dst, dv, dd, vec), align=size)
+        value = _masked_runs(context, builder, src, sv, vec, o1v, o2v, av)
+        builder.store(value, vector_at(context, builder, dst, dv, dd, vec),
+                      align=context.get_abi_sizeof(elt))
         return context.get_dummy_value()
 
     return types.void(dst, d, src, o1, o2, a), codegen
@@ -876,6 +893,16 @@ def _runs(offs, o, n):
 
 
 @njit(cache=True)
+def _two_runs(offs, o):
+    # a when offs[o:o+MR] are one run (a = MR) or two (offs[o:o+a] and offs[o+a:o+MR]),
+    # else 0
+    a = 1
+    while a < MR and offs[o + a] == offs[o] + a:
+        a += 1
+    return a if _runs(offs, o + a, MR - a) else 0
+
+
+@njit(cache=True)
 def pack_a_gathered(x, ap, s0, s1, k0, kc):
     # X[s0*MR:s1*MR, k0:k0+kc] -> ap[:s1-s0, :kc, :] as pack_a_block does for arrays (strips
     # of MR rows, k-major, rows past M zero), X[i, p] = src[rows[i] + cols[p]]. Per strip:
@@ -883,26 +910,24 @@ def pack_a_gathered(x, ap, s0, s1, k0, kc):
     #   output row): one MR-lane vector copy per step of K;
     # - its MR rows two such runs (pixels across the end of an output row): two masked
     #   vector loads per step of K (copy_two_runs);
-    # - else, per MR steps of K whose cols are consecutive (backward-weights: MR
+    # - else, per MR steps of K whose cols are one run or two (backward-weights: MR
     #   neighbouring pixels): an MR x MR block of MR rows anywhere, transposed in registers;
     # - else element by element.
     src, rows, cols = x
     M = rows.size
     KCP = ap.shape[1]
     dst = ap.reshape(-1)
-    vector = MR & (MR - 1) == 0  # transpose_rows needs MR a power of two
+    vector = MR & (MR - 1) == 0  # the intrinsics below need MR a power of two
     for s in range(s1 - s0):
         i0 = (s0 + s) * MR
         d = s * KCP * MR
-        if i0 + MR <= M and _runs(rows, i0, MR):
+        a = _two_runs(rows, i0) if i0 + MR <= M else 0
+        if a == MR:
             o = rows[i0]
             for p in range(kc):
                 copy_lanes(dst, d + p * MR, src, o + cols[k0 + p], MR)
             continue
-        a = 1  # the strip as two runs, rows[i0:i0+a] and rows[i0+a:i0+MR]
-        while i0 + MR <= M and a < MR and rows[i0 + a] == rows[i0] + a:
-            a += 1
-        if i0 + MR <= M and _runs(rows, i0 + a, MR - a):
+        if a and vector:
             o1, o2 = rows[i0], rows[i0 + a]
             for p in range(kc):
                 copy_two_runs(dst, d + p * MR, src, o1 + cols[k0 + p], o2 + cols[k0 + p], a)
@@ -910,8 +935,10 @@ def pack_a_gathered(x, ap, s0, s1, k0, kc):
         p = 0
         if i0 + MR <= M and vector:
             while p + MR <= kc:
-                if _runs(cols, k0 + p, MR):
-                    transpose_rows(dst, d + p * MR, MR, src, rows, i0, cols[k0 + p])
+                b = _two_runs(cols, k0 + p)
+                if b:
+                    transpose_rows(dst, d + p * MR, MR, src, rows, i0, cols[k0 + p],
+                                   cols[k0 + p + b - (b == MR)], b)
                 else:
                     for q in range(p, p + MR):
                         for i in range(MR):
@@ -928,7 +955,7 @@ def pack_b_gathered(x, bp, t):
     # k-major, columns past N zero), X[p, j] = src[rows[p] + cols[j]]:
     # - the strip's NR cols consecutive (im2col's backward-data: NR neighbouring pixels of
     #   the gradient): W32-lane vector copies per step of K;
-    # - else, per MR steps of K whose rows are consecutive (backward-weights: MR
+    # - else, per MR steps of K whose rows are one run or two (backward-weights: MR
     #   neighbouring pixels of the gradient, NR channels): MR x MR blocks transposed;
     # - else element by element.
     src, rows, cols = x
@@ -949,9 +976,11 @@ def pack_b_gathered(x, bp, t):
     p = 0
     if j0 + R <= N and MR & (MR - 1) == 0:
         while p + MR <= kc:
-            if _runs(rows, k0 + p, MR):
+            b = _two_runs(rows, k0 + p)
+            if b:
+                b2 = rows[k0 + p + b - (b == MR)]
                 for jb in range(0, R, MR):
-                    transpose_rows(dst, p * R + jb, R, src, cols, j0 + jb, rows[k0 + p])
+                    transpose_rows(dst, p * R + jb, R, src, cols, j0 + jb, rows[k0 + p], b2, b)
             else:
                 for q in range(p, p + MR):
                     for j in range(R):
