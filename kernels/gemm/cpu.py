@@ -760,7 +760,8 @@ def packing_scratch(M, N, K, dtype, threads, nbm):
 
 
 
-def run_packed(a, b, c, trans_a, trans_b, K, accumulate, bias, has_bias, relu):
+def run_packed(a, b, c, trans_a, trans_b, K, accumulate, bias, has_bias, relu,
+               tasks_per_thread=TASKS_PER_THREAD):
     """Version "packed": the split of c into blocks and the thread count, then the kernel."""
     M, N = c.shape
     strips = (M + MR - 1) // MR
@@ -772,7 +773,7 @@ def run_packed(a, b, c, trans_a, trans_b, K, accumulate, bias, has_bias, relu):
         # rows); its columns are split too when c has too few rows for that, or more
         # than NC columns, since every column block packs its rows of op(a) again.
         threads = numba.get_num_threads()
-        tasks = TASKS_PER_THREAD * threads
+        tasks = tasks_per_thread * threads
         nbm = min(strips, max(tasks, round(M / MC)))
         strips_n = (N + NR[c.dtype] - 1) // NR[c.dtype]
         nbn = max(1, min(strips_n, max((tasks + nbm - 1) // nbm, -(-N // NC))))
@@ -1014,11 +1015,13 @@ def _pack_b(b, trans_b, bp, t):
     return lambda b, trans_b, bp, t: pack_b_strip(b, trans_b, bp, t)
 
 
-def gemm_operands(a, b, c, trans_a, trans_b, accumulate, bias=None):
+def gemm_operands(a, b, c, trans_a, trans_b, accumulate, bias=None,
+                  tasks_per_thread=TASKS_PER_THREAD):
     """c = op(a) @ op(b) (or += when ``accumulate``) (+ bias (N,), added to every row) by
-    the packed version, where a and b
-    are C-contiguous arrays (op(x) = x.T when trans_x) or Gathered operands (op(x) = x,
-    the flag ignored), one dtype; c C-contiguous.
+    the packed version, where a and b are C-contiguous arrays (op(x) = x.T when trans_x) or
+    Gathered operands (op(x) = x, the flag ignored), one dtype; c C-contiguous.
+    ``tasks_per_thread``: the fewest row blocks of c per thread (each row block reads the
+    whole packed op(b); 1 suits a product of few rows and a long K, whose op(b) leaves L2).
 
     >>> import numpy as np
     >>> src = np.ones(64 * 64, np.float32)
@@ -1039,7 +1042,7 @@ def gemm_operands(a, b, c, trans_a, trans_b, accumulate, bias=None):
     bias = np.ascontiguousarray(bias) if has_bias else c[0]  # c[0]: never read
     if c.size:
         run_packed(a, b, c, bool(trans_a), bool(trans_b), K, bool(accumulate), bias, has_bias,
-                   False)
+                   False, tasks_per_thread)
 
 
 # ----------------------------------------------------------------------------
