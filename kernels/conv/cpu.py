@@ -24,22 +24,39 @@ was shared and loaded while these were taken: read the ratios, not the times.
             is the same tile with the roles swapped (TK output channels x 6 rows q,
             reduced over pixels), reading each sample's gradient transposed so the
             channels are contiguous.
-    im2col  (all three ops) the teaching version: per batch of samples and group, copy the
-            receptive fields into a column matrix col (Q, nb*P) (nb samples side by
-            side) and call the nnkern GEMM; backward-data multiplies w^T by g and folds
-            the columns back (col2im, plane by plane); backward-weights accumulates
-            col @ g^T. A batch is about COL_ELEMENTS (2M) column entries, in the reused
-            workspace. Steps on N128 C32 28x28 K64 3x3 fwd+bwd: sample by sample with
-            divisions 340 ms; batched, division-free 160 ms (direct then 47 ms, 0.3x);
-            col2im folding plane by plane instead of a gather that tested every tap
-            with divisions (one pass 741 -> 8 ms), and the GEMMs of forward and
-            backward-weights with the pixels (or Q) as their rows, so the GEMM's
-            threads stop streaming col from L3 once per 8-row block of w (80 -> 20 and
-            38 -> 25 ms per pass): 0.25 -> 0.46x direct (quiet bench run). What is
-            left is memory: col is written, read back and packed again by the GEMM
-            (11 ms per im2col pass where the whole direct forward takes 16). Reaching
-            direct needs im2col to write the GEMM's packed panel itself (a GEMM entry
-            point that takes a packed operand).
+    im2col  (all three ops) the teaching version: a convolution as one GEMM per batch of
+            samples and group over the column matrix col (Q, nb*P), whose column m holds
+            the receptive field of output pixel m (nb samples side by side). The batch is
+            placed in a zero-padded buffer xz (the Grid of the direct versions), so
+            col[q, m] = xz[tap[q] + pix[m]]: two offset tables (tap q = (c, r, s), pixel
+            m = (sample, oh, ow)). col is never written: the GEMM takes it as a Gathered
+            operand (kernels/gemm/cpu.py) and its packed version copies its strips of MR
+            pixels straight from xz into the panel its micro-kernel reads (one vector
+            copy per tap for MR neighbouring pixels of a row, two masked loads across a
+            row's end). Forward: out (nb*P, Kg) = col^T @ w^T + b (bias in the GEMM's
+            epilogue), moved into y by register transposes (transpose_into).
+            Backward-data: the same on the gradient zero-stuffed and padded
+            (backward_data_grid) with the flipped, transposed weights, as the direct
+            versions do it (no col2im). Backward-weights: dw^T (Q, Kg) += col @ g^T,
+            pixels as the reduction, g read in place (a Gathered operand too), one row
+            block of dw^T per thread.
+            History on N128 C32 28x28 K64 3x3 fwd+bwd: sample by sample with divisions
+            340 ms; batched, division-free 160 ms (direct then 47 ms, 0.3x); col2im
+            plane by plane (one pass 741 -> 8 ms) and the GEMMs with the pixels (or Q)
+            as their rows, so the GEMM's threads stopped streaming col from L3 once per
+            8-row block of w (80 -> 20 and 38 -> 25 ms per pass): 0.46-0.52x direct
+            (quiet bench runs). That version wrote col (8 MB per batch) at memory speed
+            and the GEMM packed it again. Per pass, ms, against direct (the entry points
+            below, one process, versions taking turns, medians of 7):
+            forward 31.5 vs 13.4 (im2col 8.0, GEMM 13.6, transposes 4.9), backward-data
+            20.4 vs 14.3 (moving g 1.4, GEMM 13.9, col2im 4.3), backward-weights 26.6 vs
+            14.4 (im2col 8.0, moving g 1.4, GEMM 15.4): 0.54x. Then, step by step:
+            col as a Gathered operand of the GEMM: forward 31.5 -> 18.6, backward-weights
+            26.6 -> 18.7 (0.65x); register transposes into y and the bias in the
+            epilogue: forward -> 17.2 (transposes 5.3 -> 1.9 ms); backward-data as the
+            convolution of the gradient, strips across a row's end by masked loads (its
+            GEMM 30.7 -> 27.1 ms on one thread); backward-weights with one row block per
+            thread (19.3 -> 16.7 ms). Result: IM2COL_RESULT.
     cl      (backward-weights) x copied per sample into a zero-padded channels-last
             buffer in blocks of TK channels (the blocked layout), the gradient read in
             place: KW = 8 output channels x TK input channels of one tap, reduced over
@@ -116,7 +133,8 @@ Tried and dropped (kept for the numbers):
       (one partial layout for every version): 0.8x on LeNet conv2, whose 100 output
       pixels leave little loop to hide the stores; they add whole vectors into their
       own layout and copy it out once per thread;
-    - im2col batches of 1-2 samples (col in L2: COL_ELEMENTS 2^18-2^19): no faster;
+    - im2col (with col written out) in batches of 1-2 samples (col in L2: COL_ELEMENTS
+      2^18-2^19): no faster;
     - px tiles of kx = 2 (LeNet's six channels in 3 blocks of 128 pixels, no empty
       lanes): LeNet conv1 forward 0.76x kx = 8, and the fourth tile instance in conv_px
       slowed the other tiles too (0.8-0.9x; one run at load 9);
@@ -129,6 +147,13 @@ Tried and dropped (kept for the numbers):
       sums (pxw and sv share the loop): sv 0.82-0.90x, pxw 0.96-0.97x on LeNet (kept twice);
     - im2col copying the rows' inside part as one contiguous run instead of testing every
       element: a pass no faster (its 10 ms are the writes of an 8 MB col);
+    - im2col's backward-data as dcol = w^T @ g (g read in place as a Gathered operand),
+      then col2im: 40.4 ms against 40.6 for the convolution of the gradient (one thread,
+      busy machine), kept out for one code path and no column buffer; masked loads for
+      strips across a row's end then took the convolution's GEMM from 30.7 to 27.1 ms;
+    - im2col's GEMM packing through a packer function passed as an argument (one driver
+      for any operand): Numba does not cache such a function (its type holds the
+      function's address), so every process would compile the GEMM again;
     - px in more pixel bands per sample (N32 C64 56x56 K64, whose padded sample is 861 KB,
       so a band's rows would stay in L2 across the channel blocks): 2, 4, 8 bands
       0.96x, 0.96x, 0.93x forward and 0.97x, 0.95x, 0.91x backward-data (the whole
