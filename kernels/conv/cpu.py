@@ -56,7 +56,12 @@ was shared and loaded while these were taken: read the ratios, not the times.
             epilogue: forward -> 17.2 (transposes 5.3 -> 1.9 ms); backward-data as the
             convolution of the gradient, strips across a row's end by masked loads (its
             GEMM 30.7 -> 27.1 ms on one thread); backward-weights with one row block per
-            thread (19.3 -> 16.7 ms). Result: IM2COL_RESULT.
+            thread (19.3 -> 16.7 ms). Result, per pass: forward 16.7 vs 13.7, backward-data
+            18.8 vs 15.5, backward-weights 20.3 vs 14.9 ms (0.79x direct); the bench's
+            fwd+bwd row on a quiet machine: 56.0 vs 42.8 ms, 0.77x direct (0.46-0.52x
+            before), 0.63x torch[channels_last]. What is left: placing the batch (a pass
+            over x or g), the GEMM's packing (for backward-data a strip feeds one tile of
+            Cg = 32 columns) and the transposes into y and dx.
     cl      (backward-weights) x copied per sample into a zero-padded channels-last
             buffer in blocks of TK channels (the blocked layout), the gradient read in
             place: KW = 8 output channels x TK input channels of one tap, reduced over
@@ -197,8 +202,6 @@ from numba import literally, njit, prange
 # 'contract' lets LLVM fuse a*b+c into one FMA; it keeps NaN/inf semantics.
 FM = {"contract"}
 LANES = VECTOR_LANES  # float32 lanes of one vector register
-
-input_index = njit(cache=True)(rules.input_index)
 
 # ----------------------------------------------------------------------------
 # the geometry of one convolution, and the version table
@@ -756,7 +759,10 @@ def _run_im2col(src, w, bias, out, G, Kout_g, Cq, R, S, dil, grid, OH, OW, strid
     # _run_tile): per batch of samples and group, the GEMM (nb*P, Kout_g) = col^T @ wmat
     # (+ bias in its epilogue), moved into out by transpose_into. col^T is a Gathered
     # operand (pixel offsets x tap offsets into the placed batch), so the GEMM packs its
-    # strips of MR pixels straight from the batch, mostly one vector copy per tap.
+    # strips of MR pixels straight from the batch, mostly one vector copy per tap. The
+    # pixels are the GEMM's rows, which it splits among the threads: with the Kout_g
+    # (often 64) channels as rows, each thread streamed all of col from L3 once per 8-row
+    # block (80 vs 16 ms of GEMM per forward pass on N128 C32 28x28 K64).
     N, P, Q = src.shape[0], OH * OW, Cq * R * S
     wmat = _packed(w, G, Kout_g, Cq, R, S, Kout_g, transpose)  # (G, Q, Kout_g)
     out3 = out.reshape(N, G * Kout_g, P)
@@ -789,8 +795,8 @@ def im2col_backward_data(geo, g, w, dx):
 
 def im2col_backward_weights(geo, g, x, dw, db):
     """dw[g]^T = sum over batches of col @ g[batch, g]^T (the GEMM accumulates; pixels as
-    its reduction, col's Q rows as its rows: see im2col_forward), both operands Gathered
-    (col from the padded batch, g in place), transposed into dw at the end."""
+    its reduction, col's Q rows as its rows, not g's Kg: see _run_im2col), both operands
+    Gathered (col from the padded batch, g in place), transposed into dw at the end."""
     G, Kg, Cg = geo.G, geo.K // geo.G, geo.C // geo.G
     Q, P = Cg * geo.R * geo.S, geo.OH * geo.OW
     grid = forward_grid(geo)
