@@ -764,7 +764,11 @@ def _run_im2col(src, w, bias, out, G, Kout_g, Cq, R, S, dil, grid, OH, OW, strid
     # (often 64) channels as rows, each thread streamed all of col from L3 once per 8-row
     # block (80 vs 16 ms of GEMM per forward pass on N128 C32 28x28 K64).
     N, P, Q = src.shape[0], OH * OW, Cq * R * S
-    wmat = _packed(w, G, Kout_g, Cq, R, S, Kout_g, transpose)  # (G, Q, Kout_g)
+    wmat = _packed(w, G, Kout_g, Cq, R, S, Kout_g, transpose).reshape(-1)  # (G, Q, Kout_g)
+    # wmat[g] as a Gathered operand too (rows of Kout_g values), so forward, backward-data
+    # and backward-weights compile one GEMM between them (two: 13.6 s of cold compile for
+    # the three ops, one: 9.8 s; the column-matrix version before: 7.9 s; CPU seconds)
+    w_rows, w_cols = np.arange(Q, dtype=np.int64) * Kout_g, np.arange(Kout_g, dtype=np.int64)
     out3 = out.reshape(N, G * Kout_g, P)
     for n0, m in im2col_batches(N, Q, P, Kout_g):
         buf = workspace("conv.placed", (m, Cq, grid.Hz, grid.Wz), src.dtype)
@@ -774,7 +778,8 @@ def _run_im2col(src, w, bias, out, G, Kout_g, Cq, R, S, dil, grid, OH, OW, strid
             place_batch(src, n0, g * Cq, buf, grid)
             b = None if bias is None else bias[g * Kout_g : (g + 1) * Kout_g]
             col_t = gemm_cpu.Gathered(buf.reshape(-1), pix, tap)
-            gemm_cpu.gemm_operands(col_t, wmat[g], res, False, False, False, b)
+            w_t = gemm_cpu.Gathered(wmat, w_rows + g * Q * Kout_g, w_cols)
+            gemm_cpu.gemm_operands(col_t, w_t, res, False, False, False, b)
             transpose_into(res.reshape(m, P, Kout_g), out3, n0, g * Kout_g)
 
 
