@@ -1013,14 +1013,14 @@ def pack_b(b, trans_b, bp, t):
     """op(b)'s strip t for gemm_packed: pack_b_strip or pack_b_gathered, as pack_a."""
 
 
-@overload(pack_a)
+@overload(pack_a, inline="always")
 def _pack_a(a, trans_a, ap, s0, s1, k0, kc):
     if isinstance(a, types.BaseTuple):
         return lambda a, trans_a, ap, s0, s1, k0, kc: pack_a_gathered(a, ap, s0, s1, k0, kc)
     return lambda a, trans_a, ap, s0, s1, k0, kc: pack_a_block(a, trans_a, ap, s0, s1, k0, kc)
 
 
-@overload(pack_b)
+@overload(pack_b, inline="always")
 def _pack_b(b, trans_b, bp, t):
     if isinstance(b, types.BaseTuple):
         return lambda b, trans_b, bp, t: pack_b_gathered(b, bp, t)
