@@ -80,7 +80,9 @@ operand of the zero-padded input: written out (8 MB per batch, at memory speed) 
 again by this GEMM, it took 8 ms of a 31.5 ms forward pass on N128 C32 28x28 K64 (direct
 13.4); packed from the input, the pass took 18.6 ms. A packer passed as a function argument
 would be simpler, but Numba does not cache a function that takes one (its type holds the
-function's address), so the choice is made by the operand's type.
+function's address), so the choice is made by the operand's type. Cost to the other users:
+the packed float32 kernel's cold compile went from 5.8 to 6.0-6.1 CPU s (fresh cache, one NN
+product; 6.2 s before pack_a and pack_b were inlined).
 
 The micro-kernel (_emit_tile, called as tile_at) multiplies one A strip (kc x MR) by
 one B strip (kc x NR) into an MR x NR tile of c (or of the stack, at c's edges): 2*MR
