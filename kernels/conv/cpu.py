@@ -58,10 +58,10 @@ was shared and loaded while these were taken: read the ratios, not the times.
             GEMM 30.7 -> 27.1 ms on one thread); backward-weights with one row block per
             thread (19.3 -> 16.7 ms). Result, per pass: forward 16.7 vs 13.7, backward-data
             18.8 vs 15.5, backward-weights 20.3 vs 14.9 ms (0.79x direct); the bench's
-            fwd+bwd row on a quiet machine: 56.0 vs 42.8 ms, 0.77x direct (0.46-0.52x
-            before), 0.63x torch[channels_last]. What is left: placing the batch (a pass
-            over x or g), the GEMM's packing (for backward-data a strip feeds one tile of
-            Cg = 32 columns) and the transposes into y and dx.
+            fwd+bwd rows in two quiet runs: 56.0 vs 42.8 and 53.3 vs 38.5 ms, 0.72-0.77x
+            direct (0.46-0.52x before), 0.59-0.63x torch[channels_last]. What is left:
+            placing the batch (a pass over x or g), the GEMM's packing (for backward-data
+            a strip feeds one tile of Cg = 32 columns) and the transposes into y and dx.
     cl      (backward-weights) x copied per sample into a zero-padded channels-last
             buffer in blocks of TK channels (the blocked layout), the gradient read in
             place: KW = 8 output channels x TK input channels of one tap, reduced over
