@@ -38,9 +38,10 @@ Example (inside an ``@njit`` kernel)::
         acc[i] = 0
 """
 
+import numpy as np
 from llvmlite import ir
-from numba import types
-from numba.core import errors
+from numba import njit, prange, typeof, types
+from numba.core import cgutils, errors
 from numba.extending import intrinsic
 
 
@@ -198,3 +199,52 @@ def transpose_block(typingctx, dst, d, dld, src, s, sld, nr, c0, nc):
         return context.get_dummy_value()
 
     return types.void(dst, d, dld, src, s, sld, nr, c0, nc), codegen
+
+
+@intrinsic
+def call_native(typingctx, address, args):
+    """Call the compiled Numba function whose native entry is at ``address`` (an int from
+    ``native_address``) on the values of the tuple ``args``; its exceptions propagate.
+
+    The callee's code is not linked into the caller: see ``run_pieces``.
+    """
+    if not isinstance(address, types.Integer) or not isinstance(args, types.BaseTuple):
+        raise errors.TypingError(f"call_native: (int, tuple) expected, got ({address}, {args})")
+    argtys = tuple(args)
+
+    def codegen(context, builder, sig, llargs):
+        fnty = context.call_conv.get_function_type(types.none, argtys)
+        fn = builder.inttoptr(llargs[0], fnty.as_pointer())
+        values = [builder.extract_value(llargs[1], i) for i in range(len(argtys))]
+        status, _ = context.call_conv.call_function(builder, fn, types.none, argtys, values)
+        with cgutils.if_unlikely(builder, status.is_error):
+            context.call_conv.return_status_propagate(builder, status)
+        return context.get_dummy_value()
+
+    return types.none(address, args), codegen
+
+
+_ADDRESSES = {}
+
+
+def native_address(kernel, args):
+    """The native entry address of the njit function ``kernel(piece, npiece, args)`` for the
+    tuple ``args`` (compiled, or loaded from the cache, on first use)."""
+    key = (kernel, tuple((a.dtype, a.ndim, a.flags.c_contiguous) if hasattr(a, "flags")
+                         else type(a) for a in args))
+    address = _ADDRESSES.get(key)
+    if address is None:
+        sig = (types.int64, types.int64, typeof(args))
+        kernel.compile(sig)
+        cres = kernel.overloads[sig]
+        address = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
+        _ADDRESSES[key] = address
+    return address
+
+
+@njit(parallel=True, cache=True)
+def run_pieces(address, npiece, args):
+    """``kernel(piece, npiece, args)`` for every piece < npiece, in parallel, where
+    ``address = native_address(kernel, args)``."""
+    for piece in prange(npiece):
+        call_native(address, (np.int64(piece), np.int64(npiece), args))

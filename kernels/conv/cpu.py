@@ -190,6 +190,8 @@ import numpy as np
 from nnkern.kernels._cpu import (
     AVX512,
     VECTOR_LANES,
+    native_address,
+    run_pieces,
     stack_array,
     transpose_block,
     wide_vectors,
@@ -1332,54 +1334,48 @@ def _tile_sv(KX, TP, xi, o0, wpk, blk, off, Cq, R, S, r0, r1, yi, yo, ystride, b
                 yi[yo + np.uint64(i * ystride + j)] = acc[i * TP * LANES + j] + bk
 
 
-@njit(parallel=True, fastmath=FM, cache=True)
-def conv_sv(src, wpk, bias, yf, off, rlo, rhi, grid, G, Kg, OH, OW, R, S, nband, npiece,
-            shape, KX, TP):
-    # y (N, G*Kg, OH*OW) flat = stride-1 direct convolution of src (N, G*Cq, A, B) placed
-    # by grid, with packed weights wpk (G*nkb, Cq*R*S, KX) and taps off (uint64, in
-    # elements of the interleaved buffer). Items are (block of LANES samples, band of
-    # output rows); each piece (one per thread) takes a run of items with its buffers
-    # allocated once: xi (Cq, Hz, Wz, LANES), zero where no source pixel lands, and yi
-    # (Kg, band rows, OW, LANES). Output row oh reads the kernel rows [rlo[oh], rhi[oh]).
-    # shape indexes SV_SHAPES, whose (KX, TP) it is.
+@njit(fastmath=FM, cache=True)
+def _sv_piece(piece, npiece, args):
+    src, wpk, bias, yf, off, rlo, rhi, G, Kg, OH, OW, R, S, nband, shape, KX, TP = args[:17]
+    grid = Grid(*args[17:])
     N = src.shape[0]
+    items = (N + LANES - 1) // LANES * nband
+    i0, i1 = piece * items // npiece, (piece + 1) * items // npiece
     Cq = src.shape[1] // G
     Kt = G * Kg
     Hz, Wz = grid.Hz, grid.Wz
     nkb = (Kg + KX - 1) // KX
     ext = np.int64(off[off.shape[0] - 1] // np.uint64(LANES)) // Wz % Hz  # rows a tap reaches
     pieces_per_row = (OW + TP - 1) // TP
-    items = (N + LANES - 1) // LANES * nband
     band_rows = (OH + nband - 1) // nband
-    for piece in prange(npiece):
-        xi = np.zeros(Cq * Hz * Wz * LANES, dtype=src.dtype)
-        yi = np.empty(Kg * band_rows * OW * LANES, dtype=yf.dtype)
-        for item in range(piece * items // npiece, (piece + 1) * items // npiece):
-            n0 = item // nband * LANES
-            nb = min(LANES, N - n0)
-            band = item % nband
-            h0, h1 = band * OH // nband, (band + 1) * OH // nband
-            ys = (h1 - h0) * OW * LANES  # one channel of yi
-            for g in range(G):
-                _interleave(src, n0, nb, g * Cq, Cq, xi, grid, h0, h1 + ext)
-                for kb in range(nkb):
-                    blk, k0 = g * nkb + kb, kb * KX
-                    nk = min(KX, Kg - k0)
-                    for oh in range(h0, h1):
-                        for t in range(pieces_per_row):
-                            ow0 = min(t * TP, OW - TP)  # the last piece ends at OW
-                            o0 = np.uint64((oh * Wz + ow0) * LANES)
-                            yo = np.uint64(k0 * ys + ((oh - h0) * OW + ow0) * LANES)
-                            if shape == 0:
-                                _tile_sv(4, 5, xi, o0, wpk, blk, off, Cq, R, S, rlo[oh],
-                                         rhi[oh], yi, yo, ys, bias, g * Kg + k0, nk)
-                            elif shape == 1:
-                                _tile_sv(3, 7, xi, o0, wpk, blk, off, Cq, R, S, rlo[oh],
-                                         rhi[oh], yi, yo, ys, bias, g * Kg + k0, nk)
-                            else:
-                                _tile_sv(6, 4, xi, o0, wpk, blk, off, Cq, R, S, rlo[oh],
-                                         rhi[oh], yi, yo, ys, bias, g * Kg + k0, nk)
-                _deinterleave(yi, h0 * OW, h1 * OW, yf, n0, nb, g * Kg, Kg, OH * OW, Kt)
+    xi = np.zeros(Cq * Hz * Wz * LANES, dtype=src.dtype)
+    yi = np.empty(Kg * band_rows * OW * LANES, dtype=yf.dtype)
+    for item in range(i0, i1):
+        n0 = item // nband * LANES
+        nb = min(LANES, N - n0)
+        band = item % nband
+        h0, h1 = band * OH // nband, (band + 1) * OH // nband
+        ys = (h1 - h0) * OW * LANES  # one channel of yi
+        for g in range(G):
+            _interleave(src, n0, nb, g * Cq, Cq, xi, grid, h0, h1 + ext)
+            for kb in range(nkb):
+                blk, k0 = g * nkb + kb, kb * KX
+                nk = min(KX, Kg - k0)
+                for oh in range(h0, h1):
+                    for t in range(pieces_per_row):
+                        ow0 = min(t * TP, OW - TP)  # the last piece ends at OW
+                        o0 = np.uint64((oh * Wz + ow0) * LANES)
+                        yo = np.uint64(k0 * ys + ((oh - h0) * OW + ow0) * LANES)
+                        if shape == 0:
+                            _tile_sv(4, 5, xi, o0, wpk, blk, off, Cq, R, S, rlo[oh],
+                                     rhi[oh], yi, yo, ys, bias, g * Kg + k0, nk)
+                        elif shape == 1:
+                            _tile_sv(3, 7, xi, o0, wpk, blk, off, Cq, R, S, rlo[oh],
+                                     rhi[oh], yi, yo, ys, bias, g * Kg + k0, nk)
+                        else:
+                            _tile_sv(6, 4, xi, o0, wpk, blk, off, Cq, R, S, rlo[oh],
+                                     rhi[oh], yi, yo, ys, bias, g * Kg + k0, nk)
+            _deinterleave(yi, h0 * OW, h1 * OW, yf, n0, nb, g * Kg, Kg, OH * OW, Kt)
 
 
 @lru_cache(maxsize=64)
@@ -1426,8 +1422,9 @@ def _run_sv(src, w, bias, yf, G, Kout_g, Cq, R, S, dil, grid, OH, OW, transpose)
     threads = numba.get_num_threads()
     nband = max(1, min(OH, -(-4 * threads // nblk)))
     # (the piece count comes from here: get_num_threads inside the kernel stops its caching)
-    conv_sv(src, wpk, bias, yf, _sv_offsets(Cq, R, S, *dil, grid), rlo, rhi, grid, G, Kout_g,
-            OH, OW, R, S, nband, min(threads, nblk * nband), shape, *SV_SHAPES[shape])
+    args = (src, wpk, bias, yf, _sv_offsets(Cq, R, S, *dil, grid), rlo, rhi, G, Kout_g,
+            OH, OW, R, S, nband, shape, *SV_SHAPES[shape], *grid)
+    run_pieces(native_address(_sv_piece, args), min(threads, nblk * nband), args)
 
 
 @njit(fastmath=FM, cache=True)
@@ -1464,8 +1461,8 @@ def _tile_svw(KB, QB, xi, xoff, gi, go, gstride, h0, h1, OW, Wz, partv, k0, q0):
                 partv[k0 + i, q0 + j, lane] = acc[(i * QB + j) * LANES + lane]
 
 
-@njit(parallel=True, fastmath=FM, cache=True)
-def conv_dw_sv(x, g, part, dbpart, nband, xoff, grid, G, OH, OW, shape):
+@njit(fastmath=FM, cache=True)
+def _svw_piece(piece, npiece, args):
     # Partial sums: part[piece] (K, Cg*R*S) of dw and dbpart[piece] (K,) float64 of db,
     # piece by piece over (block of LANES samples, band of output rows) items. Per item
     # and group, x is interleaved onto the padded grid in xi (Cg, Hz, Wz, LANES) and g in
@@ -1473,11 +1470,12 @@ def conv_dw_sv(x, g, part, dbpart, nband, xoff, grid, G, OH, OW, shape):
     # LANES) and their lanes are added up per group (G > 1) or at the piece's end.
     # xoff (Qpad,) uint64: tap offsets into xi, the last repeated to a multiple of QB.
     # shape indexes SVW_SHAPES.
+    x, g, part, dbpart, nband, xoff, G, OH, OW, shape = args[:10]
+    grid = Grid(*args[10:])
     N, Kt = g.shape[0], g.shape[1]
     Cg = x.shape[1] // G
     Kg = Kt // G
     Q = part.shape[2]
-    npiece = part.shape[0]
     Hz, Wz = grid.Hz, grid.Wz
     KB, QB = SVW_SHAPES[shape]
     Qpad = xoff.shape[0]
@@ -1487,36 +1485,35 @@ def conv_dw_sv(x, g, part, dbpart, nband, xoff, grid, G, OH, OW, shape):
     ext = np.int64(xoff[Qpad - 1] // np.uint64(LANES)) // Wz % Hz
     ggrid = Grid(OH, OW, 1, 1, 0, 0)
     g4 = g.reshape(N, Kt, OH, OW)
-    for piece in prange(npiece):
-        part[piece] = 0
-        dbpart[piece] = 0
-        xi = np.zeros(Cg * Hz * Wz * LANES, dtype=x.dtype)
-        gi = np.zeros(Kpad * P * LANES, dtype=g.dtype)
-        partv = np.zeros((Kpad, Qpad, LANES), dtype=part.dtype)
-        for item in range(piece * items // npiece, (piece + 1) * items // npiece):
-            n0 = item // nband * LANES
-            nb = min(LANES, N - n0)
-            band = item % nband
-            h0, h1 = band * OH // nband, (band + 1) * OH // nband
-            for grp in range(G):
-                _interleave(x, n0, nb, grp * Cg, Cg, xi, grid, h0, h1 + ext)
-                _interleave(g4, n0, nb, grp * Kg, Kg, gi, ggrid, h0, h1)
-                for k in range(Kg):
-                    dbpart[piece, grp * Kg + k] += _row_sum(
-                        gi, np.uint64((k * P + h0 * OW) * LANES), (h1 - h0) * OW * LANES)
-                for k0 in range(0, Kg, KB):
-                    go = np.uint64(k0 * P * LANES)
-                    for q0 in range(0, Qpad, QB):
-                        if shape == 0:
-                            _tile_svw(4, 5, xi, xoff, gi, go, P * LANES, h0, h1, OW, Wz,
-                                      partv, k0, q0)
-                        else:
-                            _tile_svw(3, 5, xi, xoff, gi, go, P * LANES, h0, h1, OW, Wz,
-                                      partv, k0, q0)
-                if G > 1:
-                    _add_lanes(partv, part, piece, grp * Kg, Kg, Q)
-        if G == 1:
-            _add_lanes(partv, part, piece, 0, Kg, Q)
+    part[piece] = 0
+    dbpart[piece] = 0
+    xi = np.zeros(Cg * Hz * Wz * LANES, dtype=x.dtype)
+    gi = np.zeros(Kpad * P * LANES, dtype=g.dtype)
+    partv = np.zeros((Kpad, Qpad, LANES), dtype=part.dtype)
+    for item in range(piece * items // npiece, (piece + 1) * items // npiece):
+        n0 = item // nband * LANES
+        nb = min(LANES, N - n0)
+        band = item % nband
+        h0, h1 = band * OH // nband, (band + 1) * OH // nband
+        for grp in range(G):
+            _interleave(x, n0, nb, grp * Cg, Cg, xi, grid, h0, h1 + ext)
+            _interleave(g4, n0, nb, grp * Kg, Kg, gi, ggrid, h0, h1)
+            for k in range(Kg):
+                dbpart[piece, grp * Kg + k] += _row_sum(
+                    gi, np.uint64((k * P + h0 * OW) * LANES), (h1 - h0) * OW * LANES)
+            for k0 in range(0, Kg, KB):
+                go = np.uint64(k0 * P * LANES)
+                for q0 in range(0, Qpad, QB):
+                    if shape == 0:
+                        _tile_svw(4, 5, xi, xoff, gi, go, P * LANES, h0, h1, OW, Wz,
+                                  partv, k0, q0)
+                    else:
+                        _tile_svw(3, 5, xi, xoff, gi, go, P * LANES, h0, h1, OW, Wz,
+                                  partv, k0, q0)
+            if G > 1:
+                _add_lanes(partv, part, piece, grp * Kg, Kg, Q)
+    if G == 1:  # (kbase as an int64: a literal 0 would compile a second _add_lanes)
+        _add_lanes(partv, part, piece, np.int64(0), Kg, Q)
 
 
 @lru_cache(maxsize=64)
@@ -1539,8 +1536,9 @@ def sv_backward_weights(geo, g, x, dw, db):
     npiece = min(threads, nblk * nband)
     part = np.empty((npiece, geo.K, Q), dtype=dw.dtype)
     dbpart = np.empty((npiece, geo.K), dtype=np.float64)
-    conv_dw_sv(x, g.reshape(geo.N, geo.K, -1), part, dbpart, nband, xoff, grid, geo.G,
-               geo.OH, geo.OW, shape)
+    args = (x, g.reshape(geo.N, geo.K, -1), part, dbpart, nband, xoff, geo.G, geo.OH, geo.OW,
+            shape, *grid)
+    run_pieces(native_address(_svw_piece, args), npiece, args)
     has_bias = db is not None
     reduce_pieces(part, dbpart, dw, db if has_bias else dbpart[0], has_bias)
 

@@ -140,7 +140,14 @@ from collections import namedtuple
 import numba
 import numpy as np
 from llvmlite import ir
-from nnkern.kernels._cpu import VECTOR_LANES, butterfly, stack_array, vector_at
+from nnkern.kernels._cpu import (
+    VECTOR_LANES,
+    butterfly,
+    native_address,
+    run_pieces,
+    stack_array,
+    vector_at,
+)
 from nnkern.kernels._workspace import workspace
 from numba import njit, prange, types
 from numba.core import cgutils
@@ -508,20 +515,23 @@ def small_columns(a, b, c, trans_a, trans_b, s0, s1, epilogue):
                     edge_tile(tile, nr, c, i0, j0, add, last, epilogue)
 
 
-@njit(parallel=True, cache=True)
-def gemm_small(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu, tasks):
-    # `tasks` blocks of c's column strips, one per prange iteration; a single task runs
-    # on the calling thread with no parallel launch (one costs about 9 us even for a team
-    # of one: more than the whole 64^3 product). One kernel for both keeps the cold
-    # compile to one copy of the tree (a serial twin kernel cost 1.3 s more).
+@njit(cache=True)
+def gemm_small(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu):
+    # All of c on the calling thread, with no parallel launch (one costs about 9 us even
+    # for a team of one: more than the whole 64^3 product). (s0 as an int64: a literal 0
+    # would compile a second small_columns, 1 s of cold compile.)
     strips = (c.shape[1] + NR32 * 4 // c.itemsize - 1) // (NR32 * 4 // c.itemsize)
-    epilogue = (accumulate, bias, has_bias, relu)
-    if tasks == 1:
-        small_columns(a, b, c, trans_a, trans_b, 0, strips, epilogue)
-        return
-    for t in prange(tasks):
-        small_columns(a, b, c, trans_a, trans_b, t * strips // tasks, (t + 1) * strips // tasks,
-                      epilogue)
+    small_columns(a, b, c, trans_a, trans_b, np.int64(0), strips,
+                  (accumulate, bias, has_bias, relu))
+
+
+@njit(cache=True)
+def small_task(task, tasks, args):
+    # Task `task` of `tasks` blocks of c's column strips, for run_pieces.
+    a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu = args
+    strips = (c.shape[1] + NR32 * 4 // c.itemsize - 1) // (NR32 * 4 // c.itemsize)
+    small_columns(a, b, c, trans_a, trans_b, task * strips // tasks,
+                  (task + 1) * strips // tasks, (accumulate, bias, has_bias, relu))
 
 
 def small_tasks(M, N, K, dtype):
@@ -1109,8 +1119,12 @@ def gemm_bias_relu(a, b, c, trans_a, trans_b, accumulate, bias, relu):
     bias = np.ascontiguousarray(bias) if has_bias else c[0]  # c[0]: never read
     version = _forced or choose(M, N, K, trans_b, False)[0]
     if version == "small":
-        gemm_small(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu,
-                   small_tasks(M, N, K, c.dtype))
+        tasks = small_tasks(M, N, K, c.dtype)
+        if tasks == 1:
+            gemm_small(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu)
+        else:
+            args = (a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu)
+            run_pieces(native_address(small_task, args), tasks, args)
     elif version == "packed":
         run_packed(a, b, c, trans_a, trans_b, K, accumulate, bias, has_bias, relu)
     else:
