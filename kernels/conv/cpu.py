@@ -1304,34 +1304,39 @@ def _deinterleave(yi, pa, pb, dst, n0, nb, k0, nk, P, Kt):
                     dst[d0 + lane * Kt * P + p] = yi[s0 + p * LANES + lane]
 
 
-@njit(fastmath=FM, cache=True)
-def _tile_sv(KX, TP, xi, o0, wpk, blk, off, Cq, R, S, r0, r1, yi, yo, ystride, bias, kbase,
-             nk):
-    # acc[i, j, l] = sum over q = (c, r, s), r in [r0, r1) (the taps that reach rows
-    # holding data), of wpk[blk, q, i] * xi[o0 + off[q] + j*LANES + l]: KX output channels
-    # x TP neighbouring pixels x LANES samples, the pixels' samples one contiguous run per
-    # q (TP vector loads, KX broadcasts, KX*TP FMAs). Channel i < nk is stored with its
-    # bias at yi[yo + i*ystride + j*LANES + l]. KX and TP are compile-time constants.
-    literally(KX)
-    literally(TP)
-    wide_vectors()
-    acc = stack_array(yi, SV_TILE)
-    for i in range(KX * TP * LANES):
-        acc[i] = 0
-    for c in range(Cq):
-        for r in range(r0, r1):
-            qa = (c * R + r) * S
-            for q in range(qa, qa + S):
-                o = o0 + off[q]
+def _make_tile_sv(KX, TP):
+    # One tile function per shape, KX and TP closure constants (no literal dispatch).
+    @njit(fastmath=FM)
+    def _tile_sv(xi, o0, wpk, blk, off, Cq, R, S, r0, r1, yi, yo, ystride, bias, kbase,
+                 nk):
+        # acc[i, j, l] = sum over q = (c, r, s), r in [r0, r1) (the taps that reach rows
+        # holding data), of wpk[blk, q, i] * xi[o0 + off[q] + j*LANES + l]: KX output channels
+        # x TP neighbouring pixels x LANES samples, the pixels' samples one contiguous run per
+        # q (TP vector loads, KX broadcasts, KX*TP FMAs). Channel i < nk is stored with its
+        # bias at yi[yo + i*ystride + j*LANES + l]. KX and TP are compile-time constants.
+        wide_vectors()
+        acc = stack_array(yi, SV_TILE)
+        for i in range(KX * TP * LANES):
+            acc[i] = 0
+        for c in range(Cq):
+            for r in range(r0, r1):
+                qa = (c * R + r) * S
+                for q in range(qa, qa + S):
+                    o = o0 + off[q]
+                    for j in range(TP * LANES):
+                        xv = xi[o + np.uint64(j)]
+                        for i in range(KX):
+                            acc[i * TP * LANES + j] += wpk[blk, q, i] * xv
+        for i in range(KX):
+            if i < nk:
+                bk = bias[kbase + i]
                 for j in range(TP * LANES):
-                    xv = xi[o + np.uint64(j)]
-                    for i in range(KX):
-                        acc[i * TP * LANES + j] += wpk[blk, q, i] * xv
-    for i in range(KX):
-        if i < nk:
-            bk = bias[kbase + i]
-            for j in range(TP * LANES):
-                yi[yo + np.uint64(i * ystride + j)] = acc[i * TP * LANES + j] + bk
+                    yi[yo + np.uint64(i * ystride + j)] = acc[i * TP * LANES + j] + bk
+    return _tile_sv
+
+
+_TILE_SV = tuple(_make_tile_sv(KX, TP) for KX, TP in SV_SHAPES)
+_tile_sv_0, _tile_sv_1, _tile_sv_2 = _TILE_SV
 
 
 @njit(fastmath=FM, cache=True)
@@ -1367,13 +1372,13 @@ def _sv_piece(piece, npiece, args):
                         o0 = np.uint64((oh * Wz + ow0) * LANES)
                         yo = np.uint64(k0 * ys + ((oh - h0) * OW + ow0) * LANES)
                         if shape == 0:
-                            _tile_sv(4, 5, xi, o0, wpk, blk, off, Cq, R, S, rlo[oh],
+                            _tile_sv_0(xi, o0, wpk, blk, off, Cq, R, S, rlo[oh],
                                      rhi[oh], yi, yo, ys, bias, g * Kg + k0, nk)
                         elif shape == 1:
-                            _tile_sv(3, 7, xi, o0, wpk, blk, off, Cq, R, S, rlo[oh],
+                            _tile_sv_1(xi, o0, wpk, blk, off, Cq, R, S, rlo[oh],
                                      rhi[oh], yi, yo, ys, bias, g * Kg + k0, nk)
                         else:
-                            _tile_sv(6, 4, xi, o0, wpk, blk, off, Cq, R, S, rlo[oh],
+                            _tile_sv_2(xi, o0, wpk, blk, off, Cq, R, S, rlo[oh],
                                      rhi[oh], yi, yo, ys, bias, g * Kg + k0, nk)
             _deinterleave(yi, h0 * OW, h1 * OW, yf, n0, nb, g * Kg, Kg, OH * OW, Kt)
 
@@ -1427,38 +1432,42 @@ def _run_sv(src, w, bias, yf, G, Kout_g, Cq, R, S, dil, grid, OH, OW, transpose)
     run_pieces(native_address(_sv_piece, args), min(threads, nblk * nband), args)
 
 
-@njit(fastmath=FM, cache=True)
-def _tile_svw(KB, QB, xi, xoff, gi, go, gstride, h0, h1, OW, Wz, partv, k0, q0):
-    # partv[k0 + i, q0 + j, l] += sum over the output pixels (oh, ow), oh in [h0, h1), of
-    # gi[go + i*gstride + (oh*OW + ow)*LANES + l] * xi[xoff[q0 + j] + (oh*Wz + ow)*LANES + l]:
-    # KB output channels x QB rows q, lane l a sample; per pixel KB + QB vector loads and
-    # KB*QB FMAs. The sums stay vectors (a horizontal sum at the end of the piece). KB and
-    # QB are compile-time constants.
-    literally(KB)
-    literally(QB)
-    wide_vectors()
-    acc = stack_array(partv, SV_TILE)
-    for i in range(KB):
-        for j in range(QB):
-            for lane in range(LANES):
-                acc[(i * QB + j) * LANES + lane] = partv[k0 + i, q0 + j, lane]
-    for oh in range(h0, h1):
-        gr = go + np.uint64(oh * OW * LANES)
-        xr = np.uint64(oh * Wz * LANES)
-        for ow in range(OW):
-            pg = gr + np.uint64(ow * LANES)
-            pxo = xr + np.uint64(ow * LANES)
+def _make_tile_svw(KB, QB):
+    # One tile function per shape, KB and QB closure constants (no literal dispatch).
+    @njit(fastmath=FM)
+    def _tile_svw(xi, xoff, gi, go, gstride, h0, h1, OW, Wz, partv, k0, q0):
+        # partv[k0 + i, q0 + j, l] += sum over the output pixels (oh, ow), oh in [h0, h1), of
+        # gi[go + i*gstride + (oh*OW + ow)*LANES + l] * xi[xoff[q0 + j] + (oh*Wz + ow)*LANES + l]:
+        # KB output channels x QB rows q, lane l a sample; per pixel KB + QB vector loads and
+        # KB*QB FMAs. The sums stay vectors (a horizontal sum at the end of the piece). KB and
+        # QB are compile-time constants.
+        wide_vectors()
+        acc = stack_array(partv, SV_TILE)
+        for i in range(KB):
             for j in range(QB):
-                xo = xoff[q0 + j] + pxo
-                for i in range(KB):
-                    gg = pg + np.uint64(i * gstride)
-                    a = (i * QB + j) * LANES
-                    for lane in range(LANES):
-                        acc[a + lane] += gi[gg + np.uint64(lane)] * xi[xo + np.uint64(lane)]
-    for i in range(KB):
-        for j in range(QB):
-            for lane in range(LANES):
-                partv[k0 + i, q0 + j, lane] = acc[(i * QB + j) * LANES + lane]
+                for lane in range(LANES):
+                    acc[(i * QB + j) * LANES + lane] = partv[k0 + i, q0 + j, lane]
+        for oh in range(h0, h1):
+            gr = go + np.uint64(oh * OW * LANES)
+            xr = np.uint64(oh * Wz * LANES)
+            for ow in range(OW):
+                pg = gr + np.uint64(ow * LANES)
+                pxo = xr + np.uint64(ow * LANES)
+                for j in range(QB):
+                    xo = xoff[q0 + j] + pxo
+                    for i in range(KB):
+                        gg = pg + np.uint64(i * gstride)
+                        a = (i * QB + j) * LANES
+                        for lane in range(LANES):
+                            acc[a + lane] += gi[gg + np.uint64(lane)] * xi[xo + np.uint64(lane)]
+        for i in range(KB):
+            for j in range(QB):
+                for lane in range(LANES):
+                    partv[k0 + i, q0 + j, lane] = acc[(i * QB + j) * LANES + lane]
+    return _tile_svw
+
+
+_tile_svw_0, _tile_svw_1 = (_make_tile_svw(KB, QB) for KB, QB in SVW_SHAPES)
 
 
 @njit(fastmath=FM, cache=True)
@@ -1505,10 +1514,10 @@ def _svw_piece(piece, npiece, args):
                 go = np.uint64(k0 * P * LANES)
                 for q0 in range(0, Qpad, QB):
                     if shape == 0:
-                        _tile_svw(4, 5, xi, xoff, gi, go, P * LANES, h0, h1, OW, Wz,
+                        _tile_svw_0(xi, xoff, gi, go, P * LANES, h0, h1, OW, Wz,
                                   partv, k0, q0)
                     else:
-                        _tile_svw(3, 5, xi, xoff, gi, go, P * LANES, h0, h1, OW, Wz,
+                        _tile_svw_1(xi, xoff, gi, go, P * LANES, h0, h1, OW, Wz,
                                   partv, k0, q0)
             if G > 1:
                 _add_lanes(partv, part, piece, grp * Kg, Kg, Q)

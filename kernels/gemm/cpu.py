@@ -516,18 +516,12 @@ def small_columns(a, b, c, trans_a, trans_b, s0, s1, epilogue):
 
 
 @njit(cache=True)
-def gemm_small(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu):
-    # All of c on the calling thread, with no parallel launch (one costs about 9 us even
-    # for a team of one: more than the whole 64^3 product). (s0 as an int64: a literal 0
-    # would compile a second small_columns, 1 s of cold compile.)
-    strips = (c.shape[1] + NR32 * 4 // c.itemsize - 1) // (NR32 * 4 // c.itemsize)
-    small_columns(a, b, c, trans_a, trans_b, np.int64(0), strips,
-                  (accumulate, bias, has_bias, relu))
-
-
-@njit(cache=True)
 def small_task(task, tasks, args):
-    # Task `task` of `tasks` blocks of c's column strips, for run_pieces.
+    # Block `task` of `tasks` blocks of c's column strips; args = (a, b, c, trans_a, trans_b,
+    # accumulate, bias, has_bias, relu). One task runs on the calling thread, called from
+    # Python with no parallel launch (one costs about 9 us even for a team of one: more
+    # than the whole 64^3 product; the tuple costs no more to pass than the nine values);
+    # more go to run_pieces.
     a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu = args
     strips = (c.shape[1] + NR32 * 4 // c.itemsize - 1) // (NR32 * 4 // c.itemsize)
     small_columns(a, b, c, trans_a, trans_b, task * strips // tasks,
@@ -1120,10 +1114,10 @@ def gemm_bias_relu(a, b, c, trans_a, trans_b, accumulate, bias, relu):
     version = _forced or choose(M, N, K, trans_b, False)[0]
     if version == "small":
         tasks = small_tasks(M, N, K, c.dtype)
+        args = (a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu)
         if tasks == 1:
-            gemm_small(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu)
+            small_task(0, 1, args)
         else:
-            args = (a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu)
             run_pieces(native_address(small_task, args), tasks, args)
     elif version == "packed":
         run_packed(a, b, c, trans_a, trans_b, K, accumulate, bias, has_bias, relu)
