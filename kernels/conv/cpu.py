@@ -190,7 +190,6 @@ import numpy as np
 from nnkern.kernels._cpu import (
     AVX512,
     VECTOR_LANES,
-    native_address,
     run_pieces,
     stack_array,
     transpose_block,
@@ -1429,7 +1428,7 @@ def _run_sv(src, w, bias, yf, G, Kout_g, Cq, R, S, dil, grid, OH, OW, transpose)
     # (the piece count comes from here: get_num_threads inside the kernel stops its caching)
     args = (src, wpk, bias, yf, _sv_offsets(Cq, R, S, *dil, grid), rlo, rhi, G, Kout_g,
             OH, OW, R, S, nband, shape, *SV_SHAPES[shape], *grid)
-    run_pieces(native_address(_sv_piece, args), min(threads, nblk * nband), args)
+    run_pieces(_sv_piece, min(threads, nblk * nband), args)
 
 
 def _make_tile_svw(KB, QB):
@@ -1547,7 +1546,7 @@ def sv_backward_weights(geo, g, x, dw, db):
     dbpart = np.empty((npiece, geo.K), dtype=np.float64)
     args = (x, g.reshape(geo.N, geo.K, -1), part, dbpart, nband, xoff, geo.G, geo.OH, geo.OW,
             shape, *grid)
-    run_pieces(native_address(_svw_piece, args), npiece, args)
+    run_pieces(_svw_piece, npiece, args)
     has_bias = db is not None
     reduce_pieces(part, dbpart, dw, db if has_bias else dbpart[0], has_bias)
 

@@ -143,7 +143,6 @@ from llvmlite import ir
 from nnkern.kernels._cpu import (
     VECTOR_LANES,
     butterfly,
-    native_address,
     run_pieces,
     stack_array,
     vector_at,
@@ -1118,7 +1117,7 @@ def gemm_bias_relu(a, b, c, trans_a, trans_b, accumulate, bias, relu):
         if tasks == 1:
             small_task(0, 1, args)
         else:
-            run_pieces(native_address(small_task, args), tasks, args)
+            run_pieces(small_task, tasks, args)
     elif version == "packed":
         run_packed(a, b, c, trans_a, trans_b, K, accumulate, bias, has_bias, relu)
     else:

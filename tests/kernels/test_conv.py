@@ -156,6 +156,41 @@ def test_transpose_block_against_numpy(dtype, nr, c0, nc):
     np.testing.assert_array_equal(dst, want)
 
 
+def _scaled_piece():
+    # a piece for run_pieces: rows i = piece, piece + npiece, ... of out get x[i]*scale + piece
+    from numba import njit
+
+    @njit
+    def piece(p, npiece, args):
+        out, x, scale = args
+        for i in range(p, x.shape[0], npiece):
+            out[i] = x[i] * scale + p
+        if scale < 0:
+            raise ValueError("negative scale")
+
+    return piece
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_run_pieces_calls_every_piece_by_address(dtype):
+    # The parallel runner the sv version and the GEMM use to compile a prange body once:
+    # every piece runs once with its index, for each dtype and array layout (each its own
+    # compiled address), and an exception inside a piece becomes a RuntimeError that
+    # leaves the process sound (compiling and running again afterwards).
+    from nnkern.kernels._cpu import native_address, run_pieces
+
+    piece = _scaled_piece()
+    x = np.arange(21, dtype=dtype)
+    for _ in range(2):
+        for xs, npiece, scale in ((x, 3, 2), (x[::2], 4, 3), (x[:7], 1, 5)):
+            out = np.full(xs.shape[0], np.nan, dtype)
+            run_pieces(piece, npiece, (out, xs, scale))
+            np.testing.assert_array_equal(out, xs * scale + np.arange(xs.shape[0]) % npiece)
+        with pytest.raises(RuntimeError, match="piece raised inside run_pieces"):
+            run_pieces(piece, 2, (out, xs, -1))
+    assert native_address(piece, (out, x, 1)) != native_address(piece, (out, x[::2], 1))
+
+
 def test_cpu_choose_says_why():
     from nnkern.kernels.conv import cpu
 
