@@ -249,11 +249,11 @@ def native_address(kernel, args):
 
 
 @njit(parallel=True, cache=True)
-def _run_pieces(address, npiece, args):
-    failed = np.zeros(npiece, np.bool_)
+def _run_pieces(address, failed, args):
+    # failed (npiece,) bool: set where a piece raised
+    npiece = failed.shape[0]
     for piece in prange(npiece):
         failed[piece] = call_native(address, (np.int64(piece), np.int64(npiece), args))
-    return failed.any()
 
 
 def run_pieces(kernel, npiece, args):
@@ -277,6 +277,8 @@ def run_pieces(kernel, npiece, args):
 
         run_pieces(double, numba.get_num_threads(), (out, x))
     """
-    if _run_pieces(native_address(kernel, args), npiece, args):
+    failed = np.zeros(npiece, np.bool_)
+    _run_pieces(native_address(kernel, args), failed, args)
+    if failed.any():
         raise RuntimeError(f"{kernel.py_func.__qualname__} raised inside run_pieces (its "
                            "exception is not carried out of the parallel loop)")
