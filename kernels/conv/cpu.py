@@ -1338,48 +1338,59 @@ _TILE_SV = tuple(_make_tile_sv(KX, TP) for KX, TP in SV_SHAPES)
 _tile_sv_0, _tile_sv_1, _tile_sv_2 = _TILE_SV
 
 
-@njit(fastmath=FM, cache=True)
-def _sv_piece(piece, npiece, args):
-    src, wpk, bias, yf, off, rlo, rhi, G, Kg, OH, OW, R, S, nband, shape, KX, TP = args[:17]
-    grid = Grid(*args[17:])
-    N = src.shape[0]
-    items = (N + LANES - 1) // LANES * nband
-    i0, i1 = piece * items // npiece, (piece + 1) * items // npiece
-    Cq = src.shape[1] // G
-    Kt = G * Kg
-    Hz, Wz = grid.Hz, grid.Wz
-    nkb = (Kg + KX - 1) // KX
-    ext = np.int64(off[off.shape[0] - 1] // np.uint64(LANES)) // Wz % Hz  # rows a tap reaches
-    pieces_per_row = (OW + TP - 1) // TP
-    band_rows = (OH + nband - 1) // nband
-    xi = np.zeros(Cq * Hz * Wz * LANES, dtype=src.dtype)
-    yi = np.empty(Kg * band_rows * OW * LANES, dtype=yf.dtype)
-    for item in range(i0, i1):
-        n0 = item // nband * LANES
-        nb = min(LANES, N - n0)
-        band = item % nband
-        h0, h1 = band * OH // nband, (band + 1) * OH // nband
-        ys = (h1 - h0) * OW * LANES  # one channel of yi
-        for g in range(G):
-            _interleave(src, n0, nb, g * Cq, Cq, xi, grid, h0, h1 + ext)
-            for kb in range(nkb):
-                blk, k0 = g * nkb + kb, kb * KX
-                nk = min(KX, Kg - k0)
-                for oh in range(h0, h1):
-                    for t in range(pieces_per_row):
-                        ow0 = min(t * TP, OW - TP)  # the last piece ends at OW
-                        o0 = np.uint64((oh * Wz + ow0) * LANES)
-                        yo = np.uint64(k0 * ys + ((oh - h0) * OW + ow0) * LANES)
-                        if shape == 0:
-                            _tile_sv_0(xi, o0, wpk, blk, off, Cq, R, S, rlo[oh],
-                                     rhi[oh], yi, yo, ys, bias, g * Kg + k0, nk)
-                        elif shape == 1:
-                            _tile_sv_1(xi, o0, wpk, blk, off, Cq, R, S, rlo[oh],
-                                     rhi[oh], yi, yo, ys, bias, g * Kg + k0, nk)
-                        else:
-                            _tile_sv_2(xi, o0, wpk, blk, off, Cq, R, S, rlo[oh],
-                                     rhi[oh], yi, yo, ys, bias, g * Kg + k0, nk)
-            _deinterleave(yi, h0 * OW, h1 * OW, yf, n0, nb, g * Kg, Kg, OH * OW, Kt)
+def _make_sv_piece(SHAPE):
+    # The forward / backward-data piece for tile shape SV_SHAPES[SHAPE], (KX, TP): one
+    # compiled function per shape (SHAPE, KX, TP closure constants; Numba prunes the other
+    # shapes' branches), so a network compiles only the tiles it uses.
+    KX, TP = SV_SHAPES[SHAPE]
+
+    @njit(fastmath=FM, cache=True)
+    def _sv_piece(piece, npiece, args):
+        src, wpk, bias, yf, off, rlo, rhi, G, Kg, OH, OW, R, S, nband = args[:14]
+        grid = Grid(*args[14:])
+        N = src.shape[0]
+        items = (N + LANES - 1) // LANES * nband
+        i0, i1 = piece * items // npiece, (piece + 1) * items // npiece
+        Cq = src.shape[1] // G
+        Kt = G * Kg
+        Hz, Wz = grid.Hz, grid.Wz
+        nkb = (Kg + KX - 1) // KX
+        ext = np.int64(off[off.shape[0] - 1] // np.uint64(LANES)) // Wz % Hz  # rows a tap reaches
+        pieces_per_row = (OW + TP - 1) // TP
+        band_rows = (OH + nband - 1) // nband
+        xi = np.zeros(Cq * Hz * Wz * LANES, dtype=src.dtype)
+        yi = np.empty(Kg * band_rows * OW * LANES, dtype=yf.dtype)
+        for item in range(i0, i1):
+            n0 = item // nband * LANES
+            nb = min(LANES, N - n0)
+            band = item % nband
+            h0, h1 = band * OH // nband, (band + 1) * OH // nband
+            ys = (h1 - h0) * OW * LANES  # one channel of yi
+            for g in range(G):
+                _interleave(src, n0, nb, g * Cq, Cq, xi, grid, h0, h1 + ext)
+                for kb in range(nkb):
+                    blk, k0 = g * nkb + kb, kb * KX
+                    nk = min(KX, Kg - k0)
+                    for oh in range(h0, h1):
+                        for t in range(pieces_per_row):
+                            ow0 = min(t * TP, OW - TP)  # the last piece ends at OW
+                            o0 = np.uint64((oh * Wz + ow0) * LANES)
+                            yo = np.uint64(k0 * ys + ((oh - h0) * OW + ow0) * LANES)
+                            if SHAPE == 0:
+                                _tile_sv_0(xi, o0, wpk, blk, off, Cq, R, S, rlo[oh],
+                                         rhi[oh], yi, yo, ys, bias, g * Kg + k0, nk)
+                            elif SHAPE == 1:
+                                _tile_sv_1(xi, o0, wpk, blk, off, Cq, R, S, rlo[oh],
+                                         rhi[oh], yi, yo, ys, bias, g * Kg + k0, nk)
+                            else:
+                                _tile_sv_2(xi, o0, wpk, blk, off, Cq, R, S, rlo[oh],
+                                         rhi[oh], yi, yo, ys, bias, g * Kg + k0, nk)
+                _deinterleave(yi, h0 * OW, h1 * OW, yf, n0, nb, g * Kg, Kg, OH * OW, Kt)
+
+    return _sv_piece
+
+
+SV_PIECES = tuple(_make_sv_piece(shape) for shape in range(len(SV_SHAPES)))
 
 
 @lru_cache(maxsize=64)
@@ -1427,8 +1438,8 @@ def _run_sv(src, w, bias, yf, G, Kout_g, Cq, R, S, dil, grid, OH, OW, transpose)
     nband = max(1, min(OH, -(-4 * threads // nblk)))
     # (the piece count comes from here: get_num_threads inside the kernel stops its caching)
     args = (src, wpk, bias, yf, _sv_offsets(Cq, R, S, *dil, grid), rlo, rhi, G, Kout_g,
-            OH, OW, R, S, nband, shape, *SV_SHAPES[shape], *grid)
-    run_pieces(_sv_piece, min(threads, nblk * nband), args)
+            OH, OW, R, S, nband, *grid)
+    run_pieces(SV_PIECES[shape], min(threads, nblk * nband), args)
 
 
 def _make_tile_svw(KB, QB):
@@ -1469,59 +1480,67 @@ def _make_tile_svw(KB, QB):
 _tile_svw_0, _tile_svw_1 = (_make_tile_svw(KB, QB) for KB, QB in SVW_SHAPES)
 
 
-@njit(fastmath=FM, cache=True)
-def _svw_piece(piece, npiece, args):
-    # Partial sums: part[piece] (K, Cg*R*S) of dw and dbpart[piece] (K,) float64 of db,
-    # piece by piece over (block of LANES samples, band of output rows) items. Per item
-    # and group, x is interleaved onto the padded grid in xi (Cg, Hz, Wz, LANES) and g in
-    # gi (Kpad, OH, OW, LANES) (rows past Kg zero); the tile sums go to partv (Kpad, Qpad,
-    # LANES) and their lanes are added up per group (G > 1) or at the piece's end.
-    # xoff (Qpad,) uint64: tap offsets into xi, the last repeated to a multiple of QB.
-    # shape indexes SVW_SHAPES.
-    x, g, part, dbpart, nband, xoff, G, OH, OW, shape = args[:10]
-    grid = Grid(*args[10:])
-    N, Kt = g.shape[0], g.shape[1]
-    Cg = x.shape[1] // G
-    Kg = Kt // G
-    Q = part.shape[2]
-    Hz, Wz = grid.Hz, grid.Wz
-    KB, QB = SVW_SHAPES[shape]
-    Qpad = xoff.shape[0]
-    Kpad = (Kg + KB - 1) // KB * KB
-    P = OH * OW
-    items = (N + LANES - 1) // LANES * nband
-    ext = np.int64(xoff[Qpad - 1] // np.uint64(LANES)) // Wz % Hz
-    ggrid = Grid(OH, OW, 1, 1, 0, 0)
-    g4 = g.reshape(N, Kt, OH, OW)
-    part[piece] = 0
-    dbpart[piece] = 0
-    xi = np.zeros(Cg * Hz * Wz * LANES, dtype=x.dtype)
-    gi = np.zeros(Kpad * P * LANES, dtype=g.dtype)
-    partv = np.zeros((Kpad, Qpad, LANES), dtype=part.dtype)
-    for item in range(piece * items // npiece, (piece + 1) * items // npiece):
-        n0 = item // nband * LANES
-        nb = min(LANES, N - n0)
-        band = item % nband
-        h0, h1 = band * OH // nband, (band + 1) * OH // nband
-        for grp in range(G):
-            _interleave(x, n0, nb, grp * Cg, Cg, xi, grid, h0, h1 + ext)
-            _interleave(g4, n0, nb, grp * Kg, Kg, gi, ggrid, h0, h1)
-            for k in range(Kg):
-                dbpart[piece, grp * Kg + k] += _row_sum(
-                    gi, np.uint64((k * P + h0 * OW) * LANES), (h1 - h0) * OW * LANES)
-            for k0 in range(0, Kg, KB):
-                go = np.uint64(k0 * P * LANES)
-                for q0 in range(0, Qpad, QB):
-                    if shape == 0:
-                        _tile_svw_0(xi, xoff, gi, go, P * LANES, h0, h1, OW, Wz,
-                                  partv, k0, q0)
-                    else:
-                        _tile_svw_1(xi, xoff, gi, go, P * LANES, h0, h1, OW, Wz,
-                                  partv, k0, q0)
-            if G > 1:
-                _add_lanes(partv, part, piece, grp * Kg, Kg, Q)
-    if G == 1:  # (kbase as an int64: a literal 0 would compile a second _add_lanes)
-        _add_lanes(partv, part, piece, np.int64(0), Kg, Q)
+def _make_svw_piece(SHAPE):
+    # The backward-weights piece for tile shape SVW_SHAPES[SHAPE], (KB, QB), as
+    # _make_sv_piece.
+    KB, QB = SVW_SHAPES[SHAPE]
+
+    @njit(fastmath=FM, cache=True)
+    def _svw_piece(piece, npiece, args):
+        # Partial sums: part[piece] (K, Cg*R*S) of dw and dbpart[piece] (K,) float64 of db,
+        # piece by piece over (block of LANES samples, band of output rows) items. Per item
+        # and group, x is interleaved onto the padded grid in xi (Cg, Hz, Wz, LANES) and g in
+        # gi (Kpad, OH, OW, LANES) (rows past Kg zero); the tile sums go to partv (Kpad, Qpad,
+        # LANES) and their lanes are added up per group (G > 1) or at the piece's end.
+        # xoff (Qpad,) uint64: tap offsets into xi, the last repeated to a multiple of QB.
+        x, g, part, dbpart, nband, xoff, G, OH, OW = args[:9]
+        grid = Grid(*args[9:])
+        N, Kt = g.shape[0], g.shape[1]
+        Cg = x.shape[1] // G
+        Kg = Kt // G
+        Q = part.shape[2]
+        Hz, Wz = grid.Hz, grid.Wz
+        Qpad = xoff.shape[0]
+        Kpad = (Kg + KB - 1) // KB * KB
+        P = OH * OW
+        items = (N + LANES - 1) // LANES * nband
+        ext = np.int64(xoff[Qpad - 1] // np.uint64(LANES)) // Wz % Hz
+        ggrid = Grid(OH, OW, 1, 1, 0, 0)
+        g4 = g.reshape(N, Kt, OH, OW)
+        part[piece] = 0
+        dbpart[piece] = 0
+        xi = np.zeros(Cg * Hz * Wz * LANES, dtype=x.dtype)
+        gi = np.zeros(Kpad * P * LANES, dtype=g.dtype)
+        partv = np.zeros((Kpad, Qpad, LANES), dtype=part.dtype)
+        for item in range(piece * items // npiece, (piece + 1) * items // npiece):
+            n0 = item // nband * LANES
+            nb = min(LANES, N - n0)
+            band = item % nband
+            h0, h1 = band * OH // nband, (band + 1) * OH // nband
+            for grp in range(G):
+                _interleave(x, n0, nb, grp * Cg, Cg, xi, grid, h0, h1 + ext)
+                _interleave(g4, n0, nb, grp * Kg, Kg, gi, ggrid, h0, h1)
+                for k in range(Kg):
+                    dbpart[piece, grp * Kg + k] += _row_sum(
+                        gi, np.uint64((k * P + h0 * OW) * LANES), (h1 - h0) * OW * LANES)
+                for k0 in range(0, Kg, KB):
+                    go = np.uint64(k0 * P * LANES)
+                    for q0 in range(0, Qpad, QB):
+                        if SHAPE == 0:
+                            _tile_svw_0(xi, xoff, gi, go, P * LANES, h0, h1, OW, Wz,
+                                      partv, k0, q0)
+                        else:
+                            _tile_svw_1(xi, xoff, gi, go, P * LANES, h0, h1, OW, Wz,
+                                      partv, k0, q0)
+                if G > 1:
+                    _add_lanes(partv, part, piece, grp * Kg, Kg, Q)
+        if G == 1:  # (kbase as an int64: a literal 0 would compile a second _add_lanes)
+            _add_lanes(partv, part, piece, np.int64(0), Kg, Q)
+
+    return _svw_piece
+
+
+SVW_PIECES = tuple(_make_svw_piece(shape) for shape in range(len(SVW_SHAPES)))
 
 
 @lru_cache(maxsize=64)
@@ -1545,8 +1564,8 @@ def sv_backward_weights(geo, g, x, dw, db):
     part = np.empty((npiece, geo.K, Q), dtype=dw.dtype)
     dbpart = np.empty((npiece, geo.K), dtype=np.float64)
     args = (x, g.reshape(geo.N, geo.K, -1), part, dbpart, nband, xoff, geo.G, geo.OH, geo.OW,
-            shape, *grid)
-    run_pieces(_svw_piece, npiece, args)
+            *grid)
+    run_pieces(SVW_PIECES[shape], npiece, args)
     has_bias = db is not None
     reduce_pieces(part, dbpart, dw, db if has_bias else dbpart[0], has_bias)
 
