@@ -111,6 +111,18 @@ was shared and loaded while these were taken: read the ratios, not the times.
             sample blocks leave L2: N128 C32 28x28 K64 0.82x, 0.63x, 0.88x px / px / cl.
             The N >= LANES rule: LeNet conv2 fwd+bwd at N = 16 0.33 -> 0.21 ms, at N = 8
             (half the lanes empty) 0.50 -> 0.52 ms.
+            Cold compile (CPU s, empty cache; bench/compile_time.py --main-job lists each
+            kernel): one parallel kernel per op held every tile shape behind a runtime
+            switch, and Numba optimises and compiles a prange body's callees again at each
+            of its four levels: forward 3.5-3.6 s, backward-weights 3.3-3.4 s. Now each
+            tile shape is its own piece function (_make_sv_piece, _make_svw_piece: the
+            shape's constants closed over, the other shapes' branches pruned), compiled
+            when a layer first picks it and run by _cpu.run_pieces through its address.
+            The main job's two: one piece per op under run_pieces 2.0 + 1.5 s, one per
+            shape 1.65 + 1.2 s (it uses one shape of each); a network that uses two
+            forward shapes (LeNet) pays about 0.75 s for the second piece. The
+            tiles take their shape as closure constants, not literally() (whose
+            dispatch typed each tile twice: 3.04 -> 2.82 s for forward's three).
 
 The work split. Forward and backward-data tasks are (sample, run of groups, band of
 pixel tiles), about 4 per thread: a sample's groups stay in one task while the samples
@@ -176,6 +188,14 @@ Tried and dropped (kept for the numbers):
     - a px tile of 6 channels x 64 pixels (24 accumulators, 4 pixel loads and 6
       broadcasts per 24 FMAs instead of 2 and 8 per 16): 0.86x kx = 8 on N32 C64 56x56,
       0.79x on N128 C32 28x28, forward and backward-data (one process, busy machine).
+    - sv's cold compile, each against the step before it (CPU s, LeNet conv1 + conv2
+      forward alone from an empty cache, one process each): the tile shape as a literally()
+      argument of the parallel kernels (uncacheable: 60 s + 36 s); the prange body moved
+      into one serial function (4.16 vs 3.90: the four levels stayed); the tiles inlined
+      into it (inline="always"; 4.74 in the prange body, 2.88 vs 2.86 in the piece); the
+      tile's FMAs as one LLVM vector intrinsic instead of Numba loops for SLP (3.10 vs
+      3.04: the IR's size is not what costs); one tile shape for every layer (4,5): forward
+      and backward-weights 10-22% slower on LeNet conv1 (per op, one process, turns).
 
 The SLP vectorizer must be on (kernels/__init__.py); fastmath 'contract' only (FMA,
 NaN-safe). Timings on this shared 2-core machine vary by +-30%: compare in one run
@@ -1334,8 +1354,7 @@ def _make_tile_sv(KX, TP):
     return _tile_sv
 
 
-_TILE_SV = tuple(_make_tile_sv(KX, TP) for KX, TP in SV_SHAPES)
-_tile_sv_0, _tile_sv_1, _tile_sv_2 = _TILE_SV
+_tile_sv_0, _tile_sv_1, _tile_sv_2 = (_make_tile_sv(KX, TP) for KX, TP in SV_SHAPES)
 
 
 def _make_sv_piece(SHAPE):
@@ -1346,6 +1365,13 @@ def _make_sv_piece(SHAPE):
 
     @njit(fastmath=FM, cache=True)
     def _sv_piece(piece, npiece, args):
+        # y (N, G*Kg, OH*OW) flat = stride-1 direct convolution of src (N, G*Cq, A, B)
+        # placed by grid, with packed weights wpk (G*nkb, Cq*R*S, KX) and taps off (uint64,
+        # in elements of the interleaved buffer). Items are (block of LANES samples, band of
+        # output rows); piece `piece` of npiece (one per thread, run_pieces) takes a run of
+        # items with its buffers allocated once: xi (Cq, Hz, Wz, LANES), zero where no
+        # source pixel lands, and yi (Kg, band rows, OW, LANES). Output row oh reads the
+        # kernel rows [rlo[oh], rhi[oh]).
         src, wpk, bias, yf, off, rlo, rhi, G, Kg, OH, OW, R, S, nband = args[:14]
         grid = Grid(*args[14:])
         N = src.shape[0]
