@@ -7,7 +7,8 @@ kernel loads from disk):
 - ``main job``: ``python -m nnkern`` on the cpu device, the first run a user
   makes; its kernel-compile share is cold minus warm. Also listed: the
   compile time of each kernel it compiles (Numba's compile events; a kernel's
-  time includes the helpers it calls).
+  time includes the helpers it calls; one compiled for several argument types,
+  such as _cpu._run_pieces once per piece signature, says how many).
 - ``every op``: every op of nnkern.functional forward and backward once on
   the ``cpu`` backend in float32 and float64 (every kernel, both dtypes).
 
@@ -87,7 +88,8 @@ class Compiles(event.Listener):
         if not starts:  # a kernel the job called (its time includes its helpers')
             f = ev.data["dispatcher"].py_func
             name = f"{f.__module__.replace('nnkern.kernels.', '')}.{f.__qualname__}"
-            kernels[name] = kernels.get(name, 0.0) + spent
+            seconds, count = kernels.get(name, (0.0, 0))
+            kernels[name] = (seconds + spent, count + 1)
 
 event.register("numba:compile", Compiles())
 from nnkern.__main__ import main
@@ -121,9 +123,9 @@ def main_job():
           f"{cold_cpu:.1f} s CPU; warm: {warm_wall:.1f} s wall, {warm_cpu:.1f} s CPU")
     print(f"  kernel-compile share (cold - warm): {cold_wall - warm_wall:.1f} s wall, "
           f"{cold_cpu - warm_cpu:.1f} s CPU; {len(kernels)} kernels compiled in "
-          f"{sum(kernels.values()):.1f} s CPU:")
-    for name, seconds in sorted(kernels.items(), key=lambda kv: -kv[1]):
-        print(f"    {seconds:6.2f} s  {name}")
+          f"{sum(seconds for seconds, _ in kernels.values()):.1f} s CPU:")
+    for name, (seconds, count) in sorted(kernels.items(), key=lambda kv: -kv[1][0]):
+        print(f"    {seconds:6.2f} s  {name}" + (f" ({count} signatures)" if count > 1 else ""))
 
 
 def every_op():

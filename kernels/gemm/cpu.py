@@ -101,7 +101,12 @@ with AVX2 (16 registers).
 
 Cold compile (one float32 kernel, CPU seconds, fresh cache): gemm_small 3.1 s before
 tile_at; 4.9 s with tile_at beside the view-based edge-tile kernel and a Numba
-epilogue loop; 3.5 s with one tile_at call site and the vector epilogue. The packed
+epilogue loop; 3.5 s with one tile_at call site and the vector epilogue; 1.4-1.6 s
+as small_task (the main job, bench/compile_time.py --main-job): the one-task call passed
+a literal 0, which compiled small_columns a second time (1 s), and the parallel kernel's
+four levels each optimised and compiled the tree again. Now the calling thread runs
+small_task itself (a tuple of the nine values costs no more to pass: 64^3 3.87 vs 3.91
+us) and more tasks go to _cpu.run_pieces (about 0.35 s per argument type). The packed
 kernel: 6.1 -> 5.35 s.
 
 Measured (SGEMM NN against numpy's OpenBLAS in the same process on the shared 2-vCPU
