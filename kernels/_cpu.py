@@ -46,6 +46,7 @@ Example (inside an ``@njit`` kernel)::
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, typeof, types
+from numba._dispatcher import compute_fingerprint
 from numba.core import errors
 from numba.extending import intrinsic
 
@@ -232,12 +233,11 @@ def native_address(kernel, args):
     """The native entry of the njit function ``kernel(piece, npiece, args)`` compiled (or
     loaded from the cache) for the types of the tuple ``args``.
 
-    Looked up by each array's dtype, rank and layout (what its Numba type's data and
-    code depend on) and every other value's Python type: about 1 us.
+    Looked up by the fingerprint Numba's dispatcher computes for the same purpose (each
+    array's dtype, rank, layout and writability, each scalar's type) in about 0.4 us;
+    a key built in Python from the arrays' flags took 2.9 us for conv's sv arguments.
     """
-    key = (kernel,) + tuple(
-        (a.dtype, a.ndim, a.flags.c_contiguous, a.flags.f_contiguous)
-        if isinstance(a, np.ndarray) else type(a) for a in args)
+    key = (kernel, compute_fingerprint(args))
     address = _ADDRESSES.get(key)
     if address is None:
         sig = (types.int64, types.int64, typeof(args))
@@ -279,6 +279,6 @@ def run_pieces(kernel, npiece, args):
     """
     failed = np.zeros(npiece, np.bool_)
     _run_pieces(native_address(kernel, args), failed, args)
-    if failed.any():
+    if np.count_nonzero(failed):
         raise RuntimeError(f"{kernel.py_func.__qualname__} raised inside run_pieces (its "
                            "exception is not carried out of the parallel loop)")
