@@ -30,8 +30,9 @@ Why these exist (measured on the 2-vCPU AVX-512 development machine, shared PERF
 - ``run_pieces(piece, npiece, args)``: a parallel loop whose
   body is compiled once. Numba links a prange body's callees into the kernel and
   optimises and compiles them again at each of its four levels; calling the piece
-  through its address instead took the main job's cold compile share from 15.2 to
-  10.9 s with conv's sv and GEMM's small version (bench/compile_time.py --main-job).
+  through its address is most of what took the main job's cold compile share from
+  15.4-16.6 to 10.5-10.7 s (conv's sv and GEMM's small version run through it;
+  bench/compile_time.py --main-job, quiet, against d14117b in the same session).
 
 Example (inside an ``@njit`` kernel)::
 
