@@ -119,7 +119,7 @@ was shared and loaded while these were taken: read the ratios, not the times.
             shape's constants closed over, the other shapes' branches pruned), compiled
             when a layer first picks it and run by _cpu.run_pieces through its address.
             The main job's two: one piece per op under run_pieces 2.0 + 1.5 s, one per
-            shape 1.65 + 1.2 s (it uses one shape of each); a network that uses two
+            shape 1.55 + 1.1 s (it uses one shape of each); a network that uses two
             forward shapes (LeNet) pays about 0.75 s for the second piece. The
             tiles take their shape as closure constants, not literally() (whose
             dispatch typed each tile twice: 3.04 -> 2.82 s for forward's three).
@@ -195,7 +195,7 @@ Tried and dropped (kept for the numbers):
       into it (inline="always"; 4.74 in the prange body, 2.88 vs 2.86 in the piece); the
       tile's FMAs as one LLVM vector intrinsic instead of Numba loops for SLP (3.10 vs
       3.04: the IR's size is not what costs); one tile shape for every layer (4,5): forward
-      and backward-weights 10-22% slower on LeNet conv1 (per op, one process, turns).
+      7-22% and backward-weights 9-20% slower on LeNet conv1 (per op, one process, turns).
 
 The SLP vectorizer must be on (kernels/__init__.py); fastmath 'contract' only (FMA,
 NaN-safe). Timings on this shared 2-core machine vary by +-30%: compare in one run
