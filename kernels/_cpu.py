@@ -266,7 +266,7 @@ def run_pieces(kernel, npiece, args):
     them to machine code again at each of its four levels (the prange body, two gufunc
     wrappers, the kernel): 0.34 s per level for conv's sv forward. Here the piece is
     compiled once as an ordinary njit function and called through its address, and the
-    small loop above (about 0.35 s cold per argument-tuple type) is all prange compiles.
+    small loop above (about 0.3 s cold per argument-tuple type) is all prange compiles.
 
     Example::
 

@@ -106,7 +106,7 @@ as small_task (the main job, bench/compile_time.py --main-job): the one-task cal
 a literal 0, which compiled small_columns a second time (1 s), and the parallel kernel's
 four levels each optimised and compiled the tree again. Now the calling thread runs
 small_task itself (a tuple of the nine values costs no more to pass: 64^3 3.87 vs 3.91
-us) and more tasks go to _cpu.run_pieces (about 0.35 s per argument type). The packed
+us) and more tasks go to _cpu.run_pieces (about 0.3 s per argument type). The packed
 kernel: 6.1 -> 5.35 s.
 
 Measured (SGEMM NN against numpy's OpenBLAS in the same process on the shared 2-vCPU
