@@ -75,6 +75,39 @@ def test_trajectory_matches_reference(backend, op, kwargs, dtype):
         assert_close(a, e, dtype, f"{op}[{backend}] after 5 steps, array {i}")
 
 
+
+@pytest.mark.parametrize("n", [1000, 1 << 17])  # the serial loop and the parallel one
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adam_cpu_stores_subnormal_moments_as_zero(n, dtype):
+    # weights whose gradient stays 0: m and v decay below the smallest normal number.
+    # The CPU kernel stores those moments as 0 (a subnormal operand costs a microcode
+    # assist on every later step); everything else matches the float64 reference.
+    tiny = float(np.finfo(dtype).tiny)
+    rng = np.random.default_rng(3)
+    p = rng.standard_normal(n)
+    g = np.where(np.arange(n) % 3 == 0, rng.standard_normal(n), 0.0)
+    m = np.full(n, 1.05 * tiny)  # beta1 * m crosses below tiny
+    m[1::3] = 40 * tiny          # stays normal
+    v = np.full(n, 1.0005 * tiny)  # beta2 * v crosses below tiny
+    v[2::3] = 1e-6
+    m[4], v[4] = np.nan, np.nan    # NaN is kept, never flushed
+    kwargs = {"step": 900, "lr": 1e-3}
+    with nnkern.device("numpy"):
+        want = [a.copy() for a in (p, g, m, v)]
+        F.adam_step(*want, **kwargs)
+    got = [a.astype(dtype) for a in (p, g, m, v)]
+    with nnkern.device("cpu"):
+        F.adam_step(*got, **kwargs)
+    for name, a, e in (("m", got[2], want[2]), ("v", got[3], want[3])):
+        small = np.abs(e) < tiny
+        assert small.sum() > n // 4, f"the case must make subnormal {name}"
+        assert (a[small] == 0).all(), f"{name} below the normal range must be stored as 0"
+        normal = ~small & ~np.isnan(e)
+        assert_close(a[normal], e[normal], dtype, f"adam {name} in the normal range")
+        assert np.isnan(a[4]), f"a NaN {name} must stay NaN"
+    assert_close(np.delete(got[0], 4), np.delete(want[0], 4), dtype, "adam params")
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_lists_equal_one_call_per_array(backend):
     shapes = [(4, 3), (5,), (2, 1, 3)]
