@@ -91,9 +91,11 @@ class Optimizer:
         params, grads = self.params.arrays(), self.params.grad_arrays()
         if not params:
             return
-        if self._state is None:
+        state = self._state
+        if state is None:
             self._state = self._new_state(params)
-        elif is_gpu_array(params[0]) != is_gpu_array(self._state["slots"][0][0]):
+        elif (type(params[0]) is not type(state["slots"][0][0])
+              and is_gpu_array(params[0]) != is_gpu_array(state["slots"][0][0])):
             # the model moved (model.to): the state follows the parameters, not the global
             # device, so a hand-written loop outside the model's device context works too
             self._state["slots"] = [[_like(a, params[0]) for a in slot]
@@ -190,8 +192,10 @@ class Adam(Optimizer):
     def _update(self, params, grads, state):
         t = state["t"] + 1  # torch's 1-based step count
         m, v = state["slots"]
-        F.adam_step(params, grads, m, v, t, self.lr, beta1=self.beta1, beta2=self.beta2,
-                    eps=self.eps, weight_decay=self.weight_decay)
+        if len(params) == 1:  # a model's one flat buffer: F's fast path for one array
+            params, grads, m, v = params[0], grads[0], m[0], v[0]
+        F.adam_step(params, grads, m, v, t, self.lr, self.beta1, self.beta2, self.eps,
+                    self.weight_decay)
         state["t"] = t
 
     def get_config(self):
