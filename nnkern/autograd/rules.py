@@ -122,12 +122,16 @@ class Rule:
         if self.skips_input and not (isinstance(first, Tensor) and first.requires_grad):
             raw = {**raw, "input_grad": False}
         tensors = [t for t in inputs if isinstance(t, Tensor)]
+        sinks = self.sinks
 
         def grads_of(g):
-            grads = backward(g, **raw)
+            grads = backward(g, **raw, **sinks(inputs)) if sinks else backward(g, **raw)
             return grads if isinstance(grads, tuple) else (grads,)
 
         return engine.record(out, name, tensors, _aligned(grads_of, inputs), tensors)
+
+    # (inputs) -> keyword arguments of the backward naming arrays it adds gradients into
+    sinks = None
 
 
 def _aligned(grads_of, inputs):
@@ -137,6 +141,38 @@ def _aligned(grads_of, inputs):
         return [gi if t.requires_grad else None
                 for t, gi in zip(inputs, grads) if isinstance(t, Tensor)]
     return backward
+
+
+def _grad_buffer(t):
+    """The ``.grad`` array of a leaf Tensor that requires grad, when a backward may add into
+    it in place (a host array of the Tensor's shape and dtype, C-contiguous, writable: a
+    model's gradient buffer), else None."""
+    if type(t) not in _TENSOR_TYPES or not t.requires_grad or t._node is not None:
+        return None
+    g = t.grad
+    if (type(g) is not _NDARRAY or g.dtype is not t.data.dtype or g.shape != t.data.shape
+            or not g.flags.c_contiguous or not g.flags.writeable):
+        return None
+    return g
+
+
+class LinearRule(Rule):
+    """linear's backward adds dw and db straight into the ``.grad`` of a weight and bias
+    that are leaves with a gradient buffer: the dW GEMM accumulates into it, instead of
+    writing a temporary that the tape then adds (MLP 784-128-64-10 step: the 400 KB
+    temporary of the first layer and its addition). Later contributions (a layer called
+    twice) add to the same buffer, as the tape would."""
+
+    @staticmethod
+    def sinks(inputs):
+        extra = {}
+        grad_w = _grad_buffer(inputs[1])
+        if grad_w is not None:
+            extra["grad_w"] = grad_w
+        grad_b = _grad_buffer(inputs[2])
+        if grad_b is not None:
+            extra["grad_b"] = grad_b
+        return extra
 
 
 class MaxPoolRule(Rule):
@@ -214,7 +250,7 @@ class BatchNormRule(Rule):
         return super().record(raw, inputs)
 
 
-_CUSTOM = {"max_pool2d": MaxPoolRule, "softmax_cross_entropy": SoftmaxCrossEntropyRule,
+_CUSTOM = {"linear": LinearRule, "max_pool2d": MaxPoolRule, "softmax_cross_entropy": SoftmaxCrossEntropyRule,
            "mse_loss": MSERule, "batch_norm": BatchNormRule}
 
 

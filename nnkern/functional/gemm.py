@@ -22,6 +22,7 @@ from ._checks import (
     float_array,
     same_dtype,
     shape_is,
+    writable,
     zeros,
 )
 from ._checks import contiguous as _contiguous
@@ -33,15 +34,17 @@ _F32, _F64 = FLOAT_DTYPES
 _NDARRAY = np.ndarray
 
 
-def _run_gemm(K, a, b, c, trans_a, trans_b):
-    """c = op(a) @ op(b) through the backend kernel; empty sizes handled here."""
+def _run_gemm(K, a, b, c, trans_a, trans_b, accumulate=False):
+    """c = op(a) @ op(b) (c += with ``accumulate``) through the backend kernel; empty sizes
+    handled here."""
     inner = a.shape[0] if trans_a else a.shape[1]
     if c.size == 0:
         return c
     if inner == 0:
-        c[...] = 0
+        if not accumulate:
+            c[...] = 0
         return c
-    K.gemm(a, b, c, trans_a, trans_b, False)
+    K.gemm(a, b, c, trans_a, trans_b, accumulate)
     return c
 
 
@@ -170,30 +173,85 @@ def linear(x, w, b=None, activation=None):
     return y
 
 
-def linear_backward(g, x, w, b=None, activation=None, *, out=None, input_grad=True):
+def _plain_linear_backward(g, x, w, b, activation, out, input_grad, grad_w, grad_b):
+    """True when the arguments pass every check of linear_backward: NumPy arrays of one
+    float dtype, C-contiguous, of fitting shapes (the tape's own call, whose forward
+    already checked x, w and b)."""
+    if (type(x) is not _NDARRAY or type(w) is not _NDARRAY or type(g) is not _NDARRAY
+            or type(input_grad) is not bool):
+        return False
+    dtype = x.dtype
+    if (dtype is not _F32 and dtype is not _F64) or x.ndim != 2 or w.ndim != 2:
+        return False
+    N, OUT = x.shape[0], w.shape[0]
+    for a, shape, write in ((g, (N, OUT), False), (w, (OUT, x.shape[1]), False),
+                            (x, x.shape, False), (b, (OUT,), False), (out, (N, OUT), False),
+                            (grad_w, (OUT, x.shape[1]), True), (grad_b, (OUT,), True)):
+        if a is None:
+            continue
+        if (type(a) is not _NDARRAY or a.dtype is not dtype or not a.flags.c_contiguous
+                or a.shape != shape or (write and not a.flags.writeable)):
+            return False
+    return (activation is None or activation == "relu") and (grad_b is None or b is not None)
+
+
+def _grad_into(target, name, like):
+    """Check an array linear_backward adds a gradient into: ``like``'s shape and dtype,
+    C-contiguous, writable."""
+    float_array(target, name)
+    same_dtype((name, target), ("x", like))
+    shape_is(target, name, like.shape)
+    if not target.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (the gradient is added into it in "
+                         f"place), got a non-contiguous array of shape {tuple(target.shape)}")
+    writable(target, name, "the gradient is added into it in place")
+
+
+def linear_backward(g, x, w, b=None, activation=None, *, out=None, input_grad=True,
+                    grad_w=None, grad_b=None):
     """Gradients ``(dx, dw, db)`` of ``linear(x, w, b, activation)`` for the upstream ``g``.
 
     ``g`` is (N, out_features); ``db`` is None when ``b`` is None. With relu the
     gradient passes where the forward output is positive: pass that output as
     ``out=`` to skip recomputing it. ``input_grad=False`` skips ``dx`` (None).
+    ``grad_w`` / ``grad_b``: arrays of w's / b's shape to ADD dw / db into, in place
+    (the tape passes a model's gradient buffers: the GEMM accumulates into them, with
+    no temporary and no separate addition); their places in the result are then None.
+
+    >>> import numpy as np, nnkern
+    >>> gw = np.ones((4, 3))
+    >>> with nnkern.device("numpy"):
+    ...     dx, dw, db = linear_backward(np.ones((2, 4)), np.ones((2, 3)), np.ones((4, 3)),
+    ...                                  grad_w=gw)
+    >>> dw is None, float(gw[0, 0])
+    (True, 3.0)
     """
-    input_grad = flag(input_grad, "input_grad")
-    K, x, w, b = _linear_checks(x, w, b, activation)
-    backend_kernels("gemm", ("g", g), ("out", out))
-    N, OUT = x.shape[0], w.shape[0]
-    float_array(g, "g", 2)
-    same_dtype(("x", x), ("g", g))
-    shape_is(g, "g (the gradient of linear's output)", (N, OUT))
-    g = _contiguous(g)
-    relu = activation == "relu"
-    if relu:
-        if out is None:
-            out = linear(x, w, b, activation)
-        else:
+    if _plain_linear_backward(g, x, w, b, activation, out, input_grad, grad_w, grad_b):
+        K = backend_kernels("gemm", ("x", x))
+        N, OUT = x.shape[0], w.shape[0]
+    else:
+        input_grad = flag(input_grad, "input_grad")
+        K, x, w, b = _linear_checks(x, w, b, activation)
+        backend_kernels("gemm", ("g", g), ("out", out), ("grad_w", grad_w), ("grad_b", grad_b))
+        N, OUT = x.shape[0], w.shape[0]
+        float_array(g, "g", 2)
+        same_dtype(("x", x), ("g", g))
+        shape_is(g, "g (the gradient of linear's output)", (N, OUT))
+        g = _contiguous(g)
+        if activation == "relu" and out is not None:
             float_array(out, "out", 2)
             same_dtype(("x", x), ("out", out))
             shape_is(out, "out (the forward output of linear)", (N, OUT))
             out = _contiguous(out)
+        if grad_w is not None:
+            _grad_into(grad_w, "grad_w", w)
+        if grad_b is not None:
+            if b is None:
+                raise ValueError("grad_b was given but linear has no bias (b is None)")
+            _grad_into(grad_b, "grad_b", b)
+    relu = activation == "relu"
+    if relu and out is None:
+        out = linear(x, w, b, activation)
     db = None
     dy = g
     if relu or b is not None:
@@ -204,5 +262,14 @@ def linear_backward(g, x, w, b=None, activation=None, *, out=None, input_grad=Tr
     dx = None
     if input_grad:
         dx = _run_gemm(K, dy, w, empty(x.shape, x.dtype), False, False)  # (N,OUT) @ (OUT,IN)
-    dw = _run_gemm(K, dy, x, empty(w.shape, w.dtype), True, False)  # (N,OUT)^T @ (N,IN)
-    return dx, dw, (db if b is not None else None)
+    dw = None
+    if grad_w is None:
+        dw = _run_gemm(K, dy, x, empty(w.shape, w.dtype), True, False)  # (N,OUT)^T @ (N,IN)
+    else:
+        _run_gemm(K, dy, x, grad_w, True, False, accumulate=True)
+    if b is None:
+        db = None
+    elif grad_b is not None:
+        grad_b += db
+        db = None
+    return dx, dw, db

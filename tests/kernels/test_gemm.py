@@ -430,3 +430,24 @@ def test_openblas_spinning_detected_and_cut_after_numpy():
 def test_openblas_user_setting_wins():
     code = "import numpy, nnkern; from nnkern import _blas; print(_blas.status()['action'])"
     assert _in_child(code, OPENBLAS_THREAD_TIMEOUT="28").startswith("left alone")
+
+
+@pytest.mark.parametrize("activation", [None, "relu"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_linear_backward_adds_into_grad_buffers(backend, activation):
+    # the tape passes a model's gradient buffers: dw and db are ADDED into them in place
+    rng = np.random.default_rng(11)
+    x, w, b, g = (rng.standard_normal(s) for s in ((5, 7), (3, 7), (3,), (5, 3)))
+    y = x @ w.T + b
+    dy = g * (y > 0) if activation == "relu" else g
+    gw0, gb0 = rng.standard_normal((3, 7)), rng.standard_normal(3)
+    with nnkern.device(backend):
+        gw, gb = nnkern.to_device(gw0.copy(), backend), nnkern.to_device(gb0.copy(), backend)
+        args = [nnkern.to_device(a, backend) for a in (g, x, w, b)]
+        dx, dw, db = F.linear_backward(*args, activation, grad_w=gw, grad_b=gb)
+        assert dw is None and db is None
+        for got, want, what in ((dx, dy @ w, "dx"), (gw, gw0 + dy.T @ x, "grad_w"),
+                                (gb, gb0 + dy.sum(0), "grad_b")):
+            assert_close(nnkern.to_numpy(got), want, np.float64, f"linear_backward {what}")
+        with pytest.raises(ValueError, match="grad_b"):
+            F.linear_backward(args[0], args[1], args[2], None, grad_b=gb)
