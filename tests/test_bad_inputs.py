@@ -197,7 +197,7 @@ VALID = {
     "linear": {"x": _a(2, 3), "w": _a(4, 3), "b": _a(4), "activation": "relu"},
     "linear_backward": {"g": _a(2, 4), "x": _a(2, 3), "w": _a(4, 3), "b": _a(4),
                         "activation": "relu", "out": _a(2, 4), "input_grad": True,
-                        "grad_w": _a(4, 3), "grad_b": _a(4)},
+                        "grad_w": _a(4, 3), "grad_b": _a(4), "add_w": True, "add_b": False},
     "batch_norm": {"x": X4, "gamma": _a(3), "beta": _a(3), "running_mean": _a(3),
                    "running_var": _a(3), "training": True, "momentum": 0.1, "eps": 1e-5},
     "batch_norm_backward": {"grad_out": X4, "x": X4, "gamma": _a(3), "beta": _a(3),
@@ -281,6 +281,7 @@ KIND_OVERRIDES = {
     ("batch_norm_backward", "running_var"): "array_dep",
     # buffers linear_backward adds the weight and bias gradients into
     ("linear_backward", "grad_w"): "state", ("linear_backward", "grad_b"): "state",
+    ("linear_backward", "add_w"): "flag", ("linear_backward", "add_b"): "flag",
     # local response norm takes (N, C, ...) of any rank >= 3; its beta is an exponent
     ("local_response_norm", "x"): "array", ("local_response_norm_backward", "x"): "array",
     ("local_response_norm", "beta"): "nonneg", ("local_response_norm_backward", "beta"): "nonneg",

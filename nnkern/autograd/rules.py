@@ -150,34 +150,39 @@ def _aligned(grads_of, inputs):
 
 
 def _grad_buffer(t):
-    """The ``.grad`` array of a leaf Tensor that requires grad, when a backward may add into
-    it in place (a host array of the Tensor's shape and dtype, C-contiguous, writable: a
-    model's gradient buffer), else None."""
+    """``(array, was_zero)``: the ``.grad`` array of a leaf Tensor that requires grad, when a
+    backward may write into it in place (a host array of the Tensor's shape and dtype,
+    C-contiguous, writable: a model's gradient buffer), and whether it was marked zero
+    (``Parameter._defer_zero``: then it is to be written, not added to, and counts as
+    written from now on); ``(None, False)`` otherwise."""
     if type(t) not in _TENSOR_TYPES or not t.requires_grad or t._node is not None:
-        return None
-    g = t.grad
+        return None, False
+    g, was_zero = t._fresh_grad() if type(t) is Parameter else (t.grad, False)
     if (type(g) is not _NDARRAY or g.dtype is not t.data.dtype or g.shape != t.data.shape
             or not g.flags.c_contiguous or not g.flags.writeable):
-        return None
-    return g
+        if was_zero:
+            t._defer_zero()  # not ours to write: leave it marked
+        return None, False
+    return g, was_zero
 
 
 class LinearRule(Rule):
-    """linear's backward adds dw and db straight into the ``.grad`` of a weight and bias
-    that are leaves with a gradient buffer: the dW GEMM accumulates into it, instead of
-    writing a temporary that the tape then adds (MLP 784-128-64-10 step: the 400 KB
-    temporary of the first layer and its addition). Later contributions (a layer called
-    twice) add to the same buffer, as the tape would."""
+    """linear's backward writes dw and db straight into the ``.grad`` of a weight and bias
+    that are leaves with a gradient buffer: the dW GEMM accumulates into it (or writes it,
+    when the model's ``zero_grad`` marked it zero), instead of writing a temporary that the
+    tape then adds (MLP 784-128-64-10 step: the 400 KB temporary of the first layer, its
+    addition, and the zero fill before it). Later contributions (a layer called twice) add
+    to the same buffer, as the tape would."""
 
     @staticmethod
     def sinks(inputs):
         extra = {}
-        grad_w = _grad_buffer(inputs[1])
-        if grad_w is not None:
-            extra["grad_w"] = grad_w
-        grad_b = _grad_buffer(inputs[2])
-        if grad_b is not None:
-            extra["grad_b"] = grad_b
+        for name, add, t in (("grad_w", "add_w", inputs[1]), ("grad_b", "add_b", inputs[2])):
+            buffer, was_zero = _grad_buffer(t)
+            if buffer is not None:
+                extra[name] = buffer
+                if was_zero:
+                    extra[add] = False
         return extra
 
 

@@ -221,7 +221,7 @@ def _grad_into(target, name, like):
 
 
 def linear_backward(g, x, w, b=None, activation=None, *, out=None, input_grad=True,
-                    grad_w=None, grad_b=None):
+                    grad_w=None, grad_b=None, add_w=True, add_b=True):
     """Gradients ``(dx, dw, db)`` of ``linear(x, w, b, activation)`` for the upstream ``g``.
 
     ``g`` is (N, out_features); ``db`` is None when ``b`` is None. With relu the
@@ -230,6 +230,8 @@ def linear_backward(g, x, w, b=None, activation=None, *, out=None, input_grad=Tr
     ``grad_w`` / ``grad_b``: arrays of w's / b's shape to ADD dw / db into, in place
     (the tape passes a model's gradient buffers: the GEMM accumulates into them, with
     no temporary and no separate addition); their places in the result are then None.
+    ``add_w=False`` / ``add_b=False`` WRITE dw / db into them instead (their old values
+    are ignored: a buffer marked zero is not zeroed first).
 
     >>> import numpy as np, nnkern
     >>> gw = np.ones((4, 3))
@@ -239,11 +241,14 @@ def linear_backward(g, x, w, b=None, activation=None, *, out=None, input_grad=Tr
     >>> dw is None, float(gw[0, 0])
     (True, 3.0)
     """
-    if _plain_linear_backward(g, x, w, b, activation, out, input_grad, grad_w, grad_b):
+    if (type(add_w) is bool and type(add_b) is bool
+            and _plain_linear_backward(g, x, w, b, activation, out, input_grad, grad_w, grad_b)):
         K = backend_kernels("gemm", ("x", x))
         N, OUT = x.shape[0], w.shape[0]
     else:
         input_grad = flag(input_grad, "input_grad")
+        add_w = flag(add_w, "add_w")
+        add_b = flag(add_b, "add_b")
         K, x, w, b = _linear_checks(x, w, b, activation)
         backend_kernels("gemm", ("g", g), ("out", out), ("grad_w", grad_w), ("grad_b", grad_b))
         N, OUT = x.shape[0], w.shape[0]
@@ -267,11 +272,14 @@ def linear_backward(g, x, w, b=None, activation=None, *, out=None, input_grad=Tr
         out = linear(x, w, b, activation)
     db = None
     dy = g
+    write_b = grad_b is not None and not add_b  # db written straight into grad_b
     if relu or b is not None:
-        db = zeros((OUT,), x.dtype)
+        db = grad_b if write_b else zeros((OUT,), x.dtype)
         if g.size:
             dy = empty((N, OUT), x.dtype)
             K.linear_grad_out(g, out if relu else g, dy, db, relu)
+        elif write_b:
+            db[...] = 0
     dx = None
     if input_grad:
         dx = _run_gemm(K, dy, w, empty(x.shape, x.dtype), False, False)  # (N,OUT) @ (OUT,IN)
@@ -279,10 +287,9 @@ def linear_backward(g, x, w, b=None, activation=None, *, out=None, input_grad=Tr
     if grad_w is None:
         dw = _run_gemm(K, dy, x, empty(w.shape, w.dtype), True, False)  # (N,OUT)^T @ (N,IN)
     else:
-        _run_gemm(K, dy, x, grad_w, True, False, accumulate=True)
-    if b is None:
-        db = None
-    elif grad_b is not None:
-        grad_b += db
+        _run_gemm(K, dy, x, grad_w, True, False, accumulate=add_w)
+    if b is None or grad_b is not None:
+        if grad_b is not None and not write_b:
+            grad_b += db
         db = None
     return dx, dw, db

@@ -451,3 +451,8 @@ def test_linear_backward_adds_into_grad_buffers(backend, activation):
             assert_close(nnkern.to_numpy(got), want, np.float64, f"linear_backward {what}")
         with pytest.raises(ValueError, match="grad_b"):
             F.linear_backward(args[0], args[1], args[2], None, grad_b=gb)
+        # add_w / add_b False: written, whatever the buffers held (NaN here)
+        gw[...], gb[...] = np.nan, np.nan
+        F.linear_backward(*args, activation, grad_w=gw, grad_b=gb, add_w=False, add_b=False)
+        assert_close(nnkern.to_numpy(gw), dy.T @ x, np.float64, "linear_backward written dw")
+        assert_close(nnkern.to_numpy(gb), dy.sum(0), np.float64, "linear_backward written db")

@@ -180,3 +180,53 @@ def test_tensor_api_loss_curve_matches_numpy_backend(backend):
             return values
 
     np.testing.assert_allclose(curve(backend), curve("numpy"), rtol=1e-4)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_zero_grad_then_backward_writes_fresh_gradients(backend):
+    # zero_grad marks the gradient buffers zero without writing them; a linear backward then
+    # writes its gradients, everything else reads zeros (the flat buffer the optimizer steps
+    # with included), and without zero_grad gradients still accumulate (PyTorch semantics)
+    inp = layers.Input((6,), dtype="float64")
+    used = layers.Dense(4, activation="relu", name="used")
+    unused = layers.Dense(2, name="unused")
+    h = used(inp)
+    model = nnkern.Model(inp, [layers.Dense(3, name="head")(h), unused(inp)], seed=2)
+    model.to(backend)
+    x = _data(5)[0]
+    w1, b1 = (used.variables[k].data for k in ("w", "b"))
+    head = next(layer for layer in model.layers if layer.name == "head")
+    w2 = head.variables["w"].data
+    pre = x @ w1.T + b1
+    # loss = sum(head(x)): reference gradients in NumPy
+    d_h = np.ones((5, 3)) @ w2 * (pre > 0)
+    want = {"used/w": d_h.T @ x, "used/b": d_h.sum(0), "head/w": np.ones((5, 3)).T
+            @ np.maximum(pre, 0), "head/b": np.full(3, 5.0), "unused/w": np.zeros((2, 6)),
+            "unused/b": np.zeros(2)}
+
+    def backward(loss_of_both):
+        with nnkern.device(backend):
+            out_head, out_unused = model(nnkern.Tensor(x))
+            loss_of_both(out_head, out_unused).backward()
+
+    def grads():
+        return {f"{layer.name}/{k}": np.array(v.grad) for layer in (used, head, unused)
+                for k, v in layer.variables.items()}
+
+    backward(lambda a, b: a.sum() + b.sum())       # every layer gets a gradient
+    model.zero_grad()
+    assert all((g == 0).all() for g in grads().values())
+    model.zero_grad()
+    backward(lambda a, b: a.sum())                  # unused gets none this time
+    for name, g in grads().items():
+        nnkern.testing.assert_close(g, want[name], 1e-12, f"{name} after zero_grad")
+    flat = model.parameters().grad_arrays()[0]
+    nnkern.testing.assert_close(flat, np.concatenate([want[n].ravel() for n in (
+        "used/w", "used/b", "head/w", "head/b", "unused/w", "unused/b")]), 1e-12, "flat grads")
+    backward(lambda a, b: a.sum())                  # no zero_grad: the two add up
+    for name, g in grads().items():
+        nnkern.testing.assert_close(g, 2 * want[name], 1e-12, f"{name} accumulated")
+    model.zero_grad()
+    with nnkern.device(backend):
+        model.parameters().grad_arrays()            # the optimizer's read writes the zeros
+    assert not model.parameters().grad_arrays()[0].any()
