@@ -5,7 +5,8 @@ element-wise losses work on flat (n,) arrays. See reference.py for the maths.
 
 Versions (read top to bottom):
     version 1  _softmax_ce_rows: ONE pass per row (_softmax_ce_row), rows in prange
-               (serially below SERIAL_BELOW logits). The row's max
+               (a serial kernel below SERIAL_BELOW logits, chosen in Python so that
+               small batches never compile the parallel one). The row's max
                (row_max, 16 lanes so that it vectorises), then exp(x - max) written
                once into the gradient row (the softmax numerator) and summed, then
                the row scaled in place into g * scale * (p - q) while it sits in L1.
@@ -77,20 +78,37 @@ def _softmax_ce_row(x, label, gi, label_smoothing, d, want_grad):
     return loss
 
 
-@njit(parallel=True, cache=True)
-def _softmax_ce_rows(logits, labels, g, scale, label_smoothing, losses, dlogits, want_grad):
+@njit(cache=True)
+def _softmax_ce_rows_serial(logits, labels, g, scale, label_smoothing, losses, dlogits,
+                            want_grad):
     # logits (N, C), labels (N,), g (N,) or (1,), losses (N,), dlogits (N, C) or (N, 0)
-    N, C = logits.shape
+    N = logits.shape[0]
     real = logits.dtype.type
     step = 1 if g.shape[0] == N else 0              # g broadcast when it holds one value
-    if N * C < SERIAL_BELOW:
-        for i in range(N):
-            losses[i] = _softmax_ce_row(logits[i], labels[i], real(scale) * g[i * step],
-                                        label_smoothing, dlogits[i], want_grad)
-    else:
-        for i in prange(N):
-            losses[i] = _softmax_ce_row(logits[i], labels[i], real(scale) * g[i * step],
-                                        label_smoothing, dlogits[i], want_grad)
+    for i in range(N):
+        losses[i] = _softmax_ce_row(logits[i], labels[i], real(scale) * g[i * step],
+                                    label_smoothing, dlogits[i], want_grad)
+
+
+@njit(parallel=True, cache=True)
+def _softmax_ce_rows_parallel(logits, labels, g, scale, label_smoothing, losses, dlogits,
+                              want_grad):
+    # the same rows in prange
+    N = logits.shape[0]
+    real = logits.dtype.type
+    step = 1 if g.shape[0] == N else 0
+    for i in prange(N):
+        losses[i] = _softmax_ce_row(logits[i], labels[i], real(scale) * g[i * step],
+                                    label_smoothing, dlogits[i], want_grad)
+
+
+def _softmax_ce_rows(logits, labels, g, scale, label_smoothing, losses, dlogits, want_grad):
+    # The serial/parallel choice is made here, not inside one parallel kernel, so a run
+    # that only meets small batches (the main job's) never compiles the parallel
+    # kernel: 1.3 s of its cold compile (bench/compile_time.py --main-job).
+    rows = (_softmax_ce_rows_serial if logits.size < SERIAL_BELOW
+            else _softmax_ce_rows_parallel)
+    rows(logits, labels, g, scale, label_smoothing, losses, dlogits, want_grad)
 
 
 def softmax_ce_forward(logits, labels, losses, label_smoothing):

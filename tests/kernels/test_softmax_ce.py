@@ -11,7 +11,7 @@ import nnkern.functional as F
 # GPU thread, so it gets tiny ones.
 CE_SHAPES = {
     "numpy": [(1, 1), (1, 5), (7, 13), (64, 100)],
-    "cpu": [(1, 1), (1, 5), (7, 13), (64, 100), (33, 1000)],
+    "cpu": [(1, 1), (1, 5), (7, 13), (64, 100), (33, 1000), (64, 1000)],  # 64000: prange
     "cuda": [(1, 1), (3, 40)],
 }
 FLAT_SHAPES = {
