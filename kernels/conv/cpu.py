@@ -269,14 +269,21 @@ def _applies(version, op, geo):
         return f"px needs stride 1, got ({geo.sh}, {geo.sw})"
     if version in ("pxw", "sv") and not stride1:
         return f"{version} needs stride 1, got ({geo.sh}, {geo.sw})"
+    if version == "sv" and op != "backward_weights":
+        # the rows sv writes (y's, or dx's for backward-data) hold at least one row piece
+        width = geo.W if op == "backward_data" else geo.OW
+        if width < SV_MIN_WIDTH:
+            return f"sv needs rows of at least {SV_MIN_WIDTH} pixels, got {width}"
     return ""
 
 
-def _sv_fits(geo):
-    # "" when sv's rule holds: stride 1, a whole block of LANES samples, and one sample
-    # block's input and output (per group, float32) within SV_BYTES; else why not.
-    if (geo.sh, geo.sw) != (1, 1):
-        return f"stride ({geo.sh}, {geo.sw})"
+def _sv_fits(geo, op):
+    # "" when sv's rule holds: it applies (stride 1, rows as wide as a tile piece), a whole
+    # block of LANES samples, and one sample block's input and output (per group, float32)
+    # within SV_BYTES; else why not.
+    not_here = _applies("sv", op, geo)
+    if not_here:
+        return not_here
     if geo.N < LANES:
         return f"{geo.N} samples fill under {LANES} lanes"
     Cg, Kg = geo.C // geo.G, geo.K // geo.G
@@ -288,7 +295,7 @@ def _sv_fits(geo):
 
 def _auto(op, geo):
     Cg, Kg = geo.C // geo.G, geo.K // geo.G
-    if not _sv_fits(geo):
+    if not _sv_fits(geo, op):
         return "sv", f"stride 1, small layer: {LANES} samples as the vector lanes"
     if op in ("forward", "backward_data"):
         if op == "backward_data" or (geo.sh, geo.sw) == (1, 1):
@@ -421,12 +428,14 @@ def _packed(w, G, Kout_g, Cq, R, S, TB, transpose):
 
 
 @lru_cache(maxsize=64)
-def _tap_offsets(Cq, R, S, dh, dw, Hz, Wz):
-    # (Cq*R*S,) uint64: where tap q = (c, r, s) starts in a (Cq, Hz, Wz) buffer. Kept per
-    # geometry and shared, so never written (rebuilt per call, these tables and sv's took
-    # about 0.3 of a 2.7 ms LeNet-5 training step at batch 64).
+def _tap_offsets(Cq, R, S, dh, dw, Hz, Wz, multiple=1):
+    # (Cq*R*S,) uint64: where tap q = (c, r, s) starts in a (Cq, Hz, Wz) buffer, the last
+    # repeated up to a multiple of `multiple` entries (for loops over whole tap blocks).
+    # Kept per geometry and shared, so never written (rebuilt per call, these tables and
+    # sv's took about 0.3 of a 2.7 ms LeNet-5 training step at batch 64).
     c, r, s = np.meshgrid(np.arange(Cq), np.arange(R), np.arange(S), indexing="ij")
-    return ((c * Hz + r * dh) * Wz + s * dw).reshape(-1).astype(np.uint64)
+    off = ((c * Hz + r * dh) * Wz + s * dw).reshape(-1).astype(np.uint64)
+    return np.concatenate([off, np.full((-off.size) % multiple, off[-1], np.uint64)])
 
 
 def _split(N, G, tiles):
@@ -678,8 +687,7 @@ def conv_dw_tile(x, g, part, dbpart, nband, crs_off, pix_off, G, grid):
 def tile_backward_weights(geo, g, x, dw, db):
     grid = forward_grid(geo)
     Cg = geo.C // geo.G
-    crs_off = _tap_offsets(Cg, geo.R, geo.S, geo.dh, geo.dw, grid.Hz, grid.Wz)
-    crs_off = np.concatenate([crs_off, np.full((-crs_off.size) % TP, crs_off[-1], np.uint64)])
+    crs_off = _tap_offsets(Cg, geo.R, geo.S, geo.dh, geo.dw, grid.Hz, grid.Wz, TP)
     pix_off = _pixel_offsets(geo.OH, geo.OW, geo.sh, geo.sw, grid.Wz)
     _backward_weights(conv_dw_tile, geo, g, x, dw, db, crs_off, pix_off, geo.G, grid)
 
@@ -1251,8 +1259,7 @@ def pxw_backward_weights(geo, g, x, dw, db):
     grid = forward_grid(geo)
     Cg, Kg = geo.C // geo.G, geo.K // geo.G
     kb, qb = PXW_SHAPES[1] if Kg == 1 else PXW_SHAPES[0]
-    taps = _tap_offsets(Cg, geo.R, geo.S, geo.dh, geo.dw, grid.Hz, grid.Wz)
-    taps = np.concatenate([taps, np.full((-taps.size) % qb, taps[-1], np.uint64)])
+    taps = _tap_offsets(Cg, geo.R, geo.S, geo.dh, geo.dw, grid.Hz, grid.Wz, qb)
     Pz = -(-geo.OH * grid.Wz // LANES) * LANES
     mask = np.zeros(Pz, dtype=x.dtype)
     mask[: geo.OH * grid.Wz].reshape(geo.OH, grid.Wz)[:, : geo.OW] = 1
@@ -1270,6 +1277,9 @@ def pxw_backward_weights(geo, g, x, dw, db):
 # and backward-data, and (KB output channels x QB rows q) of backward-weights; SV_TILE
 # accumulators on the stack hold the largest.
 SV_SHAPES = ((4, 5), (3, 7), (6, 4))
+# a row narrower than every tile's TP has no piece that fits in it (a piece starts at
+# OW - TP): _applies refuses sv there
+SV_MIN_WIDTH = min(TP for _, TP in SV_SHAPES)
 SVW_SHAPES = ((4, 5), (3, 5))
 SV_TILE = 24 * LANES
 
@@ -1423,8 +1433,7 @@ SV_PIECES = tuple(_make_sv_piece(shape) for shape in range(len(SV_SHAPES)))
 def _sv_offsets(Cq, R, S, dh, dw, grid, multiple=1):
     # (Cq*R*S,) uint64: where tap q = (c, r, s) starts in the interleaved (Cq, Hz, Wz, LANES),
     # the last repeated up to a multiple of `multiple` entries. Shared: never written.
-    off = _tap_offsets(Cq, R, S, dh, dw, grid.Hz, grid.Wz) * np.uint64(LANES)
-    return np.concatenate([off, np.full((-off.size) % multiple, off[-1], np.uint64)])
+    return _tap_offsets(Cq, R, S, dh, dw, grid.Hz, grid.Wz, multiple) * np.uint64(LANES)
 
 
 @lru_cache(maxsize=64)
@@ -1452,11 +1461,11 @@ def _sv_use(Kout_g, OW, shape):
 def _sv_shape(Kout_g, OW):
     # The index in SV_SHAPES of the tile that wastes the fewest lanes (the first on ties).
     uses = [_sv_use(Kout_g, OW, shape) for shape in SV_SHAPES]
-    return int(np.argmax(uses)), max(uses)
+    return int(np.argmax(uses))
 
 
 def _run_sv(src, w, bias, yf, G, Kout_g, Cq, R, S, dil, grid, OH, OW, transpose):
-    shape, _ = _sv_shape(Kout_g, OW)
+    shape = _sv_shape(Kout_g, OW)
     wpk = _packed(w, G, Kout_g, Cq, R, S, SV_SHAPES[shape][0], transpose)
     rlo, rhi = _sv_rows(OH, R, dil[0], grid, src.shape[2])
     nblk = -(-src.shape[0] // LANES)
@@ -1573,14 +1582,14 @@ SVW_PIECES = tuple(_make_svw_piece(shape) for shape in range(len(SVW_SHAPES)))
 def _svw_shape(Kg, Q):
     # The index in SVW_SHAPES that wastes the fewest lanes (channel and q blocks rounded up).
     uses = [_lane_use(Kg, KB) * _lane_use(Q, QB) for KB, QB in SVW_SHAPES]
-    return int(np.argmax(uses)), max(uses)
+    return int(np.argmax(uses))
 
 
 def sv_backward_weights(geo, g, x, dw, db):
     grid = forward_grid(geo)
     Cg, Kg = geo.C // geo.G, geo.K // geo.G
     Q = Cg * geo.R * geo.S
-    shape, _ = _svw_shape(Kg, Q)
+    shape = _svw_shape(Kg, Q)
     QB = SVW_SHAPES[shape][1]
     xoff = _sv_offsets(Cg, geo.R, geo.S, geo.dh, geo.dw, grid, QB)
     threads = numba.get_num_threads()
@@ -1606,7 +1615,7 @@ def _bias_or_zeros(b, K, dtype):
 
 def _direct(version, src, w, bias, out, G, Kout_g, Cq, geo, grid, OH, OW, stride,
             transpose):
-    # Forward or backward-data by a direct version (tile or px): out (N, G*Kout_g, OH, OW).
+    # Forward or backward-data by a direct version (tile, px or sv): out (N, G*Kout_g, OH, OW).
     dil = (geo.dh, geo.dw)
     if version == "px":
         _run_px(src, w, bias, out.reshape(-1), G, Kout_g, Cq, geo.R, geo.S, dil, grid, OH,

@@ -9,9 +9,9 @@ channels per group:
 
 where g = k // Kg, (sh, sw) is the stride, (ph, pw) the top/left padding,
 (dh, dw) the dilation, and x reads as zero outside the image. Output size:
-OH = (H + ph + ph_bottom - dh*(R-1) - 1) // sh + 1 (likewise OW). These index
-rules (output size, padded extent, input index) are written once, in rules.py,
-for every backend.
+OH = (H + ph + ph_bottom - dh*(R-1) - 1) // sh + 1 (likewise OW). These size
+rules (output size, padded extent) are written once, in rules.py, for every
+backend.
 
 Two ways to compute it, both here because the CPU and CUDA files have both:
 

@@ -1,9 +1,9 @@
 """The index rules of 2-D convolution, written once in plain Python.
 
-The NumPy reference calls them as they are; the CPU backend compiles them with
-``numba.njit`` and the CUDA backend with ``numba.cuda.jit(device=True)``, so
-every backend computes sizes and indices by the same lines. Integers only, no
-NumPy, no keyword arguments: the three compilers accept exactly this.
+``nnkern.functional`` (output sizes), the NumPy reference and the CPU backend's
+Python side (padded extents) call them as they are, so every backend computes
+sizes by the same lines. Integers only, no NumPy, no keyword arguments, so that
+a kernel could compile them with ``numba.njit`` or ``numba.cuda.jit(device=True)``.
 
 Along one axis (rows: H, R, OH; columns: W, S, OW), with stride ``st``, top
 (left) padding ``pad``, dilation ``dil``:
@@ -12,8 +12,6 @@ Along one axis (rows: H, R, OH; columns: W, S, OW), with stride ``st``, top
     28
     >>> padded_extent(28, 2, 28, 5, 1, 1)    # rows of padded input the output reads
     32
-    >>> input_index(0, 4, 1, 2, 1)           # output row 0, tap 4 reads input row 2
-    2
 """
 
 
@@ -29,8 +27,3 @@ def padded_extent(H, pad, OH, R, st, dil):
     cut short of the image)."""
     return max(H + pad, (OH - 1) * st + (R - 1) * dil + 1)
 
-
-def input_index(o, r, st, pad, dil):
-    """The input position output position ``o`` reads at tap ``r`` (outside [0, H): a
-    padding zero)."""
-    return o * st - pad + r * dil

@@ -62,8 +62,9 @@ Versions (VERSIONS; choose() picks one per call and says why), in reading order:
             - every tile through tile_at (offsets into the panels and c, the next
               B strip prefetched by the first A strip's tile only: two call sites),
               as in the small version: a micro-kernel call on views cost about 200
-              cycles of reference counting per tile, 10% of a 256-step tile (1024^3 5.95 -> 5.66 ms, 2048^3 49.6 -> 48.2
-              ms, best of 8-12 turns in one process against the previous kernel).
+              cycles of reference counting per tile, 10% of a 256-step tile (1024^3
+              5.95 -> 5.66 ms, 2048^3 49.6 -> 48.2 ms, best of 8-12 turns in one process
+              against the previous kernel).
             - the packing panels come from the reused workspace (no page faults
               inside the parallel region, see _workspace.py).
             - one compiled kernel for one thread and for all: small work runs it
@@ -170,7 +171,7 @@ SERIAL_WORK = 1 << 22  # M*N*K below which small and packed run on one thread (1
 
 
 def choose(M, N, K, trans_b, why=True):
-    """(version, why) for a product op(a) (M, K) @ op(b) (K, N); why is None when not asked
+    """(version, why) for a product op(a) (M, K) @ op(b) (K, N); why is False when not asked
     for (each call asks with why=False: the message alone cost 0.2 us of a 6 us 64^3).
 
     >>> choose(64, 64, 64, False)[0]
@@ -263,14 +264,14 @@ A_STACK = KC * MR
 B_STACK = KC * NR32
 
 
-def _emit_tile(context, builder, dtype, kcv, a_at, b_at, c_at, addv, next_at, epilogue=None):
+def _emit_tile(context, builder, dtype, kcv, a_at, b_at, c_at, addv, next_at, epilogue):
     """The micro-kernel's LLVM code: out(MR x NR) (+)= sum over p < kc of A[p, :] x B[p, :].
 
     a_at(p, i): pointer to A[p, i]; b_at(p): to row p of B (NR contiguous values);
     c_at(i): to row i of the output tile (NR contiguous values); next_at(p): a row of
-    the B strip to prefetch into L2, or None; epilogue: None, or (bias pointer, add
-    bias?, relu?) (the flags as runtime i1 values) applied to the stored tile. The 2*MR accumulators are loop-carried
-    vector values (phi nodes), so they live in registers by construction; each step
+    the B strip to prefetch into L2, or None; epilogue: (bias pointer, add bias?, relu?)
+    (the flags as runtime i1 values) applied to the stored tile. The 2*MR accumulators are
+    loop-carried vector values (phi nodes), so they live in registers by construction; each step
     loads two vectors of B, broadcasts MR values of A and issues 2*MR fused
     multiply-adds. Written with explicit vectors because LLVM's vectorizers stop at
     256 bits on CPUs that prefer them (most AVX-512 parts), which halves the
@@ -362,18 +363,17 @@ def _emit_tile(context, builder, dtype, kcv, a_at, b_at, c_at, addv, next_at, ep
         with otherwise:
             for ptr, final in zip(ptrs, finals):
                 builder.store(final, ptr, align=size)
-    if epilogue is not None:
-        # linear's bias + relu on the stored tile, as vector code (the same loop written
-        # in Numba took 1.1 s of each kernel's cold compile): v + bias[j], then 0 where
-        # v < 0 (a NaN stays NaN, as in torch)
-        bias_ptr, biasv, reluv = epilogue
-        with builder.if_then(builder.or_(biasv, reluv)):
-            bvecs = [builder.load(vector_ptr(bias_ptr, h), align=size) for h in range(2)]
-            for k, ptr in enumerate(ptrs):
-                v = builder.load(ptr, align=size)
-                v = builder.select(biasv, builder.fadd(v, bvecs[k % 2]), v)
-                clipped = builder.select(builder.fcmp_ordered("<", v, zero_vec), zero_vec, v)
-                builder.store(builder.select(reluv, clipped, v), ptr, align=size)
+    # linear's bias + relu on the stored tile, as vector code (the same loop written
+    # in Numba took 1.1 s of each kernel's cold compile): v + bias[j], then 0 where
+    # v < 0 (a NaN stays NaN, as in torch)
+    bias_ptr, biasv, reluv = epilogue
+    with builder.if_then(builder.or_(biasv, reluv)):
+        bvecs = [builder.load(vector_ptr(bias_ptr, h), align=size) for h in range(2)]
+        for k, ptr in enumerate(ptrs):
+            v = builder.load(ptr, align=size)
+            v = builder.select(biasv, builder.fadd(v, bvecs[k % 2]), v)
+            clipped = builder.select(builder.fcmp_ordered("<", v, zero_vec), zero_vec, v)
+            builder.store(builder.select(reluv, clipped, v), ptr, align=size)
 
 
 @intrinsic
@@ -735,8 +735,8 @@ def block(a, trans_a, bp, ap, c, s0, s1, n0, n1, K, epilogue):
                     tile_at(c.dtype, kc, ap_addr, 0, MR, 1, bp_addr, bo, R, cdst, co, crs, tadd, bn,
                             bias_j, tb, tr)
                 else:
-                    tile_at(c.dtype, kc, ap_addr, s * strip, MR, 1, bp_addr, bo, R, cdst, co, crs, tadd,
-                            None, bias_j, tb, tr)
+                    tile_at(c.dtype, kc, ap_addr, s * strip, MR, 1, bp_addr, bo, R, cdst, co,
+                            crs, tadd, None, bias_j, tb, tr)
                 if not whole_tile:
                     edge_tile(tile, R, c, i0, j0, add, last, epilogue)
 

@@ -261,8 +261,9 @@ class BatchNormRule(Rule):
         return super().record(raw, inputs)
 
 
-_CUSTOM = {"linear": LinearRule, "max_pool2d": MaxPoolRule, "softmax_cross_entropy": SoftmaxCrossEntropyRule,
-           "mse_loss": MSERule, "batch_norm": BatchNormRule}
+_CUSTOM = {"linear": LinearRule, "max_pool2d": MaxPoolRule,
+           "softmax_cross_entropy": SoftmaxCrossEntropyRule, "mse_loss": MSERule,
+           "batch_norm": BatchNormRule}
 
 
 def _to_tensors(result):

@@ -13,6 +13,7 @@ Semantics are those of ``torch.nn.functional.conv2d`` (NCHW, cross-correlation).
 import numpy as np
 
 from ..device import array_module
+from ..kernels.conv.rules import output_size
 from ._checks import (
     backend_kernels,
     empty,
@@ -100,8 +101,8 @@ def _check(x, w, b, stride, padding, dilation, groups, algo):
             f"({H + pt + pb}, {W + pl + pr}) (kernel {(R, S)}, dilation {dilation}, "
             f"input {(H, W)}, padding {(pt + pb, pl + pr)} in total)"
         )
-    OH = (H + pt + pb - eh) // stride[0] + 1
-    OW = (W + pl + pr - ew) // stride[1] + 1
+    OH = output_size(H, R, stride[0], pt, pb, dilation[0])
+    OW = output_size(W, S, stride[1], pl, pr, dilation[1])
     kern = backend_kernels("conv", ("x", x), ("w", w), ("b", b))
     # Besides ALGOS, a backend's own version names (its VERSIONS table) pick one version.
     versions = tuple(getattr(kern, "VERSIONS", ()))
@@ -125,8 +126,8 @@ def conv2d_output_shape(x_shape, w_shape, stride=1, padding=0, dilation=1):
     stride = int_pair(stride, "stride", 1)
     dilation = int_pair(dilation, "dilation", 1)
     (pt, pb), (pl, pr) = _padding(padding, R, S, stride, dilation)
-    OH = (H + pt + pb - dilation[0] * (R - 1) - 1) // stride[0] + 1
-    OW = (W + pl + pr - dilation[1] * (S - 1) - 1) // stride[1] + 1
+    OH = output_size(H, R, stride[0], pt, pb, dilation[0])
+    OW = output_size(W, S, stride[1], pl, pr, dilation[1])
     return (N, K, OH, OW)
 
 

@@ -171,7 +171,8 @@ def adam_step(params, grads, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8,
     updating). ``d = grad + weight_decay * p``; ``m``, ``v`` are the first and
     second moments (start at zero); the bias corrections use ``step``.
     """
-    if (type(step) is int and 1 <= step < 2**63 and _plain_floats(lr, beta1, beta2, eps, weight_decay)
+    if (type(step) is int and 1 <= step < 2**63
+            and _plain_floats(lr, beta1, beta2, eps, weight_decay)
             and _plain_buffers(params, grads, m, v)):
         # the optimizer's call (one flat buffer per dtype, float hyperparameters) passes
         # every check below in these two tests: 12 of the 52 us of the MLP step's Adam were

@@ -140,7 +140,7 @@ class Model(Layer, Trainer):
             for key, value in layer.state.items():
                 layer.state[key] = to_device(value, self._backend)
         self._params.pack(leaves, self._backend)
-        self._signature = self._trainable_signature()
+        self._signature = self._trainable_signature(leaves)
         self.built = True
 
     def _leaf_layers(self):
@@ -154,8 +154,8 @@ class Model(Layer, Trainer):
                     out.append(leaf)
         return out
 
-    def _trainable_signature(self, leaves=None):
-        return tuple(layer.trainable for layer in (leaves or self._leaf_layers()))
+    def _trainable_signature(self, leaves):
+        return tuple(layer.trainable for layer in leaves)
 
     def _build(self, input_shape, dtype, seed):
         """As a layer of another model: a model is built from its own inputs."""
@@ -387,10 +387,8 @@ class Model(Layer, Trainer):
             if inputs.data.shape[1:] != self._inputs[0].sample_shape:
                 self._check_batch([inputs.data])  # raises, naming the shapes
             training = self.training if training is None else bool(training)
-            if self._device:
-                with device_ctx(self._device):
-                    return self.call(inputs, training=training)
-            return self.call(inputs, training=training)
+            with self._on_device():
+                return self.call(inputs, training=training)
         items = [as_symbolic(v) for v in _as_list(inputs)]
         if any(isinstance(v, SymbolicTensor) for v in items):
             return Layer.__call__(self, inputs, training)

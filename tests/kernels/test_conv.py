@@ -47,6 +47,10 @@ CASES = [
     # whole block and a partial one; depthwise too.
     ((19, 3, 7, 6), (5, 3, 3, 3), {"padding": 1}),
     ((18, 4, 6, 7), (4, 1, 3, 3), {"padding": (1, 0), "groups": 4}),
+    # A whole lane block with rows narrower than every sv tile piece (3 pixels: not sv)
+    # and exactly as wide as the narrowest (4)
+    ((16, 2, 5, 3), (4, 2, 1, 1), {}),
+    ((16, 2, 5, 4), (4, 2, 1, 1), {}),
 ]
 IDS = [f"case{i}" for i in range(len(CASES))]
 
