@@ -29,6 +29,24 @@ Versions (VERSIONS; choose() picks one per call and says why), in reading order:
             parallel regions (B packing, then the blocks) each wait for a worker
             to wake. Beyond about 320^3 the strided reads lose to packed panels
             (1024^3: 13 ms against 7 ms).
+    small_t small on the transposed product: c^T = op(b)^T @ op(a)^T into scratch (N, M),
+            then stored transposed with the epilogue (one scalar pass over c). Chosen on
+            one thread when M is whole strips of NR and small's copies of op(b) cost more
+            than the product: (1) the dense layer x @ w.T with M = NR rows and K >= KC,
+            where small transposes every strip of w into the stack for one strip of rows
+            (transposed, w is the broadcast operand, read once in place, and the copied
+            strip is of x); (2) N ends in a ragged strip among fewer than RAGGED_FEW,
+            which small copies element by element (with its bounds tests) at each step of
+            K. Measured, small -> small_t (us, float32, one process, best of 7 x 2 turns,
+            grid.py in the report): NT 32x128x784 (the MLP's first layer) 61.8 -> 49.6,
+            32x128x256 21.3 -> 17.6, 32x10x64 4.1 -> 2.1, 64x120x400 64.6 -> 50.0 (LeNet's
+            first dense layer), 64x84x120 17.9 -> 13.9, 32x100x300 31.1 -> 17.3; NN
+            32x40x2000 107 -> 52, 96x20x500 37.8 -> 30.2. Not chosen, because they lose:
+            NT 32x512x64 20.1 -> 28.6, 64x64x128 9.0 -> 10.5, 32x32x32 1.75 -> 2.08, NN
+            32x128x784 46.8 -> 53.5 (b is read in place there), 32x1000x100 (one ragged
+            strip of 32) 50.4 -> 70.0, and products with M ragged (the strip of op(a)^T
+            is then ragged: 8x128x784 28.8 -> 56.2 in an earlier NumPy-transposed try).
+            Close: NN 128x84x120 26.1 -> 27.4, chosen (it wins 1.06x NT).
     packed  the Goto/BLIS scheme, on one thread or on all of them.
             - op(b) is packed once into strips of NR columns, k-major, cut into
               steps of KC along K (b_panel_shape); op(a) is packed per thread,
@@ -161,6 +179,7 @@ from numba.extending import intrinsic, overload
 VERSIONS = {
     "naive": "i-k-j loops (tiny products)",
     "small": "register tiles read in place, no packing (small and middle products)",
+    "small_t": "small on the transposed product, stored transposed (few rows, op(b) = b.T)",
     "packed": "packed panels, register tiles, one or all threads",
 }
 """Every version, in reading order (see the header)."""
@@ -168,14 +187,18 @@ VERSIONS = {
 SMALL_WORK = 4096  # M*N*K up to which naive wins (measured: about 16^3)
 SMALL_PATH_WORK = 1 << 25  # M*N*K up to which small wins over packed (about 320^3)
 SERIAL_WORK = 1 << 22  # M*N*K below which small and packed run on one thread (161^3)
+RAGGED_FEW = 4  # strips of c's columns below which a ragged last strip sends small to small_t
 
 
-def choose(M, N, K, trans_b, why=True):
-    """(version, why) for a product op(a) (M, K) @ op(b) (K, N); why is False when not asked
-    for (each call asks with why=False: the message alone cost 0.2 us of a 6 us 64^3).
+def choose(M, N, K, trans_b, why=True, trans_a=False, dtype=np.float32):
+    """(version, why) for a product op(a) (M, K) @ op(b) (K, N) of ``dtype``; why is False
+    when not asked for (each call asks with why=False: the message alone cost 0.2 us of a
+    6 us 64^3).
 
     >>> choose(64, 64, 64, False)[0]
     'small'
+    >>> choose(32, 128, 784, True)[0]  # the MLP's first dense layer at batch 32
+    'small_t'
     """
     work = M * N * K
     if work <= SMALL_WORK:
@@ -183,6 +206,18 @@ def choose(M, N, K, trans_b, why=True):
     if work >= SERIAL_WORK and N < numba.get_num_threads() * NR32:
         return "packed", why and f"{N} columns are too few to share between threads by columns"
     if work <= SMALL_PATH_WORK:
+        nr = NR[np.dtype(dtype)]
+        if work < SERIAL_WORK and M % nr == 0:
+            # one thread, M whole strips of c^T's columns: small_t when small's copies
+            # of op(b) cost more than the product (measured, see the header)
+            if N % nr and N < RAGGED_FEW * nr:
+                return "small_t", why and (
+                    f"N = {N} ends in a ragged strip, copied element by element at each "
+                    f"step of K, among fewer than {RAGGED_FEW} strips; M = {M} is whole strips")
+            if trans_b and not trans_a and M == nr and K >= KC:
+                return "small_t", why and (
+                    f"op(b) = b.T: each of its strips is transposed into the stack for only "
+                    f"M = {M} = one strip of rows; transposed, b is read in place")
         return "small", why and (
             f"M*N*K = {work} <= {SMALL_PATH_WORK}: packing costs more than it saves")
     return "packed", why and f"M*N*K = {work} > {SMALL_PATH_WORK}: packed panels stay in cache"
@@ -517,6 +552,31 @@ def small_columns(a, b, c, trans_a, trans_b, s0, s1, epilogue):
                         bias_addr + j0 * c.itemsize, tb, tr)
                 if not whole_tile:
                     edge_tile(tile, nr, c, i0, j0, add, last, epilogue)
+
+
+@njit(cache=True)
+def small_transposed(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu):
+    # c (M, N) = op(a) @ op(b) computed as c^T = op(b)^T @ op(a)^T by small_columns into
+    # scratch ct (N, M), then stored transposed with linear's epilogue. op(b)^T is b when
+    # trans_b, op(a)^T is a.T read in place, so the one strip small_columns copies is of
+    # op(a) (M columns of c^T), not of b.T: for the dense layer x @ w.T with M = NR rows,
+    # w (N, K) is streamed once as the broadcast operand instead of being transposed
+    # strip by strip into the stack (see the header).
+    M, N = c.shape
+    nr = NR32 * 4 // c.itemsize
+    ct = np.empty((N, M), c.dtype)
+    small_columns(b, a, ct, not trans_b, not trans_a, 0, (M + nr - 1) // nr,
+                  (False, bias, False, False))
+    for i in range(M):
+        for j in range(N):
+            v = ct[j, i]
+            if accumulate:
+                v += c[i, j]
+            if has_bias:
+                v += bias[j]
+            if relu and v < 0:  # a NaN stays NaN, as in torch
+                v = 0
+            c[i, j] = v
 
 
 @njit(cache=True)
@@ -1115,7 +1175,7 @@ def gemm_bias_relu(a, b, c, trans_a, trans_b, accumulate, bias, relu):
     K = a.shape[0] if trans_a else a.shape[1]
     has_bias = bias is not None
     bias = np.ascontiguousarray(bias) if has_bias else c[0]  # c[0]: never read
-    version = _forced or choose(M, N, K, trans_b, False)[0]
+    version = _forced or choose(M, N, K, trans_b, False, trans_a, c.dtype)[0]
     if version == "small":
         tasks = small_tasks(M, N, K, c.dtype)
         args = (a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu)
@@ -1123,6 +1183,8 @@ def gemm_bias_relu(a, b, c, trans_a, trans_b, accumulate, bias, relu):
             small_task(0, 1, args)
         else:
             run_pieces(small_task, tasks, args)
+    elif version == "small_t":
+        small_transposed(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu)
     elif version == "packed":
         run_packed(a, b, c, trans_a, trans_b, K, accumulate, bias, has_bias, relu)
     else:
