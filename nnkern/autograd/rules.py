@@ -27,6 +27,7 @@ and return Tensors (or None) without recording.
 
 import functools
 import inspect
+import sys
 
 import numpy as np
 
@@ -172,7 +173,53 @@ class LinearRule(Rule):
     when the model's ``zero_grad`` marked it zero), instead of writing a temporary that the
     tape then adds (MLP 784-128-64-10 step: the 400 KB temporary of the first layer, its
     addition, and the zero fill before it). Later contributions (a layer called twice) add
-    to the same buffer, as the tape would."""
+    to the same buffer, as the tape would.
+
+    A Dense layer's call, ``linear(x, w, b, activation=...)`` on three Tensors whose
+    arrays pass F's one-test check (``plain``), is recorded by straight-line code: the
+    forward runs the kernel (``run``), and the backward, for an upstream gradient of the
+    output's shape, dtype and layout, calls linear_backward's body (``checked``) on the
+    arrays the forward checked. Anything else takes the generic path, which checks again
+    (glue only, kernels stubbed: 6.2 -> 4.5 us per recorded call, 8.3 -> 5.7 us per
+    backward; the MLP step's glue 105-110 -> 93-95 us).
+    """
+
+    def __init__(self, *args, plain=None, run=None, checked=None, kernels=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.plain, self.run, self.checked, self.kernels = plain, run, checked, kernels
+
+    def apply(self, args, kwargs):
+        if len(args) == 3 and (not kwargs or (len(kwargs) == 1 and "activation" in kwargs)):
+            x, w, b = args
+            activation = kwargs["activation"] if kwargs else None
+            if (type(x) in _TENSOR_TYPES and type(w) in _TENSOR_TYPES
+                    and type(b) in _TENSOR_TYPES
+                    and (x.requires_grad or w.requires_grad or b.requires_grad)
+                    and engine.is_grad_enabled()
+                    and self.plain(x.data, w.data, b.data, activation)):
+                return self._record_plain(x, w, b, activation == "relu")
+        return super().apply(args, kwargs)
+
+    def _record_plain(self, x, w, b, relu):
+        xd, wd, bd = x.data, w.data, b.data
+        y = self.run(xd, wd, bd, relu)
+        out = Tensor(y)
+        dtype, shape, input_grad = y.dtype, y.shape, x.requires_grad
+        checked, kernels, generic, sinks = self.checked, self.kernels, self.backward, self.sinks
+        activation = "relu" if relu else None
+
+        def grads_of(g):
+            extra = sinks((x, w, b))
+            if (type(g) is _NDARRAY and g.dtype is dtype and g.shape == shape
+                    and g.flags.c_contiguous):
+                return checked(kernels("gemm", ("x", xd)), g, xd, wd, bd, relu,
+                               y if relu else None, input_grad, extra.get("grad_w"),
+                               extra.get("grad_b"), extra.get("add_w", True),
+                               extra.get("add_b", True))
+            return generic(g, xd, wd, bd, activation, out=y if relu else None,
+                           input_grad=input_grad, **extra)
+
+        return engine.record(out, self.name, [x, w, b], grads_of, [x, w, b])
 
     @staticmethod
     def sinks(inputs):
@@ -397,6 +444,11 @@ def wrap(namespace, names):
         extra = {}
         if cls is SoftmaxCrossEntropyRule:
             extra["fused"] = namespace["softmax_cross_entropy_with_grad"]
+        if cls is LinearRule:  # the family module's own helpers of its one-test path
+            module = sys.modules[fn.__module__]
+            extra.update(plain=module._plain_linear, run=module._linear_plain,
+                         checked=module._linear_backward_checked,
+                         kernels=module.backend_kernels)
         rule = cls(name, fn, backward, *spec, **extra)
         rules[name] = rule
         namespace[name] = _recorded(fn, rule)

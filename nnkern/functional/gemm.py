@@ -157,19 +157,8 @@ def linear(x, w, b=None, activation=None):
     ...     linear(np.ones((2, 3)), np.ones((4, 3)), np.zeros(4), activation="relu")[0]
     array([3., 3., 3., 3.])
     """
-    if (type(x) is _NDARRAY and type(w) is _NDARRAY and (b is None or type(b) is _NDARRAY)
-            and (activation is None or activation == "relu")):
-        # a layer's call (C-contiguous 2-D arrays of one float dtype, nothing empty) passes
-        # every check of _linear_checks in one test, as in matmul
-        dtype = x.dtype
-        if ((dtype is _F32 or dtype is _F64) and w.dtype is dtype and x.ndim == 2
-                and w.ndim == 2 and x.shape[1] == w.shape[1] and x.shape[1] and x.shape[0]
-                and w.shape[0] and x.flags.c_contiguous and w.flags.c_contiguous
-                and (b is None or (b.dtype is dtype and b.shape == (w.shape[0],)
-                                   and b.flags.c_contiguous))):
-            y = empty((x.shape[0], w.shape[0]), dtype)
-            backend_kernels("gemm", ("x", x)).linear(x, w, b, y, activation == "relu")
-            return y
+    if _plain_linear(x, w, b, activation):
+        return _linear_plain(x, w, b, activation == "relu")
     K, x, w, b = _linear_checks(x, w, b, activation)
     N, OUT = x.shape[0], w.shape[0]
     y = empty((N, OUT), x.dtype)
@@ -183,6 +172,29 @@ def linear(x, w, b=None, activation=None):
             y[...] = array_module().maximum(y, 0)
         return y
     K.linear(x, w, b, y, activation == "relu")
+    return y
+
+
+def _plain_linear(x, w, b, activation):
+    """True when a call of linear passes every check of _linear_checks in one test: NumPy
+    C-contiguous 2-D arrays of one float dtype, nothing empty, fitting shapes (a layer's
+    call; the tape's linear rule asks it too)."""
+    if (type(x) is not _NDARRAY or type(w) is not _NDARRAY
+            or (b is not None and type(b) is not _NDARRAY)
+            or (activation is not None and activation != "relu")):
+        return False
+    dtype = x.dtype
+    return bool((dtype is _F32 or dtype is _F64) and w.dtype is dtype and x.ndim == 2
+                and w.ndim == 2 and x.shape[1] == w.shape[1] and x.shape[1] and x.shape[0]
+                and w.shape[0] and x.flags.c_contiguous and w.flags.c_contiguous
+                and (b is None or (b.dtype is dtype and b.shape == (w.shape[0],)
+                                   and b.flags.c_contiguous)))
+
+
+def _linear_plain(x, w, b, relu):
+    """linear on arguments that passed _plain_linear."""
+    y = empty((x.shape[0], w.shape[0]), x.dtype)
+    backend_kernels("gemm", ("x", x)).linear(x, w, b, y, relu)
     return y
 
 
@@ -244,7 +256,6 @@ def linear_backward(g, x, w, b=None, activation=None, *, out=None, input_grad=Tr
     if (type(add_w) is bool and type(add_b) is bool
             and _plain_linear_backward(g, x, w, b, activation, out, input_grad, grad_w, grad_b)):
         K = backend_kernels("gemm", ("x", x))
-        N, OUT = x.shape[0], w.shape[0]
     else:
         input_grad = flag(input_grad, "input_grad")
         add_w = flag(add_w, "add_w")
@@ -270,6 +281,15 @@ def linear_backward(g, x, w, b=None, activation=None, *, out=None, input_grad=Tr
     relu = activation == "relu"
     if relu and out is None:
         out = linear(x, w, b, activation)
+    return _linear_backward_checked(K, g, x, w, b, relu, out, input_grad, grad_w, grad_b,
+                                    add_w, add_b)
+
+
+def _linear_backward_checked(K, g, x, w, b, relu, out, input_grad, grad_w, grad_b, add_w,
+                             add_b):
+    """linear_backward after its checks (``out``: the forward output, given when ``relu``);
+    the tape's linear rule calls it straight for arguments its forward checked."""
+    N, OUT = x.shape[0], w.shape[0]
     db = None
     dy = g
     write_b = grad_b is not None and not add_b  # db written straight into grad_b

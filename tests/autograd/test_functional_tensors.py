@@ -143,3 +143,44 @@ def test_the_tape_skips_the_backward_data_pass_of_an_input_that_needs_no_gradien
         F.conv2d(x, w).sum().backward()
         assert len(calls) == int(x_needs_grad)
         assert (x.grad is not None) == x_needs_grad
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("activation", [None, "relu"])
+def test_linear_on_tensors_straight_path_against_float64(backend, dtype, activation,
+                                                        monkeypatch):
+    # a Dense layer's call (three Tensors whose arrays pass F's one-test check) is recorded
+    # by LinearRule's straight-line path; its gradients, with and without an input gradient,
+    # accumulated over two backward calls, and for an upstream gradient that is not
+    # C-contiguous (the generic path), match NumPy in float64
+    rule = F.RULES["linear"]
+    calls = []
+    checked = rule.checked
+    monkeypatch.setattr(rule, "checked", lambda *a: calls.append(1) or checked(*a))
+    rng = _rng(7)
+    x64, w64, b64 = (rng.standard_normal((6, 5)), rng.standard_normal((4, 5)),
+                     rng.standard_normal(4))
+    g64 = rng.standard_normal((6, 4))
+    z = x64 @ w64.T + b64
+    mask = z > 0 if activation == "relu" else np.ones_like(z, bool)
+    gz = np.where(mask, g64, 0.0)
+    expected = {"x": gz @ w64, "w": gz.T @ x64, "b": gz.sum(0),
+                "y": np.where(mask, z, 0.0)}
+    tol = {"rtol": 1e-4, "atol": 1e-5} if dtype == np.float32 else {"rtol": 1e-10}
+    with nnkern.device(backend):
+        for x_grad, upstream in ((True, g64), (False, g64), (True, np.asfortranarray(g64))):
+            x = nnkern.tensor(x64.astype(dtype), requires_grad=x_grad)
+            w = nnkern.tensor(w64.astype(dtype), requires_grad=True)
+            b = nnkern.tensor(b64.astype(dtype), requires_grad=True)
+            calls.clear()
+            for _ in range(2):
+                y = F.linear(x, w, b, activation=activation)
+                np.testing.assert_allclose(y.numpy(), expected["y"], **tol)
+                y.backward(upstream.astype(dtype, order="K"))
+            assert len(calls) == (2 if upstream.flags.c_contiguous else 0)
+            assert (x.grad is not None) == x_grad
+            for name, t in (("x", x), ("w", w), ("b", b)):
+                if t.requires_grad:
+                    np.testing.assert_allclose(t.grad, 2 * expected[name], **tol,
+                                               err_msg=f"{name} {backend} {activation}")
