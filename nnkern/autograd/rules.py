@@ -260,12 +260,26 @@ class SoftmaxCrossEntropyRule(Rule):
         super().__init__(*args, **kwargs)
         self.fused = fused
 
+    def apply(self, args, kwargs):
+        # a loss's call, F.softmax_cross_entropy(logits, labels, reduction, smoothing) on
+        # logits that require grad and NumPy labels, skips the generic unwrapping (2-3 us)
+        if len(args) == 4 and not kwargs:
+            logits, labels, reduction, label_smoothing = args
+            if (type(logits) in _TENSOR_TYPES and logits.requires_grad
+                    and type(labels) is _NDARRAY and reduction != "none"
+                    and engine.is_grad_enabled()):
+                value, unit_grad = self.fused(logits.data, labels, reduction, label_smoothing)
+                return self._recorded(value, unit_grad, logits)
+        return super().apply(args, kwargs)
+
     def record(self, raw, inputs):
         if raw.get("reduction", "mean") == "none":
             return super().record(raw, inputs)
         value, unit_grad = self.fused(**raw)
+        return self._recorded(value, unit_grad, inputs[0])
+
+    def _recorded(self, value, unit_grad, logits):
         out = Tensor(value)
-        logits = inputs[0]
 
         def backward(g):
             if not logits.requires_grad:

@@ -160,7 +160,7 @@ def softmax_cross_entropy_with_grad(logits, labels, reduction="mean", label_smoo
         N = logits.shape[0]
         if (labels.view(np.uint64) >= logits.shape[1]).any():  # negatives wrap to >= 2^63
             labels_array(labels, "labels", N, logits.shape[1])  # raises, naming the range
-        g = np.ones((1,), logits.dtype)
+        g = _UNIT[logits.dtype]  # read only by the kernel
     else:
         K, logits, labels, eps = _check_softmax_ce(logits, labels, reduction, label_smoothing)
         N = logits.shape[0]
@@ -170,6 +170,10 @@ def softmax_cross_entropy_with_grad(logits, labels, reduction="mean", label_smoo
     dlogits = empty(logits.shape, logits.dtype)
     K.softmax_ce_forward_backward(logits, labels, g, scale, eps, losses, dlogits)
     return _reduce(losses, reduction), dlogits
+
+
+_UNIT = {dtype: np.ones((1,), dtype) for dtype in FLOAT_DTYPES}
+"""The upstream gradient 1 of a loss at the root, per float dtype (0.6 us per np.ones)."""
 
 
 def _plain_softmax_ce(logits, labels, reduction, label_smoothing):

@@ -184,3 +184,25 @@ def test_linear_on_tensors_straight_path_against_float64(backend, dtype, activat
                 if t.requires_grad:
                     np.testing.assert_allclose(t.grad, 2 * expected[name], **tol,
                                                err_msg=f"{name} {backend} {activation}")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_softmax_cross_entropy_loss_call_against_float64(backend, reduction):
+    # a loss's call (four positional arguments, NumPy labels: the rule's short path) gives
+    # the loss and, after backward (twice: it accumulates), d loss / d logits of NumPy's
+    # float64 formula with label smoothing
+    rng = _rng(8)
+    z, labels, eps = rng.standard_normal((5, 4)), np.array([3, 0, 1, 3, 2]), 0.1
+    q = np.full((5, 4), eps / 4)
+    q[np.arange(5), labels] += 1 - eps
+    logp = z - z.max(1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(1, keepdims=True))
+    scale = 1 / 5 if reduction == "mean" else 1.0
+    with nnkern.device(backend):
+        x = nnkern.tensor(z, requires_grad=True)
+        for _ in range(2):
+            loss = F.softmax_cross_entropy(x, labels, reduction, eps)
+            np.testing.assert_allclose(loss.item(), -(q * logp).sum() * scale, rtol=1e-10)
+            loss.backward()
+    np.testing.assert_allclose(x.grad, 2 * scale * (np.exp(logp) - q), rtol=1e-10, atol=1e-14)
