@@ -38,15 +38,16 @@ Versions (VERSIONS; choose() picks one per call and says why), in reading order:
             strip is of x); (2) N ends in a ragged strip among fewer than RAGGED_FEW,
             which small copies element by element (with its bounds tests) at each step of
             K. Measured, small -> small_t (us, float32, one process, best of 7 x 2 turns,
-            grid.py in the report): NT 32x128x784 (the MLP's first layer) 61.8 -> 49.6,
-            32x128x256 21.3 -> 17.6, 32x10x64 4.1 -> 2.1, 64x120x400 64.6 -> 50.0 (LeNet's
-            first dense layer), 64x84x120 17.9 -> 13.9, 32x100x300 31.1 -> 17.3; NN
-            32x40x2000 107 -> 52, 96x20x500 37.8 -> 30.2. Not chosen, because they lose:
-            NT 32x512x64 20.1 -> 28.6, 64x64x128 9.0 -> 10.5, 32x32x32 1.75 -> 2.08, NN
-            32x128x784 46.8 -> 53.5 (b is read in place there), 32x1000x100 (one ragged
-            strip of 32) 50.4 -> 70.0, and products with M ragged (the strip of op(a)^T
-            is then ragged: 8x128x784 28.8 -> 56.2 in an earlier NumPy-transposed try).
-            Close: NN 128x84x120 26.1 -> 27.4, chosen (it wins 1.06x NT).
+            /work/scratch/mlp3/grid.py; no bench row yet, the MLP step's row shows it): NT
+            32x128x784 (the MLP's first layer) 61.8 -> 49.6, 32x128x256 21.3 -> 17.6,
+            32x10x64 4.1 -> 2.1, 64x120x400 64.6 -> 50.0 (LeNet's first dense layer),
+            64x84x120 17.9 -> 13.9, 32x100x300 31.1 -> 17.3; NN 32x40x2000 107 -> 52,
+            96x20x500 37.8 -> 30.2. Not chosen, because they lose: NT 32x512x64 20.1 ->
+            28.6, 64x64x128 9.0 -> 10.5, 32x32x32 1.75 -> 2.08, NN 32x128x784 46.8 -> 53.5
+            (b is read in place there), 32x1000x100 (one ragged strip of 32) 50.4 -> 70.0,
+            and products with M ragged (the strip of op(a)^T is then ragged: 8x128x784 28.8
+            -> 56.2 in an earlier NumPy-transposed try). Close: NN 128x84x120 26.1 -> 27.4,
+            chosen (it wins 1.06x NT).
     packed  the Goto/BLIS scheme, on one thread or on all of them.
             - op(b) is packed once into strips of NR columns, k-major, cut into
               steps of KC along K (b_panel_shape); op(a) is packed per thread,

@@ -43,6 +43,16 @@ Versions
         alternating, /work/scratch/mlpstep/adam_variants.py): 109k 39.9 -> 42.3 us
         (the two selects 1.2 us, dividing first 1.2 us), 1Mi 587 -> 593 us
         (memory-bound).
+    tried and dropped (2026-12-07): the divide, and the square root, by the AVX-512
+        14-bit estimates and one Newton step (rcp14, rsqrt14; special lanes selected so
+        0, inf and NaN give the exact results), 16 lanes per step as LLVM vector code:
+        m and v bit-identical, p within 2 (divide) / 16 (both) ulp of this kernel, but
+        109k float32 on one thread 43-45 -> 47 us (divide) and 62-65 us (both), best of
+        3 x 300 turns (/work/scratch/mlp3/adam16.py): the loop is bound by its seven
+        streams through L2, not by the divider. fastmath=True (vrcpps for the divide)
+        ran 39 us and took about 9 us off the MLP step's opt.step, but it drops the
+        NaN/inf guarantees (nnan, ninf); with arcp, afn, contract, reassoc and nsz but
+        not those, LLVM keeps vdivps (43-44 us).
 """
 
 import math
