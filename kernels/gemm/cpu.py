@@ -566,6 +566,8 @@ def small_transposed(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu
     M, N = c.shape
     nr = NR32 * 4 // c.itemsize
     ct = np.empty((N, M), c.dtype)
+    if (a.shape[0] if trans_a else a.shape[1]) == 0:  # K = 0: no step of K writes ct
+        ct[:] = 0
     small_columns(b, a, ct, not trans_b, not trans_a, 0, (M + nr - 1) // nr,
                   (False, bias, False, False))
     for i in range(M):

@@ -176,6 +176,17 @@ def test_cpu_version_choice():
         GEMM_CPU.forced_version("fast")
 
 
+def test_cpu_small_t_empty_inner_dimension():
+    """small_t with K = 0 stores the epilogue alone (its scratch product is zero, not
+    whatever the scratch held)."""
+    bias = np.arange(-3.0, 7.0)
+    with GEMM_CPU.forced_version("small_t"):
+        c = np.full((32, 10), np.nan)
+        GEMM_CPU.gemm_bias_relu(np.ones((32, 0)), np.ones((10, 0)), c, False, True, False,
+                                bias, True)
+    assert_close(c, np.tile(np.maximum(bias, 0), (32, 1)), np.float64, "small_t K = 0")
+
+
 def test_cpu_strided_output():
     """An output that is a column block of a larger array, or has a column stride,
     gets the product and nothing around it changes."""
