@@ -247,6 +247,7 @@ VERSIONS = {
     "px": ("forward", "backward_data"),
     "pxw": ("backward_weights",),
     "sv": ("forward", "backward_data", "backward_weights"),
+    "wg": ("forward", "backward_data"),
 }
 """Every version (see the header) and the ops it serves, in reading order."""
 
@@ -269,6 +270,12 @@ def _applies(version, op, geo):
         return f"px needs stride 1, got ({geo.sh}, {geo.sw})"
     if version in ("pxw", "sv") and not stride1:
         return f"{version} needs stride 1, got ({geo.sh}, {geo.sw})"
+    if version == "wg" and op != "backward_weights":
+        shape = (geo.R, geo.S, geo.sh, geo.sw, geo.dh, geo.dw, geo.G)
+        if shape != (3, 3, 1, 1, 1, 1, 1):
+            return ("wg needs a 3x3 kernel, stride 1, dilation 1 and groups 1, got kernel "
+                    f"{geo.R}x{geo.S}, stride ({geo.sh}, {geo.sw}), dilation ({geo.dh}, "
+                    f"{geo.dw}), groups {geo.G}")
     if version == "sv" and op != "backward_weights":
         # the rows sv writes (y's, or dx's for backward-data) hold at least one row piece
         width = geo.W if op == "backward_data" else geo.OW
@@ -298,6 +305,9 @@ def _auto(op, geo):
     if not _sv_fits(geo, op):
         return "sv", f"stride 1, small layer: {LANES} samples as the vector lanes"
     if op in ("forward", "backward_data"):
+        reduced, out = (geo.C, geo.K) if op == "forward" else (geo.K, geo.C)
+        if not _applies("wg", op, geo) and min(reduced, out) >= WG_MIN_CHANNELS:
+            return "wg", f"3x3 stride 1, {reduced} -> {out} channels: Winograd F(2x2, 3x3)"
         if op == "backward_data" or (geo.sh, geo.sw) == (1, 1):
             return "px", "stride 1 (backward-data always is): pixel vectors"
         return "tile", f"stride ({geo.sh}, {geo.sw}): the 6-pixel channel tile"
@@ -1606,6 +1616,284 @@ def sv_backward_weights(geo, g, x, dw, db):
 
 
 # ----------------------------------------------------------------------------
+# version "wg": forward / backward-data for 3x3 stride 1, Winograd F(2x2, 3x3)
+
+# Lavin & Gray 2016: a 2x2 output tile Y = A^T [ (G g G^T) . (B^T d B) ] A from the tile's
+# 4x4 input patch d (stride 2), 16 products per channel pair instead of 36. A tile of the
+# 16 GEMMs is WG_KX output channels x WG_UB tiles (2 vectors, 16 accumulators); a block
+# of WG_UB tiles is transformed into V, multiplied (M), and transformed back into a
+# per-task buffer while it is still in L1/L2.
+WG_UB = 2 * LANES
+WG_KX = 8
+WG_TILE = WG_KX * WG_UB  # accumulators of one GEMM tile
+WG_PATCH = 16 * WG_UB  # one channel's 16 transformed rows of a block
+WG_ROWS = 8 * WG_UB  # the 8 half-transformed rows of the inverse transform
+WG_OUT = 4 * WG_UB  # its 4 output rows
+# V's rows (one per tap t) are WG_VPAD elements longer than a multiple of 4 KB, so the
+# transform's 16 stores do not alias in the L1 (4 KB aliasing: 3.2 -> 2.1 us per block).
+WG_VPAD = 48
+WG_BYTES = 1 << 20  # a task's Z and Yb (float32): within L2
+WG_MIN_CHANNELS = 16  # reduced and output channels from which wg is chosen (measured: 32, 64)
+
+
+@njit(cache=True)
+def wg_weights(w, U, transpose):
+    # U[t, kb, c, i] = (G g G^T)[t] for output channel k = kb*WG_KX + i and input channel c
+    # (t = 4a + b; 0 past the output channels), with g = w[k, c] (K, Cq, 3, 3), or for
+    # backward-data g = w[c, k] flipped (the output channels are w's input channels).
+    Cq = U.shape[2]
+    Ko = w.shape[1] if transpose else w.shape[0]
+    U[:] = 0
+    gk = np.empty((3, 3))
+    tmp = np.empty((4, 3))
+    for k in range(Ko):
+        for c in range(Cq):
+            for r in range(3):
+                for s in range(3):
+                    gk[r, s] = w[c, k, 2 - r, 2 - s] if transpose else w[k, c, r, s]
+            # G g: G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
+            for s in range(3):
+                tmp[0, s] = gk[0, s]
+                tmp[1, s] = 0.5 * (gk[0, s] + gk[1, s] + gk[2, s])
+                tmp[2, s] = 0.5 * (gk[0, s] - gk[1, s] + gk[2, s])
+                tmp[3, s] = gk[2, s]
+            kb, i = k // WG_KX, k % WG_KX
+            for a in range(4):
+                U[4 * a, kb, c, i] = tmp[a, 0]
+                U[4 * a + 1, kb, c, i] = 0.5 * (tmp[a, 0] + tmp[a, 1] + tmp[a, 2])
+                U[4 * a + 2, kb, c, i] = 0.5 * (tmp[a, 0] - tmp[a, 1] + tmp[a, 2])
+                U[4 * a + 3, kb, c, i] = tmp[a, 2]
+
+
+@njit(fastmath={"reassoc", "contract"}, cache=True)  # reassoc: the check's sum vectorises
+def _wg_place(src, n, Z, Up, th0, nth, Wh, oh0, ow0):
+    # Z[c][a][par][(th - th0)*Wh + j] = xp[2*th + a][2*j + par] for the tile rows th of the
+    # band, xp = src[n] placed at (oh0, ow0) in zeros, zero past the band's tiles: every
+    # tap row a and column parity par of the tiles is a plane, so tile u's 4x4 patch is
+    # planes (a, par) at u and u + 1 (one tile on), contiguous in u for vector loads (the
+    # rows are copied twice, tile rows overlap by two). Returns the sum of what it placed:
+    # not finite when src[n] holds NaN or inf there (or the sum overflows).
+    Cq, A, B = src.shape[1], src.shape[2], src.shape[3]
+    sf = src.reshape(-1)
+    # Columns j that take both parities from the source: 0 <= 2j - ow0, 2j + 1 - ow0 < B.
+    j0 = min(Wh, max(0, (ow0 + 1) // 2))
+    j1 = min(Wh, max(j0, (B + ow0) // 2))
+    zero = src.dtype.type(0)
+    check = zero
+    for c in range(Cq):
+        for a in range(4):
+            ze = np.uint64((c * 4 + a) * 2 * Up)
+            zo = ze + np.uint64(Up)
+            for th in range(nth):
+                ia = 2 * (th0 + th) + a - oh0
+                row = np.uint64(th * Wh)
+                if ia < 0 or ia >= A:
+                    for j in range(Wh):
+                        Z[ze + row + np.uint64(j)] = 0
+                        Z[zo + row + np.uint64(j)] = 0
+                    continue
+                s0 = ((n * Cq + c) * A + ia) * B
+                for j in range(Wh - (j1 - j0)):  # the edge columns, tested one by one
+                    jj = j if j < j0 else j + j1 - j0
+                    for par in range(2):
+                        ib = 2 * jj + par - ow0
+                        v = sf[s0 + ib] if 0 <= ib < B else zero
+                        Z[ze + np.uint64(par * Up) + row + np.uint64(jj)] = v
+                        check += v
+                sb = np.uint64(s0 + 2 * j0 - ow0)
+                de, do = ze + row + np.uint64(j0), zo + row + np.uint64(j0)
+                for j in range(j1 - j0):
+                    ve, vo = sf[sb + np.uint64(2 * j)], sf[sb + np.uint64(2 * j + 1)]
+                    Z[de + np.uint64(j)] = ve
+                    Z[do + np.uint64(j)] = vo
+                    check += ve + vo
+            for u in range(nth * Wh, Up):
+                Z[ze + np.uint64(u)] = 0
+                Z[zo + np.uint64(u)] = 0
+    return check
+
+
+@njit(fastmath=FM, cache=True)
+def _wg_in(Z, Up, V, VS, Cq, u0):
+    # V[t*VS + c*WG_UB + j] = (B^T d B)[t] of tile u0 + j, channel c, from Z (see _wg_place),
+    # B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]: the patch's
+    # columns combined straight from Z into a stack buffer, then its rows into V.
+    # Unsigned indices throughout: a signed one makes LLVM gather (Numba's negative-index
+    # wrap), and the stack buffer tells it that nothing aliases.
+    wide_vectors()
+    e = stack_array(V, WG_PATCH)
+    z1, z2, z3 = np.uint64(2 * Up), np.uint64(4 * Up), np.uint64(6 * Up)
+    v1, v2, v3 = np.uint64(VS), np.uint64(2 * VS), np.uint64(3 * VS)
+    e1, e2, e3 = np.uint64(WG_UB), np.uint64(2 * WG_UB), np.uint64(3 * WG_UB)
+    f1, f2, f3 = np.uint64(4 * WG_UB), np.uint64(8 * WG_UB), np.uint64(12 * WG_UB)
+    for c in range(Cq):
+        for b in range(4):
+            # patch column b: even (b = 0, 2) or odd columns, one tile on for b >= 2
+            zc = np.uint64(c * 8 * Up + u0 + (b % 2) * Up + b // 2)
+            eb = np.uint64(b * WG_UB)
+            for j in range(WG_UB):
+                zj = zc + np.uint64(j)
+                d0, d1, d2, d3 = Z[zj], Z[zj + z1], Z[zj + z2], Z[zj + z3]
+                ej = eb + np.uint64(j)
+                e[ej] = d0 - d2
+                e[ej + f1] = d1 + d2
+                e[ej + f2] = d2 - d1
+                e[ej + f3] = d1 - d3
+        for a in range(4):
+            vb = np.uint64(4 * a * VS + c * WG_UB)
+            ea = np.uint64(4 * a * WG_UB)
+            for j in range(WG_UB):
+                ej = ea + np.uint64(j)
+                r0, r1, r2, r3 = e[ej], e[ej + e1], e[ej + e2], e[ej + e3]
+                v = vb + np.uint64(j)
+                V[v] = r0 - r2
+                V[v + v1] = r1 + r2
+                V[v + v2] = r2 - r1
+                V[v + v3] = r1 - r3
+
+
+@njit(fastmath=FM, cache=True)
+def _wg_gemm(V, vo, U, t, kb, Cq, M, mo):
+    # M[mo + i*WG_UB + j] = sum_c U[t, kb, c, i] * V[vo + c*WG_UB + j]: per c 2 vector
+    # loads, WG_KX broadcasts, 16 FMAs.
+    wide_vectors()
+    acc = stack_array(M, WG_TILE)
+    for i in range(WG_TILE):
+        acc[i] = 0
+    for c in range(Cq):
+        base = vo + np.uint64(c * WG_UB)
+        for j in range(WG_UB):
+            xv = V[base + np.uint64(j)]
+            for i in range(WG_KX):
+                acc[i * WG_UB + j] += U[t, kb, c, i] * xv
+    for i in range(WG_TILE):
+        M[mo + np.uint64(i)] = acc[i]
+
+
+@njit(fastmath=FM, cache=True)
+def _wg_out(M, mo, Yb, k0, nk, Uy, u0):
+    # Yb[((k0 + i)*4 + q)*Uy + u0 + j] = (A^T m A)[q] with m[t] = M[mo + (t*WG_KX + i)*WG_UB
+    # + j], A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]; through stack buffers (no aliasing).
+    wide_vectors()
+    m = stack_array(M, WG_PATCH)
+    r = stack_array(M, WG_ROWS)
+    o = stack_array(M, WG_OUT)
+    for i in range(nk):
+        for t in range(16):
+            mb = mo + np.uint64((t * WG_KX + i) * WG_UB)
+            for j in range(WG_UB):
+                m[t * WG_UB + j] = M[mb + np.uint64(j)]
+        for b in range(4):
+            for j in range(WG_UB):
+                m0, m1 = m[b * WG_UB + j], m[(4 + b) * WG_UB + j]
+                m2, m3 = m[(8 + b) * WG_UB + j], m[(12 + b) * WG_UB + j]
+                r[b * WG_UB + j] = m0 + m1 + m2
+                r[(4 + b) * WG_UB + j] = m1 - m2 - m3
+        for a in range(2):
+            for j in range(WG_UB):
+                r0, r1 = r[4 * a * WG_UB + j], r[(4 * a + 1) * WG_UB + j]
+                r2, r3 = r[(4 * a + 2) * WG_UB + j], r[(4 * a + 3) * WG_UB + j]
+                o[2 * a * WG_UB + j] = r0 + r1 + r2
+                o[(2 * a + 1) * WG_UB + j] = r1 - r2 - r3
+        for q in range(4):
+            d = np.uint64(((k0 + i) * 4 + q) * Uy + u0)
+            for j in range(WG_UB):
+                Yb[d + np.uint64(j)] = o[q * WG_UB + j]
+
+
+@njit(fastmath=FM, cache=True)
+def _wg_copy(Yb, Uy, bias, yf, n, K, OH, OW, th0, nth, Wh):
+    # y[n, k, 2*th + a, 2*tw + b] = Yb[(k*4 + 2a + b)*Uy + (th - th0)*Wh + tw] + bias[k] for
+    # the band's output rows (the two parities of a row interleaved).
+    uy = np.uint64(Uy)
+    for k in range(K):
+        bk = bias[k]
+        for oh in range(2 * th0, min(OH, 2 * (th0 + nth))):
+            th, a = oh // 2 - th0, oh % 2
+            e = np.uint64((k * 4 + 2 * a) * Uy + th * Wh)
+            d = np.uint64(((n * K + k) * OH + oh) * OW)
+            for tw in range(OW // 2):
+                yf[d + np.uint64(2 * tw)] = Yb[e + np.uint64(tw)] + bk
+                yf[d + np.uint64(2 * tw + 1)] = Yb[e + uy + np.uint64(tw)] + bk
+            if OW % 2:
+                yf[d + np.uint64(OW - 1)] = Yb[e + np.uint64(OW // 2)] + bk
+
+
+@njit(parallel=True, fastmath=FM, cache=True)
+def conv_wg(src, U, bias, yf, Ko, OH, OW, oh0, ow0, nband, bad):
+    # y (N, Ko, OH, OW) flat = the 3x3 stride-1 convolution of src (N, Cq, A, B) placed at
+    # (oh0, ow0) in zeros, by Winograd F(2x2, 3x3) with transformed weights U (16, nkb, Cq,
+    # WG_KX) (wg_weights). A task is one sample and one band of its tile rows; per block
+    # of WG_UB tiles: V (16 taps x Cq x WG_UB), M (nkb x 16 taps x WG_TILE; the taps
+    # outermost, so a tap's V stays in L1 across the channel blocks), then the inverse
+    # transform into Yb (Ko x 4 x the band's tiles), copied to y. bad[n] = 1 where src[n]
+    # holds NaN or inf (the caller recomputes that sample exactly).
+    N, Cq = src.shape[0], src.shape[1]
+    TH, TW = (OH + 1) // 2, (OW + 1) // 2
+    Wh = TW + 1  # tile columns on the planes: the last one is never output
+    tb = -(-TH // nband)
+    nblk = -(-(tb * Wh) // WG_UB)
+    Uy = nblk * WG_UB
+    Up = Uy + WG_UB  # planes are read one tile past the band's last block
+    nkb = U.shape[1]
+    VS = Cq * WG_UB + WG_VPAD
+    bad[:] = 0
+    for task in prange(N * nband):
+        n, band = task // nband, task % nband
+        th0 = band * tb
+        nth = min(tb, TH - th0)
+        if nth <= 0:
+            continue
+        Z = np.empty(Cq * 8 * Up, dtype=src.dtype)
+        V = np.empty(16 * VS, dtype=src.dtype)
+        M = np.empty(nkb * 16 * WG_TILE, dtype=src.dtype)
+        Yb = np.empty(Ko * 4 * Uy, dtype=src.dtype)
+        check = _wg_place(src, n, Z, Up, th0, nth, Wh, oh0, ow0)
+        if check - check != 0:
+            bad[n] = 1
+        for blk in range(-(-(nth * Wh) // WG_UB)):
+            u0 = blk * WG_UB
+            _wg_in(Z, Up, V, VS, Cq, u0)
+            for t in range(16):
+                for kb in range(nkb):
+                    _wg_gemm(V, np.uint64(t * VS), U, t, kb, Cq, M,
+                             np.uint64((kb * 16 + t) * WG_TILE))
+            for kb in range(nkb):
+                _wg_out(M, np.uint64(kb * 16 * WG_TILE), Yb, kb * WG_KX,
+                        min(WG_KX, Ko - kb * WG_KX), Uy, u0)
+        _wg_copy(Yb, Uy, bias, yf, n, Ko, OH, OW, th0, nth, Wh)
+
+
+def _wg_bands(N, Cq, Ko, OH, OW):
+    # Tile-row bands per sample: a task's planes Z and outputs Yb within WG_BYTES, and
+    # about 4 tasks per thread where the samples alone give fewer.
+    TH, Wh = (OH + 1) // 2, (OW + 1) // 2 + 1
+    row_bytes = 4 * Wh * (8 * Cq + 4 * Ko)
+    nband = max(1, min(TH, -(-TH * row_bytes // WG_BYTES)))
+    want = 4 * numba.get_num_threads()
+    return min(TH, max(nband, -(-want // N)))
+
+
+def _run_wg(src, w, bias, out, Kout_g, Cq, grid, OH, OW, transpose):
+    # out (N, Kout_g, OH, OW); a sample whose input holds NaN or inf, or weights that do,
+    # go to px instead: the transforms add and subtract neighbouring inputs, so an inf
+    # would make NaN where the direct sum keeps inf.
+    if not np.isfinite(w).all():
+        _run_px(src, w, bias, out.reshape(-1), 1, Kout_g, Cq, 3, 3, (1, 1), grid, OH, OW,
+                transpose)
+        return
+    U = np.empty((16, -(-Kout_g // WG_KX), Cq, WG_KX), dtype=w.dtype)
+    wg_weights(w, U, transpose)
+    N = src.shape[0]
+    bad = np.empty(N, np.uint8)
+    conv_wg(src, U, bias, out.reshape(-1), Kout_g, OH, OW, grid.oh0, grid.ow0,
+            _wg_bands(N, Cq, Kout_g, OH, OW), bad)
+    for n in np.flatnonzero(bad):
+        _run_px(src[n:n + 1], w, bias, out[n:n + 1].reshape(-1), 1, Kout_g, Cq, 3, 3, (1, 1),
+                grid, OH, OW, transpose)
+
+
+# ----------------------------------------------------------------------------
 # the KERNELS entry points: choose a version, run it
 
 
@@ -1623,6 +1911,8 @@ def _direct(version, src, w, bias, out, G, Kout_g, Cq, geo, grid, OH, OW, stride
     elif version == "sv":
         _run_sv(src, w, bias, out.reshape(-1), G, Kout_g, Cq, geo.R, geo.S, dil, grid, OH,
                 OW, transpose)
+    elif version == "wg":
+        _run_wg(src, w, bias, out, Kout_g, Cq, grid, OH, OW, transpose)
     else:
         _run_tile(src, w, bias, out.reshape(-1), G, Kout_g, Cq, geo.R, geo.S, dil, grid,
                   OH, OW, stride, transpose)
