@@ -124,6 +124,37 @@ was shared and loaded while these were taken: read the ratios, not the times.
             tiles take their shape as closure constants, not literally() (whose
             dispatch typed each tile twice: 3.04 -> 2.82 s for forward's three).
 
+    wg      (forward, backward-data; 3x3, stride 1, dilation 1, groups 1) Winograd F(2x2, 3x3)
+            (Lavin & Gray 2016): a 2x2 output tile is A^T [(G g G^T) . (B^T d B)] A from its
+            4x4 input patch d, 16 products per channel pair instead of 36 (2.25x fewer; the
+            column of tiles past a row's end and a block's last lanes are computed and
+            dropped: 196 of 224 lanes on a 28x28 output). Fused per block of 2*LANES tiles
+            of a band of tile rows so nothing leaves L2: the input as four planes (even and
+            odd rows x even and odd columns, so a patch is contiguous in the tile index),
+            V = B^T d B for the block (16 x Cq x 32), the 16 products as an 8-channel x 32-tile
+            register tile over Cq (M), the inverse transform into the task's buffer, its
+            rows interleaved into y with the bias at the task's end. A sample whose input
+            holds NaN or inf goes to px (the transforms add neighbours, so inf - inf would
+            make NaN where the direct sum keeps inf). Chosen where both channel counts
+            (reduced and output) are >= WG_MIN_CHANNELS. Per op against px (ms, one
+            process taking turns, 2 threads): N128 C32 28x28 K64 forward 15.3 -> 12.5 and
+            14.5 -> 11.2, backward-data 16.7 -> 13.4 and 16.3 -> 13.0 (1.23-1.30x); N32 C64
+            56x56 K64 forward 32.1 -> 21.2, backward-data 31.7 -> 21.0 (1.51x, busy machine).
+            Against torch[channels_last] in the same runs: C32 forward 0.97-1.06x (px
+            0.79-0.82x), backward-data 0.95-0.96x (px 0.76-0.78x); C64 1.46x and 1.16x (px
+            0.97x, 0.77x). Float32 error against the float64 reference: 1.4-3.7e-7 of the
+            largest output (px about 7e-7 on C32). How it got there (forward, N128 C32 28x28,
+            against px in the same process): the first fused version 0.52x (transforms as
+            loops whose signed indices made LLVM gather, and through heap buffers it could
+            not prove unaliased: the input transform 3.1 -> 26 ms with unsigned indices but
+            no stack buffer, then about 1 ms, by difference, with both); V's tap rows WG_VPAD longer than
+            4 KB apart (input transform 3.2 -> 2.1 us per block); the placing's edge tests
+            taken out of the row loop (3.4 -> 1.5 ms); the taps as the outer loop of the
+            products, so a tap's V stays in L1 across the channel blocks (1.55x -> 1.75x px,
+            busy machine); a NaN/inf check by the sum of the placed values rather than
+            0 * each (one thread 0.94x -> 1.0x of the version without a check); four planes
+            instead of eight (above).
+
 The work split. Forward and backward-data tasks are (sample, run of groups, band of
 pixel tiles), about 4 per thread: a sample's groups stay in one task while the samples
 give every thread work (128 x 64 one-channel depthwise tasks, each allocating its
@@ -196,6 +227,21 @@ Tried and dropped (kept for the numbers):
       tile's FMAs as one LLVM vector intrinsic instead of Numba loops for SLP (3.10 vs
       3.04: the IR's size is not what costs); one tile shape for every layer (4,5): forward
       7-22% and backward-weights 9-20% slower on LeNet conv1 (per op, one process, turns).
+    - wg's tile of the 16 products, other shapes (forward N128 C32 28x28 against px, one
+      process, busy machine): 8 channels x 32 tiles 1.14x, 4 x 64 0.88x, 6 x 64 0.85x,
+      12 x 32 0.84x, 16 x 16 0.63x;
+    - wg placing the input rows just before the block that first reads them, and copying
+      finished rows to y after each block, to spread the memory traffic over the
+      compute (one thread, each against the version with both once per task in the same
+      process): copying early 28.4 vs 24.2 ms, placing late 24.0 vs 22.3 ms; per-thread
+      buffers allocated once instead of per task: no faster (10.0 vs 9.7 ms);
+    - wg for backward-weights (dU = sum over tiles of (A g A^T) . (B^T d B), dw = G^T dU G,
+      an 8 x 32-channel register tile per tap summed over the tiles, V transposed by
+      transpose_block so the input channels are the lanes, a partial dU per thread):
+      correct (2.5e-6 of the rms in float32), but N128 C32 28x28 K64 23.9-25.0 ms against
+      cl's 18.4 (0.74-0.77x); one thread 36-39 ms, of which placing x and g 8 ms and the
+      products 15 ms. A placing through a zeroed row buffer (parity split LANES columns
+      at a time) did not change it;
 
 The SLP vectorizer must be on (kernels/__init__.py); fastmath 'contract' only (FMA,
 NaN-safe). Timings on this shared 2-core machine vary by +-30%: compare in one run
