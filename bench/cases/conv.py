@@ -8,7 +8,8 @@ Work: 2*N*K*OH*OW*(C/G)*R*S per pass, x3 for forward + backward-data +
 backward-weights. Bytes: x, w, b, y, g, dx, dw, db once each.
 
 ``algo`` is "direct" (the version table's rule, as "auto"), "im2col", or a version
-name of kernels/conv/cpu.py (VERSIONS), so each version can be timed on any shape.
+name of kernels/conv/cpu.py (VERSIONS), so each version can be timed on any shape (a
+version that cannot run an op gives way to the rule for it).
 
 Peers (one key per setting, shared naming):
     torch                 NCHW tensors (PyTorch's default)
@@ -128,6 +129,10 @@ def cases(quick):
         # one sample: backward-weights split over pixel bands
         conv_case(1, 64, 56, 56, 64, 3, 3, 1, "direct"),
     ]
+    # the two 3x3 layers with px asked for (forward and backward-data as before wg; cl's
+    # backward-weights, the rule's, in both rows): wg's gain in the same run
+    out += [conv_case(128, 32, 28, 28, 64, 3, 3, 1, "px", numpy_device=False),
+            conv_case(32, 64, 56, 56, 64, 3, 3, 1, "px", numpy_device=False)]
     out += [conv_case(64, 128, 56, 56, 128, 3, 3, 1, algo, ("gpu",))
             for algo in ("direct", "im2col")]
     return out
