@@ -242,6 +242,9 @@ Tried and dropped (kept for the numbers):
       cl's 18.4 (0.74-0.77x); one thread 36-39 ms, of which placing x and g 8 ms and the
       products 15 ms. A placing through a zeroed row buffer (parity split LANES columns
       at a time) did not change it;
+    - wg's input transform with one inlined helper for B^T on a column and on a row (the
+      two loops of _wg_in share their shape): one thread 25.2-25.5 vs 20.8-21.7 ms on
+      N128 C32 28x28 forward, so the two loops stay written out;
 
 The SLP vectorizer must be on (kernels/__init__.py); fastmath 'contract' only (FMA,
 NaN-safe). Timings on this shared 2-core machine vary by +-30%: compare in one run
