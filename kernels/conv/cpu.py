@@ -245,6 +245,9 @@ Tried and dropped (kept for the numbers):
     - wg's input transform with one inlined helper for B^T on a column and on a row (the
       two loops of _wg_in share their shape): one thread 25.2-25.5 vs 20.8-21.7 ms on
       N128 C32 28x28 forward, so the two loops stay written out;
+    - wg's inverse transform writing a tile row's two columns interleaved (so the copy to
+      y is contiguous): one thread 23.0 vs 22.4 ms, two threads 10.8 vs 10.4 ms (N128 C32
+      28x28 forward, one process taking turns);
 
 The SLP vectorizer must be on (kernels/__init__.py); fastmath 'contract' only (FMA,
 NaN-safe). Timings on this shared 2-core machine vary by +-30%: compare in one run
