@@ -137,12 +137,14 @@ was shared and loaded while these were taken: read the ratios, not the times.
             holds NaN or inf goes to px (the transforms add neighbours, so inf - inf would
             make NaN where the direct sum keeps inf). Chosen where both channel counts
             (reduced and output) are >= WG_MIN_CHANNELS. Per op against px (ms, one
-            process taking turns, 2 threads): N128 C32 28x28 K64 forward 15.3 -> 12.5 and
-            14.5 -> 11.2, backward-data 16.7 -> 13.4 and 16.3 -> 13.0 (1.23-1.30x); N32 C64
-            56x56 K64 forward 32.1 -> 21.2, backward-data 31.7 -> 21.0 (1.51x, busy machine).
-            Against torch[channels_last] in the same runs: C32 forward 0.97-1.06x (px
-            0.79-0.82x), backward-data 0.95-0.96x (px 0.76-0.78x); C64 1.46x and 1.16x (px
-            0.97x, 0.77x). Float32 error against the float64 reference: 1.4-3.7e-7 of the
+            process taking turns, 2 threads, quiet machine): N128 C32 28x28 K64 forward
+            14.8 -> 10.9, backward-data 16.5 -> 11.9 (1.36x, 1.39x); N32 C64 56x56 K64
+            forward 31.1 -> 20.4, backward-data 30.8 -> 20.4 (1.52x, 1.51x); two earlier
+            runs on C32 1.23-1.30x. Against torch[channels_last] in the same run: C32
+            forward 1.07x (px 0.78x), backward-data 1.02x (px 0.73x); C64 1.49x (px 0.98x)
+            and 1.19x (px 0.79x). Fwd+bwd in the bench (cl's backward-weights in both):
+            C32 1.00-1.02x torch[channels_last] (px 0.79-0.81x), C64 1.27-1.33x (px
+            0.89-0.94x). Float32 error against the float64 reference: 1.4-3.7e-7 of the
             largest output (px about 7e-7 on C32). How it got there (forward, N128 C32 28x28,
             against px in the same process): the first fused version 0.52x (transforms as
             loops whose signed indices made LLVM gather, and through heap buffers it could
