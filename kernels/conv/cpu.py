@@ -142,9 +142,9 @@ was shared and loaded while these were taken: read the ratios, not the times.
             forward 31.1 -> 20.4, backward-data 30.8 -> 20.4 (1.52x, 1.51x); two earlier
             runs on C32 1.23-1.30x. Against torch[channels_last] in the same run: C32
             forward 1.07x (px 0.78x), backward-data 1.02x (px 0.73x); C64 1.49x (px 0.98x)
-            and 1.19x (px 0.79x). Fwd+bwd in the bench (cl's backward-weights in both):
-            C32 1.00-1.02x torch[channels_last] (px 0.79-0.81x), C64 1.27-1.33x (px
-            0.89-0.94x). Float32 error against the float64 reference: 1.4-3.7e-7 of the
+            and 1.19x (px 0.79x). Fwd+bwd in the bench (cl's backward-weights in both),
+            four quiet runs: C32 0.90-1.02x torch[channels_last] (px 0.75-0.81x), C64
+            1.08-1.33x (px 0.85-0.94x). Float32 error against the float64 reference: 1.4-3.7e-7 of the
             largest output (px about 7e-7 on C32). How it got there (forward, N128 C32 28x28,
             against px in the same process): the first fused version 0.52x (transforms as
             loops whose signed indices made LLVM gather, and through heap buffers it could
