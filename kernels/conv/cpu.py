@@ -124,38 +124,39 @@ was shared and loaded while these were taken: read the ratios, not the times.
             tiles take their shape as closure constants, not literally() (whose
             dispatch typed each tile twice: 3.04 -> 2.82 s for forward's three).
 
-    wg      (forward, backward-data; 3x3, stride 1, dilation 1, groups 1) Winograd F(2x2, 3x3)
-            (Lavin & Gray 2016): a 2x2 output tile is A^T [(G g G^T) . (B^T d B)] A from its
-            4x4 input patch d, 16 products per channel pair instead of 36 (2.25x fewer; the
-            column of tiles past a row's end and a block's last lanes are computed and
-            dropped: 196 of 224 lanes on a 28x28 output). Fused per block of 2*LANES tiles
-            of a band of tile rows so nothing leaves L2: the input as four planes (even and
-            odd rows x even and odd columns, so a patch is contiguous in the tile index),
-            V = B^T d B for the block (16 x Cq x 32), the 16 products as an 8-channel x 32-tile
-            register tile over Cq (M), the inverse transform into the task's buffer, its
-            rows interleaved into y with the bias at the task's end. A sample whose input
-            holds NaN or inf goes to px (the transforms add neighbours, so inf - inf would
-            make NaN where the direct sum keeps inf). Chosen where both channel counts
-            (reduced and output) are >= WG_MIN_CHANNELS. Per op against px (ms, one
-            process taking turns, 2 threads, quiet machine): N128 C32 28x28 K64 forward
-            14.8 -> 10.9, backward-data 16.5 -> 11.9 (1.36x, 1.39x); N32 C64 56x56 K64
-            forward 31.1 -> 20.4, backward-data 30.8 -> 20.4 (1.52x, 1.51x); two earlier
-            runs on C32 1.23-1.30x. Against torch[channels_last] in the same run: C32
-            forward 1.07x (px 0.78x), backward-data 1.02x (px 0.73x); C64 1.49x (px 0.98x)
-            and 1.19x (px 0.79x). Fwd+bwd in the bench (cl's backward-weights in both),
-            four quiet runs: C32 0.90-1.02x torch[channels_last] (px 0.75-0.81x), C64
-            1.08-1.33x (px 0.85-0.94x). Float32 error against the float64 reference: 1.4-3.7e-7 of the
-            largest output (px about 7e-7 on C32). How it got there (forward, N128 C32 28x28,
-            against px in the same process): the first fused version 0.52x (transforms as
-            loops whose signed indices made LLVM gather, and through heap buffers it could
-            not prove unaliased: the input transform 3.1 -> 26 ms with unsigned indices but
-            no stack buffer, then about 1 ms, by difference, with both); V's tap rows WG_VPAD longer than
-            4 KB apart (input transform 3.2 -> 2.1 us per block); the placing's edge tests
-            taken out of the row loop (3.4 -> 1.5 ms); the taps as the outer loop of the
-            products, so a tap's V stays in L1 across the channel blocks (1.55x -> 1.75x px,
-            busy machine); a NaN/inf check by the sum of the placed values rather than
-            0 * each (one thread 0.94x -> 1.0x of the version without a check); four planes
-            instead of eight (above).
+    wg      (forward, backward-data; 3x3, stride 1, dilation 1, groups 1) Winograd F(2x2,
+            3x3) (Lavin & Gray 2016): a 2x2 output tile is A^T [(G g G^T) . (B^T d B)] A
+            from its 4x4 input patch d, 16 products per channel pair instead of 36 (2.25x
+            fewer; the column of tiles past a row's end and a block's last lanes are
+            computed and dropped: 196 of 224 lanes on a 28x28 output). Fused per block of
+            2*LANES tiles of a band of tile rows so nothing leaves L2: the input as four
+            planes (even and odd rows x even and odd columns, so a patch is contiguous in
+            the tile index), V = B^T d B for the block (16 x Cq x 32), the 16 products as an
+            8-channel x 32-tile register tile over Cq (M), the inverse transform into the
+            task's buffer, its rows interleaved into y with the bias at the task's end. A
+            sample whose input holds NaN or inf goes to px (the transforms add neighbours,
+            so inf - inf would make NaN where the direct sum keeps inf). Chosen where both
+            channel counts (reduced and output) are >= WG_MIN_CHANNELS (32; measured at
+            16-64 channels, see the constant). Per op against px (ms, one process taking
+            turns, 2 threads, quiet machine): N128 C32 28x28 K64 forward 14.8 -> 10.9,
+            backward-data 16.5 -> 11.9 (1.36x, 1.39x); N32 C64 56x56 K64 forward 31.1 ->
+            20.4, backward-data 30.8 -> 20.4 (1.52x, 1.51x); two earlier runs on C32
+            1.23-1.30x. Against torch[channels_last] in the same run: C32 forward 1.07x (px
+            0.78x), backward-data 1.02x (px 0.73x); C64 1.49x (px 0.98x) and 1.19x (px
+            0.79x). Fwd+bwd in the bench (cl's backward-weights in both), four quiet runs:
+            C32 0.90-1.02x torch[channels_last] (px 0.75-0.81x), C64 1.08-1.33x (px
+            0.85-0.94x). Float32 error against the float64 reference: 1.4-3.7e-7 of the
+            largest output (px about 7e-7 on C32). How it got there (forward, N128 C32
+            28x28, against px in the same process): the first fused version 0.52x
+            (transforms as loops whose signed indices made LLVM gather, and through heap
+            buffers it could not prove unaliased: the input transform 3.1 -> 26 ms with
+            unsigned indices but no stack buffer, then about 1 ms, by difference, with
+            both); V's tap rows WG_VPAD longer than 4 KB apart (input transform 3.2 -> 2.1
+            us per block); the placing's edge tests taken out of the row loop (3.4 -> 1.5
+            ms); the taps as the outer loop of the products, so a tap's V stays in L1 across
+            the channel blocks (1.55x -> 1.75x px, busy machine); a NaN/inf check by the sum
+            of the placed values rather than 0 * each (one thread 0.94x -> 1.0x of the
+            version without a check); four planes instead of eight (see _wg_place).
 
 The work split. Forward and backward-data tasks are (sample, run of groups, band of
 pixel tiles), about 4 per thread: a sample's groups stay in one task while the samples
@@ -1687,7 +1688,12 @@ WG_OUT = 4 * WG_UB  # its 4 output rows
 # transform's 16 stores do not alias in the L1 (4 KB aliasing: 3.2 -> 2.1 us per block).
 WG_VPAD = 48
 WG_BYTES = 1 << 20  # a task's Z and Yb (float32): within L2
-WG_MIN_CHANNELS = 16  # reduced and output channels from which wg is chosen (measured: 32, 64)
+# Reduced and output channels from which wg is chosen. wg against px per op (forward,
+# backward-data), N128 28x28, one process taking turns: C16 K16 0.88x, 0.89x; C16 K32 0.96x,
+# 0.96x; C32 K16 1.07x, 1.00x; C24 K24 1.02x, 1.04x; C16 K64 1.12x, 1.13x; C64 K16 1.11x,
+# 0.82x; C32 K32 1.18x, 1.20x; C32 K64 1.36x, 1.39x. 32 both ways is the simplest rule that
+# picks no loser.
+WG_MIN_CHANNELS = 32
 
 
 @njit(cache=True)

@@ -51,11 +51,11 @@ CASES = [
     # and exactly as wide as the narrowest (4)
     ((16, 2, 5, 3), (4, 2, 1, 1), {}),
     ((16, 2, 5, 4), (4, 2, 1, 1), {}),
-    # 3x3 stride 1 with 16+ channels (the CPU's Winograd "wg"): odd output sizes (a last
-    # tile half outside), output channels not a multiple of its 8-channel blocks, rows of
-    # tiles over more than one 32-tile block; padding beyond the kernel's reach (backward-
-    # data's grid then starts inside the gradient).
-    ((2, 16, 9, 11), (18, 16, 3, 3), {"padding": 1}),
+    # 3x3 stride 1 with 16+ channels (the CPU's Winograd "wg", chosen from 32): odd output
+    # sizes (a last tile half outside), output channels not a multiple of its 8-channel
+    # blocks, rows of tiles over more than one 32-tile block; padding beyond the kernel's
+    # reach (backward-data's grid then starts inside the gradient).
+    ((2, 32, 9, 11), (34, 32, 3, 3), {"padding": 1}),
     ((1, 17, 7, 37), (16, 17, 3, 3), {"padding": (3, 0)}),
 ]
 IDS = [f"case{i}" for i in range(len(CASES))]
@@ -220,7 +220,7 @@ def test_cpu_choose_says_why():
     assert cpu.choose("forward", dilated)[0] == "px"
     version, why = cpu.choose("backward_data", dilated, "wg")
     assert version == "px" and why.startswith("wg needs a 3x3 kernel, stride 1, dilation 1")
-    few = _geometry((128, 8, 28, 28), (64, 8, 3, 3), {"padding": 1})
+    few = _geometry((128, 16, 28, 28), (64, 16, 3, 3), {"padding": 1})
     assert cpu.choose("forward", few)[0] == "px"
     strided = _geometry((2, 8, 9, 9), (4, 8, 3, 3), {"stride": 2})
     version, why = cpu.choose("forward", strided, "px")
