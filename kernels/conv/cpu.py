@@ -930,12 +930,13 @@ CL_TILE = KW * TK
 
 @njit(fastmath=FM, cache=True)
 def _tile_cl(xt, xb, tap, pix_off, pa, pb, gf, o0, o1, o2, o3, o4, o5, o6, o7, part,
-             piece, kbase, nkw, cbase, nc, RS, t):
+             piece, kbase, nkw, cbase, nc, Cg, t):
     # One KW-channel x TK-channel tile of dw for tap t, reduced over pixels pa..pb of one
     # sample: acc[i, c] = sum_p gf[o_i + p] * xt[xb + (pix_off[p] + tap)*TK + c].
     # xt: the sample's padded input, channels last in blocks of TK (flat); gf: the
     # gradient as it is (flat), o0..o7 the starts of the tile's KW channel rows;
-    # part (pieces, K, Cg*RS): acc[i, c] is added at (kbase + i, (cbase + c)*RS + t).
+    # part (pieces, K, RS*Cg), taps outer: acc[i, c] is added at (kbase + i,
+    # t*Cg + cbase + c), whole vectors (cl_backward_weights reorders it into dw).
     wide_vectors()
     acc = stack_array(part, CL_TILE)
     for i in range(CL_TILE):
@@ -961,10 +962,17 @@ def _tile_cl(xt, xb, tap, pix_off, pa, pb, gf, o0, o1, o2, o3, o4, o5, o6, o7, p
             acc[5 * TK + c] += g5 * xv
             acc[6 * TK + c] += g6 * xv
             acc[7 * TK + c] += g7 * xv
-    for i in range(KW):  # (constant trip counts: see _tile_dw)
-        for c in range(TK):
-            if i < nkw and c < nc:
-                part[piece, kbase + i, (cbase + c) * RS + t] += acc[i * TK + c]
+    base = np.uint64(t * Cg + cbase)
+    if nc == TK:  # a whole channel block: no lane test, so the adds stay vectors
+        for i in range(KW):  # (constant trip counts: see _tile_dw)
+            if i < nkw:
+                for c in range(TK):
+                    part[piece, kbase + i, base + np.uint64(c)] += acc[i * TK + c]
+    else:
+        for i in range(KW):
+            for c in range(TK):
+                if i < nkw and c < nc:
+                    part[piece, kbase + i, base + np.uint64(c)] += acc[i * TK + c]
 
 
 @njit(fastmath={"reassoc", "contract"}, cache=True)
@@ -1003,17 +1011,32 @@ def conv_dw_cl(x, g, part, dbpart, nband, pix_off, taps, G, Hp, Wp, ph, pw, OW, 
             n, band = item // nband, item % nband
             pa, pb = band * P // nband, (band + 1) * P // nband
             for grp in range(G):
-                # Pixel by pixel, so the stores are contiguous (the TK loads of a pixel
-                # hit the same lines as the previous pixel's).
                 for cb in range(ncb):
                     nc = min(TK, Cg - cb * TK)
+                    c0 = grp * Cg + cb * TK
                     # the input rows the band reads (all of them with one band)
                     ih0 = max(0, pa // OW * sh - ph)
                     ih1 = min(H, (pb - 1) // OW * sh + ext - ph + 1)
+                    if W >= LANES:
+                        # LANES channels x LANES pixels per transpose_block (the last
+                        # block of a row shifted back inside it)
+                        for ih in range(ih0, ih1):
+                            drow = ((cb * Hp + ih + ph) * Wp + pw) * TK
+                            for half in range(min(TK, nc + LANES - 1) // LANES):
+                                srow = ((n * Cx + c0 + half * LANES) * H + ih) * W
+                                for iw0 in range(0, W, LANES):
+                                    s0 = min(iw0, W - LANES)
+                                    transpose_block(
+                                        xt, drow + iw0 * TK + half * LANES, TK, xf,
+                                        srow + s0, H * W, min(LANES, nc - half * LANES),
+                                        iw0 - s0, min(LANES, W - iw0),
+                                    )
+                        continue
+                    # Narrow rows pixel by pixel, so the stores are contiguous (the TK
+                    # loads of a pixel hit the same lines as the previous pixel's).
                     for ih in range(ih0, ih1):
                         for iw in range(W):
                             d = np.uint64(((cb * Hp + ih + ph) * Wp + pw + iw) * TK)
-                            c0 = grp * Cg + cb * TK
                             src = np.uint64(((n * Cx + c0) * H + ih) * W + iw)
                             for j in range(nc):
                                 xt[d + np.uint64(j)] = xf[src + np.uint64(j * H * W)]
@@ -1037,7 +1060,7 @@ def conv_dw_cl(x, g, part, dbpart, nband, pix_off, taps, G, Hp, Wp, ph, pw, OW, 
                                 xt, np.uint64(cb * Hp * Wp * TK), taps[t], pix_off, pa, pb,
                                 gf, o, o1, o2, o3, o4, o5, o6, o7, part, piece,
                                 grp * Kg + k0, last + 1, cb * TK, min(TK, Cg - cb * TK),
-                                RS, t,
+                                Cg, t,
                             )
 
 
@@ -1047,8 +1070,12 @@ def cl_backward_weights(geo, g, x, dw, db):
     pix_off = (oh * geo.sh * Wp + ow * geo.sw).reshape(-1).astype(np.uint64)
     r, s = np.meshgrid(np.arange(geo.R), np.arange(geo.S), indexing="ij")
     taps = (r * geo.dh * Wp + s * geo.dw).reshape(-1).astype(np.uint64)
-    _backward_weights(conv_dw_cl, geo, g, x, dw, db, pix_off, taps, geo.G, Hp, Wp,
+    # partials in cl's layout (K, RS, Cg), reordered into dw's (K, Cg, R, S) once
+    RS, Cg = geo.R * geo.S, geo.C // geo.G
+    dwt = np.empty((geo.K, RS, Cg), dtype=dw.dtype)
+    _backward_weights(conv_dw_cl, geo, g, x, dwt, db, pix_off, taps, geo.G, Hp, Wp,
                       geo.ph, geo.pw, geo.OW, geo.sh, (geo.R - 1) * geo.dh)
+    dw[...] = dwt.transpose(0, 2, 1).reshape(dw.shape)
 
 
 # ----------------------------------------------------------------------------
