@@ -66,7 +66,13 @@ was shared and loaded while these were taken: read the ratios, not the times.
             buffer in blocks of TK channels (the blocked layout), the gradient read in
             place: KW = 8 output channels x TK input channels of one tap, reduced over
             the pixels; per pixel 8 broadcasts from g, 2 vector loads, 16 FMAs. 16.6 vs
-            21.0 ms against tile (1.27x), the transposes of g gone.
+            21.0 ms against tile (1.27x), the transposes of g gone. Then: the partial dw
+            laid out (K, taps, Cg), so a tile adds whole vectors (it added one scalar per
+            element at stride R*S), reordered into dw once per call; x placed LANES
+            channels x LANES pixels at a time by transpose_block (it gathered one element
+            at a time at stride H*W). N128 C32 28x28 K64, one process, order rotated each
+            round: 16.02 -> 13.87 ms (1.16x; torch[channels_last] 14.65 ms, 0.91 -> 1.06x);
+            N32 C64 56x56 K64 29.88 -> 28.99 ms (1.03x); N1 C64 56x56 0.98 -> 0.97 ms.
     px      (forward, backward-data; stride 1) vectorised over pixels: output pixel
             (oh, ow) is numbered p = oh*Wz + ow on the padded input's grid, so a tap
             reads neighbouring pixels as contiguous vector loads, even across row ends
@@ -251,6 +257,16 @@ Tried and dropped (kept for the numbers):
     - wg's inverse transform writing a tile row's two columns interleaved (so the copy to
       y is contiguous): one thread 23.0 vs 22.4 ms, two threads 10.8 vs 10.4 ms (N128 C32
       28x28 forward, one process taking turns);
+    - wg's copy to y in blocks of LANES/2 tile columns with constant trip counts (two
+      vector loads, an interleave, one store; the last block shifted back inside the
+      row): N128 C32 28x28 forward 11.17 vs 11.17 ms, backward-data 12.32 vs 12.39 ms.
+      The copy takes 1.9 ms of forward's 11.8 and 1.1 ms of backward-data's 12.8
+      (measured by skipping it), so it is bound by y's writes, not by its instructions;
+      non-temporal stores were not tried: L3 here is 480 MiB and holds y for its reader;
+    - cl's tile reduced over chunks of 56 or 112 pixels (all 64 output channels x 9 taps
+      per chunk, so x's rows and g's stay in L1): 14.96 and 14.43 vs 14.25 ms, no faster;
+      cl's tile walking output rows and columns instead of the pix_off table (one load
+      and an index less per pixel): 15.39 vs 15.58 ms, within the noise, not kept;
 
 The SLP vectorizer must be on (kernels/__init__.py); fastmath 'contract' only (FMA,
 NaN-safe). Timings on this shared 2-core machine vary by +-30%: compare in one run
