@@ -71,8 +71,11 @@ was shared and loaded while these were taken: read the ratios, not the times.
             element at stride R*S), reordered into dw once per call; x placed LANES
             channels x LANES pixels at a time by transpose_block (it gathered one element
             at a time at stride H*W). N128 C32 28x28 K64, one process, order rotated each
-            round: 16.02 -> 13.87 ms (1.16x; torch[channels_last] 14.65 ms, 0.91 -> 1.06x);
-            N32 C64 56x56 K64 29.88 -> 28.99 ms (1.03x); N1 C64 56x56 0.98 -> 0.97 ms.
+            round, three runs: 16.02 -> 13.87, 14.12 -> 13.41, 15.29 -> 14.41 ms (1.05-1.16x;
+            against torch[channels_last] 0.91-1.04x -> 1.01-1.09x); N32 C64 56x56 K64
+            29.88 -> 28.99 ms (1.03x); N1 C64 56x56 0.98 -> 0.97 ms. The bench's C32
+            fwd+bwd row after it, three quiet runs: 0.92, 0.96, 0.97x torch[channels_last]
+            (0.90-1.02x before, in five runs).
     px      (forward, backward-data; stride 1) vectorised over pixels: output pixel
             (oh, ow) is numbered p = oh*Wz + ow on the padded input's grid, so a tap
             reads neighbouring pixels as contiguous vector loads, even across row ends
