@@ -75,7 +75,13 @@ was shared and loaded while these were taken: read the ratios, not the times.
             against torch[channels_last] 0.91-1.04x -> 1.01-1.09x); N32 C64 56x56 K64
             29.88 -> 28.99 ms (1.03x); N1 C64 56x56 0.98 -> 0.97 ms. The bench's C32
             fwd+bwd row after it, three quiet runs: 0.92, 0.96, 0.97x torch[channels_last]
-            (0.90-1.02x before, in five runs).
+            (0.90-1.02x before, in five runs). Then: where a (sample, band)'s g is finite
+            (the sum of its rows, computed for db anyway, is), a tap skips the output rows
+            whose input row is padding (0 * g adds nothing; with an inf in g they run, as
+            0 * inf is NaN in the direct sum): N128 C32 1.02x and 1.03x in two runs
+            (14.25 -> 13.97, 14.48 -> 14.07 ms; 2.4% of the products are skipped), C64
+            26.11 -> 26.11 ms, N1 C64 0.82 -> 0.82 ms. Skipping the padding columns too
+            needs the tile to walk rows and columns (about as many products again); not done.
     px      (forward, backward-data; stride 1) vectorised over pixels: output pixel
             (oh, ow) is numbered p = oh*Wz + ow on the padded input's grid, so a tap
             reads neighbouring pixels as contiguous vector loads, even across row ends
@@ -1004,7 +1010,8 @@ def _row_sum(gf, src, n):
 
 
 @njit(parallel=True, fastmath=FM, cache=True)
-def conv_dw_cl(x, g, part, dbpart, nband, pix_off, taps, G, Hp, Wp, ph, pw, OW, sh, ext):
+def conv_dw_cl(x, g, part, dbpart, nband, pix_off, taps, G, Hp, Wp, ph, pw, OW, sh, ext, S,
+               dh):
     # Partial sums: part[piece] (K, Cg*R*S) of dw and dbpart[piece] (K,) float64 of db,
     # piece by piece over (sample, band of pixels) items. x: (N, C, H, W); g: (N, K, P);
     # pix_off (P,) and taps (R*S,) uint64: output pixel p, tap t reads padded pixel
@@ -1059,9 +1066,16 @@ def conv_dw_cl(x, g, part, dbpart, nband, pix_off, taps, G, Hp, Wp, ph, pw, OW, 
                             src = np.uint64(((n * Cx + c0) * H + ih) * W + iw)
                             for j in range(nc):
                                 xt[d + np.uint64(j)] = xf[src + np.uint64(j * H * W)]
+                gsum = gf[0] * 0
                 for k in range(Kg):
                     src = np.uint64((n * K + grp * Kg + k) * P + pa)
-                    dbpart[piece, grp * Kg + k] += _row_sum(gf, src, pb - pa)
+                    rsum = _row_sum(gf, src, pb - pa)
+                    dbpart[piece, grp * Kg + k] += rsum
+                    gsum += rsum
+                # With g finite here (its sum is), the output rows whose tap reads only
+                # the padding add nothing (0 * g) and are skipped; otherwise they run, so
+                # 0 * inf makes NaN as in the direct sum.
+                skip = gsum - gsum == 0
                 for k0 in range(0, Kg, KW):
                     last = min(KW, Kg - k0) - 1
                     o = np.uint64((n * K + grp * Kg + k0) * P)
@@ -1075,8 +1089,18 @@ def conv_dw_cl(x, g, part, dbpart, nband, pix_off, taps, G, Hp, Wp, ph, pw, OW, 
                     o7 = o + np.uint64(min(7, last) * P)
                     for cb in range(ncb):
                         for t in range(RS):
+                            qa, qb = pa, pb
+                            if skip:
+                                # output rows oh with 0 <= oh*sh + r*dh - ph < H
+                                lo = ph - t // S * dh
+                                oh_lo = max(0, -(-lo // sh))
+                                oh_hi = (H - 1 + lo) // sh
+                                qa = max(pa, oh_lo * OW)
+                                qb = min(pb, (oh_hi + 1) * OW)
+                                if qb <= qa:
+                                    continue
                             _tile_cl(
-                                xt, np.uint64(cb * Hp * Wp * TK), taps[t], pix_off, pa, pb,
+                                xt, np.uint64(cb * Hp * Wp * TK), taps[t], pix_off, qa, qb,
                                 gf, o, o1, o2, o3, o4, o5, o6, o7, part, piece,
                                 grp * Kg + k0, last + 1, cb * TK, min(TK, Cg - cb * TK),
                                 Cg, t,
@@ -1093,7 +1117,7 @@ def cl_backward_weights(geo, g, x, dw, db):
     RS, Cg = geo.R * geo.S, geo.C // geo.G
     dwt = np.empty((geo.K, RS, Cg), dtype=dw.dtype)
     _backward_weights(conv_dw_cl, geo, g, x, dwt, db, pix_off, taps, geo.G, Hp, Wp,
-                      geo.ph, geo.pw, geo.OW, geo.sh, (geo.R - 1) * geo.dh)
+                      geo.ph, geo.pw, geo.OW, geo.sh, (geo.R - 1) * geo.dh, geo.S, geo.dh)
     dw[...] = dwt.transpose(0, 2, 1).reshape(dw.shape)
 
 

@@ -256,6 +256,30 @@ def test_cpu_versions_keep_nan_and_inf_where_the_reference_does(version):
         assert_close(got[finite], want[finite], np.float64, f"{version} {what}")
 
 
+@pytest.mark.parametrize("version", CPU_VERSIONS)
+def test_cpu_backward_weights_keeps_inf_times_padding(version):
+    # An inf in g at a border pixel meets the zero padding in the taps that reach outside
+    # x: 0 * inf is NaN in the direct sum, so those taps' dw is NaN (cl skips the padding
+    # rows only where g is finite). 20 channels, rows of 17 pixels.
+    from nnkern._dispatch import kernels
+
+    x, w, b = _inputs((2, 20, 5, 17), (3, 20, 3, 3))
+    g = np.random.default_rng(3).standard_normal((2, 3, 5, 17))
+    g[1, 2, 0, 4], g[0, 1, 4, 16] = np.inf, -np.inf
+    args = ((1, 1), (1, 1), (1, 1), 1)
+    outs = {}
+    for name, algo in (("numpy", "direct"), ("cpu", version)):
+        dw, db = np.empty(w.shape), np.empty(b.shape)
+        kernels("conv", name).conv2d_backward_weights(g, x, dw, db, *args, algo)
+        outs[name] = dw, db
+    assert np.isnan(outs["numpy"][0][2, :, 0, :]).all()  # the reference's rule, as said
+    for what, got, want in zip(("dw", "db"), outs["cpu"], outs["numpy"]):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=what)
+        finite = np.isfinite(want)
+        np.testing.assert_array_equal(got[~finite], want[~finite], err_msg=what)
+        assert_close(got[finite], want[finite], np.float64, f"{version} {what}")
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("algo", ALGOS)
 @pytest.mark.parametrize("x_shape,w_shape,kwargs", TINY, ids=["tiny0", "tiny1", "tiny2"])
