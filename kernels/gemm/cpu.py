@@ -47,7 +47,10 @@ Versions (VERSIONS; choose() picks one per call and says why), in reading order:
             (b is read in place there), 32x1000x100 (one ragged strip of 32) 50.4 -> 70.0,
             and products with M ragged (the strip of op(a)^T is then ragged: 8x128x784 28.8
             -> 56.2 in an earlier NumPy-transposed try). Close: NN 128x84x120 26.1 -> 27.4,
-            chosen (it wins 1.06x NT).
+            chosen (it wins 1.06x NT). small_t runs small_task itself, on the swapped
+            operands (store_transposed), so a network compiles the micro-kernel once:
+            as a kernel of its own it added 1.5-1.6 s to the main job's cold compile
+            (bench/compile_time.py --main-job, one window: 13.8 -> 11.7 s).
     packed  the Goto/BLIS scheme, on one thread or on all of them.
             - op(b) is packed once into strips of NR columns, k-major, cut into
               steps of KC along K (b_panel_shape); op(a) is packed per thread,
@@ -556,20 +559,17 @@ def small_columns(a, b, c, trans_a, trans_b, s0, s1, epilogue):
 
 
 @njit(cache=True)
-def small_transposed(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu):
-    # c (M, N) = op(a) @ op(b) computed as c^T = op(b)^T @ op(a)^T by small_columns into
-    # scratch ct (N, M), then stored transposed with linear's epilogue. op(b)^T is b when
-    # trans_b, op(a)^T is a.T read in place, so the one strip small_columns copies is of
-    # op(a) (M columns of c^T), not of b.T: for the dense layer x @ w.T with M = NR rows,
-    # w (N, K) is streamed once as the broadcast operand instead of being transposed
-    # strip by strip into the stack (see the header).
+def store_transposed(ct, c, accumulate, bias, has_bias, relu):
+    # version "small_t": c (M, N) = op(a) @ op(b) is computed as c^T = op(b)^T @ op(a)^T
+    # into scratch ct (N, M) by small_task itself (called from Python with the operands
+    # swapped and their flags flipped: the same compiled small_task as version "small", so
+    # the main job compiles the micro-kernel once; a kernel of its own calling
+    # small_columns cost 1.5 s more of its cold compile), then stored here transposed with
+    # linear's epilogue. op(b)^T is b when trans_b, op(a)^T is a.T read in place, so the
+    # one strip small_columns copies is of op(a) (M columns of c^T), not of b.T: for the
+    # dense layer x @ w.T with M = NR rows, w (N, K) is streamed once as the broadcast
+    # operand instead of being transposed strip by strip into the stack (see the header).
     M, N = c.shape
-    nr = NR32 * 4 // c.itemsize
-    ct = np.empty((N, M), c.dtype)
-    if (a.shape[0] if trans_a else a.shape[1]) == 0:  # K = 0: no step of K writes ct
-        ct[:] = 0
-    small_columns(b, a, ct, not trans_b, not trans_a, 0, (M + nr - 1) // nr,
-                  (False, bias, False, False))
     for i in range(M):
         for j in range(N):
             v = ct[j, i]
@@ -1186,8 +1186,10 @@ def gemm_bias_relu(a, b, c, trans_a, trans_b, accumulate, bias, relu):
             small_task(0, 1, args)
         else:
             run_pieces(small_task, tasks, args)
-    elif version == "small_t":
-        small_transposed(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu)
+    elif version == "small_t":  # c^T = op(b)^T @ op(a)^T into ct, stored transposed
+        ct = (np.zeros if K == 0 else np.empty)((N, M), c.dtype)  # K = 0: no step writes ct
+        small_task(0, 1, (b, a, ct, not trans_b, not trans_a, False, bias, False, False))
+        store_transposed(ct, c, accumulate, bias, has_bias, relu)
     elif version == "packed":
         run_packed(a, b, c, trans_a, trans_b, K, accumulate, bias, has_bias, relu)
     else:
