@@ -221,6 +221,69 @@ class LinearRule(Rule):
 
         return engine.record(out, self.name, [x, w, b], grads_of, [x, w, b])
 
+    def record_chain(self, x, layers):
+        """``linear`` applied layer after layer, recorded as ONE node: ``layers`` lists the
+        ``(w, b, activation)`` of a chain of Dense layers (a model that is one, such as
+        the MLP of the course). The forward runs each layer's kernel as the straight path
+        of ``apply`` would; the backward walks the layers in reverse with the same
+        ``checked`` body, the same gradient sinks asked in the same order (so the gradients,
+        and a layer called twice, come out exactly as with one node per layer), and gives
+        the input's gradient when ``x`` requires one. Why: per layer, the node, its Tensor,
+        the rule's dispatch and the engine's visit cost glue that runs cold after each
+        kernel (MLP 784-128-64-10 step: see the tape's header in nnkern/models/graph.py).
+
+        Returns None, having recorded nothing, when a layer would not take the straight
+        path (a bias missing, another activation, arrays that fail F's one-test check) or
+        when the first layer records nothing (its input and weights need no gradient): the
+        caller then calls the layers one by one.
+        """
+        if type(x) not in _TENSOR_TYPES or not engine.is_grad_enabled():
+            return None
+        w0, b0, _ = layers[0]
+        if not (type(w0) in _TENSOR_TYPES and type(b0) in _TENSOR_TYPES
+                and (x.requires_grad or w0.requires_grad or b0.requires_grad)):
+            return None
+        tensors, xs, arrays, relus = [x], [], [], []
+        h = x.data
+        for w, b, activation in layers:
+            if type(w) not in _TENSOR_TYPES or type(b) not in _TENSOR_TYPES:
+                return None
+            wd, bd = w.data, b.data
+            if not self.plain(h, wd, bd, activation):
+                return None
+            relu = activation == "relu"
+            xs.append(h)
+            h = self.run(h, wd, bd, relu)
+            tensors += (w, b)
+            arrays.append((wd, bd, h))
+            relus.append(relu)
+        out = Tensor(h)
+        dtype, shape, input_grad = h.dtype, h.shape, x.requires_grad
+        checked, kernels, generic, sinks = self.checked, self.kernels, self.backward, self.sinks
+
+        def grads_of(g):
+            grads = [None] * len(tensors)
+            K = kernels("gemm", ("x", xs[0]))
+            top = len(xs) - 1
+            for i in range(top, -1, -1):
+                extra = sinks(tensors[2 * i:2 * i + 3])
+                (wd, bd, y), relu = arrays[i], relus[i]
+                if i < top or (type(g) is _NDARRAY and g.dtype is dtype and g.shape == shape
+                               and g.flags.c_contiguous):  # below the top, g is our own dx
+                    g, dw, db = checked(K, g, xs[i], wd, bd, relu, y if relu else None,
+                                        input_grad or i > 0, extra.get("grad_w"),
+                                        extra.get("grad_b"), extra.get("add_w", True),
+                                        extra.get("add_b", True))
+                else:
+                    g, dw, db = generic(g, xs[i], wd, bd, "relu" if relu else None,
+                                        out=y if relu else None, input_grad=input_grad or i > 0,
+                                        **extra)
+                grads[2 * i + 1], grads[2 * i + 2] = dw, db
+            grads[0] = g
+            return grads
+
+        return engine.record(out, self.name, tensors, grads_of, tensors)
+
     @staticmethod
     def sinks(inputs):
         extra = {}

@@ -25,12 +25,14 @@ import contextlib
 
 import numpy as np
 
+from .. import functional as F
 from ..autograd import Tensor, is_grad_enabled, no_grad
 from ..device import device as device_ctx
 from ..device import get_device, to_device
 from ..interop import as_array
 from ..layers import base as layers_base
 from ..layers.base import Input, Layer, SymbolicTensor, as_symbolic, unique_name
+from ..layers.core import Dense
 from . import saving, summary
 from .parameters import Parameters
 from .training import Trainer
@@ -76,6 +78,7 @@ class Model(Layer, Trainer):
         self._params = Parameters()
         self._signature = None
         self._inputs, self._outputs, self._nodes, self._layers = [], [], [], []
+        self._dense_chain = None
         self._pending, self._pending_count = None, 0
         if inputs is not None:
             self._init_graph(inputs, outputs)
@@ -107,6 +110,7 @@ class Model(Layer, Trainer):
             if id(t.layer) not in reached:
                 raise ValueError(f"the outputs do not depend on the input {t.layer.name}")
         self._inputs, self._outputs, self._nodes, self._layers = inputs, outputs, nodes, layers
+        self._dense_chain = _dense_chain(inputs, outputs, nodes)
         self._build_graph()
 
     def _build_graph(self):
@@ -364,6 +368,14 @@ class Model(Layer, Trainer):
     def call(self, inputs, training=False):
         """Run the graph on Tensors (a list for several inputs); returns a Tensor (a list for
         several outputs). Every op is recorded on the tape when grad mode is on."""
+        chain = self._dense_chain
+        if chain is not None and type(inputs) is Tensor:
+            # a chain of Dense layers is recorded as one node (the linear rule's
+            # record_chain; None when a layer would not take its straight path)
+            out = _record_chain(inputs, [(layer.variables["w"], layer.variables.get("b"),
+                                          layer.activation) for layer in chain])
+            if out is not None:
+                return out
         xs = _as_list(inputs)
         values = {id(t): x for t, x in zip(self._inputs, xs)}
         for node in self._nodes:
@@ -529,6 +541,24 @@ class Model(Layer, Trainer):
         """Restore a checkpoint into this (compiled) model; returns the epoch to continue from,
         to pass as ``fit(..., initial_epoch=...)`` (or the info dict with ``return_info``)."""
         return saving.load_checkpoint_into(self, path, return_info)
+
+
+def _dense_chain(inputs, outputs, nodes):
+    """The layers of a graph that is one chain of Dense calls from its one input to its one
+    output (each call on the previous call's output), or None."""
+    if len(inputs) != 1 or len(outputs) != 1 or not nodes:
+        return None
+    t = inputs[0]
+    for node in nodes:
+        if (node.many or type(node.layer) is not Dense or len(node.inputs) != 1
+                or node.inputs[0] is not t or len(node.outputs) != 1):
+            return None
+        t = node.outputs[0]
+    return tuple(node.layer for node in nodes) if t is outputs[0] else None
+
+
+def _record_chain(x, layers):
+    return F.linear.rule.record_chain(x, layers)
 
 
 def _topological(outputs):

@@ -230,3 +230,87 @@ def test_zero_grad_then_backward_writes_fresh_gradients(backend):
     with nnkern.device(backend):
         model.parameters().grad_arrays()            # the optimizer's read writes the zeros
     assert not model.parameters().grad_arrays()[0].any()
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_dense_chain_recorded_as_one_node_against_float64(backend, dtype, monkeypatch):
+    # a model that is a chain of Dense layers records ONE node (the linear rule's
+    # record_chain): its output and the gradients of every weight and of the input match
+    # NumPy in float64, after zero_grad (written) and without it (added), for an upstream
+    # gradient that is not C-contiguous (the top layer's generic backward), for a layer
+    # called twice in the chain (its two contributions add up), and a chain that cannot
+    # take the path (a layer without bias; a frozen first layer on an input that needs no
+    # gradient) gives the same values through one node per layer
+    rule = nnkern.functional.RULES["linear"]
+    chains = []
+    record_chain = rule.record_chain
+    monkeypatch.setattr(rule, "record_chain",
+                        lambda *a: chains.append(record_chain(*a)) or chains[-1])
+    rng = np.random.default_rng(11)
+    x64 = rng.standard_normal((5, 6))
+    tol = 1e-4 if dtype == "float32" else 1e-11
+
+    def build(square_twice=False, use_bias=True, freeze_first=False):
+        inp = layers.Input((6,), dtype=dtype)
+        first = layers.Dense(4, activation="relu", use_bias=use_bias, name="first")
+        mid = layers.Dense(4, activation="relu", name="mid")
+        h = mid(first(inp))
+        if square_twice:
+            h = mid(h)
+        model = nnkern.Model(inp, layers.Dense(3, name="top")(h), seed=4)
+        first.trainable = not freeze_first
+        model.to(backend)
+        return model
+
+    def reference(model, calls, g):
+        # the chain in float64: forward, then backward of sum(out * g)
+        hs, h = [x64], x64
+        for layer in calls:
+            w = np.asarray(layer.variables["w"].data, np.float64)
+            b = layer.variables.get("b")
+            z = h @ w.T + (0 if b is None else np.asarray(b.data, np.float64))
+            h = np.maximum(z, 0) if layer.activation == "relu" else z
+            hs.append(h)
+        grads = {}
+        for i in range(len(calls) - 1, -1, -1):
+            layer = calls[i]
+            if layer.activation == "relu":
+                g = g * (hs[i + 1] > 0)
+            for key, value in (("w", g.T @ hs[i]), ("b", g.sum(0))):
+                if key in layer.variables:
+                    name = f"{layer.name}/{key}"
+                    grads[name] = grads.get(name, 0) + value
+            g = g @ np.asarray(layer.variables["w"].data, np.float64)
+        return h, grads, g
+
+    # kind -> whether the chain is one node without and with an input gradient
+    for kind, one_node in (({}, (True, True)), ({"square_twice": True}, (True, True)),
+                           ({"use_bias": False}, (False, False)),
+                           ({"freeze_first": True}, (False, True))):
+        model = build(**kind)
+        calls = [node.layer for node in model._nodes]
+        upstream = rng.standard_normal((5, 3))
+        want_y, want, want_x = reference(model, calls, upstream)
+        for g, x_grad in ((upstream, False), (np.asfortranarray(upstream), True)):
+            chains.clear()
+            model.zero_grad()
+            x = nnkern.tensor(x64.astype(dtype), requires_grad=x_grad)
+            with nnkern.device(backend):
+                for _ in range(2):  # the second backward adds to the first
+                    y = model(x, training=True)
+                    nnkern.testing.assert_close(y.numpy(), want_y, tol, f"{kind} output")
+                    assert (y._node.name == "linear" and len(y._node.inputs)
+                            == (1 + 2 * len(calls) if one_node[x_grad] else 3))
+                    y.backward(g.astype(dtype, order="K"))
+            assert [c is not None for c in chains] == [one_node[x_grad]] * 2
+            for layer in set(calls):
+                for key, p in layer.variables.items():
+                    name = f"{layer.name}/{key}"
+                    if p.requires_grad:
+                        nnkern.testing.assert_close(p.grad, 2 * want[name], tol,
+                                                    f"{kind} {name}")
+            if x_grad:
+                nnkern.testing.assert_close(x.grad, 2 * want_x, tol, f"{kind} input")
+            else:
+                assert x.grad is None
