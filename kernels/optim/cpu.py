@@ -134,11 +134,23 @@ def sgd_step(p, g, buf, lr, momentum, weight_decay, nesterov):
     kernel(p, g, buf, t(lr), t(momentum), t(weight_decay), bool(nesterov))
 
 
+_ADAM_SCALARS = {}
+"""(dtype, beta1, beta2, eps, weight_decay) -> those of Adam's scalars that do not change
+from step to step, cast to the dtype once (nine casts cost 1.3 us of a training step)."""
+
+
 def adam_step(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay):
     """One Adam step in place on flat buffers p, m, v (P,); g read only; step >= 1."""
     t = p.dtype.type
     step_size = lr / (1.0 - beta1 ** step)
     inv_bc2_sqrt = 1.0 / math.sqrt(1.0 - beta2 ** step)
+    key = (t, beta1, beta2, eps, weight_decay)
+    fixed = _ADAM_SCALARS.get(key)
+    if fixed is None:
+        if len(_ADAM_SCALARS) > 64:  # a sweep over many settings: keep the table small
+            _ADAM_SCALARS.clear()
+        fixed = _ADAM_SCALARS[key] = (t(beta1), t(1.0 - beta1), t(beta2), t(1.0 - beta2),
+                                      t(eps), t(weight_decay), t(TINY[p.dtype]))
+    b1, omb1, b2, omb2, eps_t, wd, tiny = fixed
     kernel = _adam_parallel if p.shape[0] >= PARALLEL_MIN else _adam_serial
-    kernel(p, g, m, v, t(beta1), t(1.0 - beta1), t(beta2), t(1.0 - beta2), t(step_size),
-           t(inv_bc2_sqrt), t(eps), t(weight_decay), t(TINY[p.dtype]))
+    kernel(p, g, m, v, b1, omb1, b2, omb2, t(step_size), t(inv_bc2_sqrt), eps_t, wd, tiny)

@@ -259,25 +259,28 @@ class LinearRule(Rule):
             relus.append(relu)
         out = Tensor(h)
         dtype, shape, input_grad = h.dtype, h.shape, x.requires_grad
-        checked, kernels, generic, sinks = self.checked, self.kernels, self.backward, self.sinks
+        checked, kernels, generic = self.checked, self.kernels, self.backward
 
         def grads_of(g):
             grads = [None] * len(tensors)
             K = kernels("gemm", ("x", xs[0]))
             top = len(xs) - 1
             for i in range(top, -1, -1):
-                extra = sinks(tensors[2 * i:2 * i + 3])
+                # the sinks of sinks(), asked layer by layer from the top as one node per
+                # layer would: a buffer marked zero is written, any other added to
+                grad_w, zero_w = _grad_buffer(tensors[2 * i + 1])
+                grad_b, zero_b = _grad_buffer(tensors[2 * i + 2])
                 (wd, bd, y), relu = arrays[i], relus[i]
                 if i < top or (type(g) is _NDARRAY and g.dtype is dtype and g.shape == shape
                                and g.flags.c_contiguous):  # below the top, g is our own dx
                     g, dw, db = checked(K, g, xs[i], wd, bd, relu, y if relu else None,
-                                        input_grad or i > 0, extra.get("grad_w"),
-                                        extra.get("grad_b"), extra.get("add_w", True),
-                                        extra.get("add_b", True))
+                                        input_grad or i > 0, grad_w, grad_b, not zero_w,
+                                        not zero_b)
                 else:
                     g, dw, db = generic(g, xs[i], wd, bd, "relu" if relu else None,
                                         out=y if relu else None, input_grad=input_grad or i > 0,
-                                        **extra)
+                                        grad_w=grad_w, grad_b=grad_b, add_w=not zero_w,
+                                        add_b=not zero_b)
                 grads[2 * i + 1], grads[2 * i + 2] = dw, db
             grads[0] = g
             return grads
