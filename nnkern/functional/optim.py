@@ -106,15 +106,19 @@ def _plain_buffers(params, *others):
     if dtype is not _F32 and dtype is not _F64:
         return False
     for i, x in enumerate((params, *others)):
-        if (type(x) is not _NDARRAY or x.dtype is not dtype or x.shape != shape
-                or not x.flags.c_contiguous or (i != 1 and not x.flags.writeable)):
+        if type(x) is not _NDARRAY or x.dtype is not dtype or x.shape != shape:
+            return False
+        flags = x.flags  # a new object at each access
+        if not flags.c_contiguous or (i != 1 and not flags.writeable):
             return False
     return True
 
 
 def _flat(x):
     """A 1-D view of a C-contiguous array (a copy only for a non-contiguous read-only grad)."""
-    return x.reshape(-1) if x.flags.c_contiguous else x.ravel()
+    if x.flags.c_contiguous:
+        return x if x.ndim == 1 else x.reshape(-1)  # a flat buffer as it is: no new view
+    return x.ravel()
 
 
 def _result(lists, names, single):
