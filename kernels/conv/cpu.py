@@ -328,6 +328,7 @@ VERSIONS = {
     "pxw": ("backward_weights",),
     "sv": ("forward", "backward_data", "backward_weights"),
     "wg": ("forward", "backward_data"),
+    "wg4": ("forward", "backward_data"),
 }
 """Every version (see the header) and the ops it serves, in reading order."""
 
@@ -350,10 +351,10 @@ def _applies(version, op, geo):
         return f"px needs stride 1, got ({geo.sh}, {geo.sw})"
     if version in ("pxw", "sv") and not stride1:
         return f"{version} needs stride 1, got ({geo.sh}, {geo.sw})"
-    if version == "wg" and op != "backward_weights":
+    if version in ("wg", "wg4") and op != "backward_weights":
         shape = (geo.R, geo.S, geo.sh, geo.sw, geo.dh, geo.dw, geo.G)
         if shape != (3, 3, 1, 1, 1, 1, 1):
-            return ("wg needs a 3x3 kernel, stride 1, dilation 1 and groups 1, got kernel "
+            return (f"{version} needs a 3x3 kernel, stride 1, dilation 1 and groups 1, got kernel "
                     f"{geo.R}x{geo.S}, stride ({geo.sh}, {geo.sw}), dilation ({geo.dh}, "
                     f"{geo.dw}), groups {geo.G}")
     if version == "sv" and op != "backward_weights":
@@ -1996,30 +1997,282 @@ def conv_wg(src, U, bias, yf, Ko, OH, OW, oh0, ow0, nband, bad):
         _wg_copy(Yb, Uy, bias, yf, n, Ko, OH, OW, th0, nth, Wh)
 
 
-def _wg_bands(N, Cq, Ko, OH, OW):
-    # Tile-row bands per sample: a task's planes Z and outputs Yb within WG_BYTES, and
-    # about 4 tasks per thread where the samples alone give fewer.
-    TH, Wh = (OH + 1) // 2, (OW + 1) // 2 + 1
-    row_bytes = 4 * Wh * (4 * Cq + 4 * Ko)
+# ----------------------------------------------------------------------------
+# version "wg4": forward / backward-data for 3x3 stride 1, Winograd F(4x4, 3x3)
+
+# A 4x4 output tile from its 6x6 input patch (stride 4): 36 products per channel pair per
+# 16 outputs (2.25 per output against wg's 4 and the direct sum's 9). The interpolation
+# points are 0, 1, -1, 1/2, -2 and infinity: float32 error on N16 C32 28x28 K64 (random
+# normal x and g, He-scaled w, against the float64 direct sum; max of |e| / (|ref| + rms),
+# rms of e / rms) forward 8.2e-6 / 8.7e-7, backward-data 8.2e-6 / 1.1e-6, against 2.5e-5
+# / 1.3e-6 and 3.0e-5 / 1.8e-6 for the usual 0, +-1, +-2 and 1.7e-5 / 1.3e-6 for 0, +-1,
+# +-1/2 (wg: 1.0e-6 / 2.0e-7; the direct sum 6.4e-7 / 1.2e-7). B^T's row 3 is divided
+# by 16 and G's multiplied by 16 (exact in binary), so B^T holds small integers:
+#     B^T = [[2, -3, -4, 3, 2, 0], [0, -2, 1, 5, 2, 0], [0, -2, 5, -1, -2, 0],
+#            [0, 2, 1, -2, -1, 0], [0, 1, -2, -1, 2, 0], [0, 2, -3, -4, 3, 2]]
+#     A^T = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 1/2, -2, 0], [0, 1, 1, 1/4, 4, 0],
+#            [0, 1, -1, 1/8, -8, 1]]
+# The blocks, the products (_wg_gemm) and the work split are wg's.
+WG4_G = np.array([[30, 0, 0], [10, 10, 10], [10, -10, 10], [64, 32, 16], [2, -4, 8],
+                  [0, 0, 30]], dtype=np.float64) / 60
+WG4_PATCH = 36 * WG_UB  # one channel's 36 transformed rows of a block
+WG4_ROWS = 24 * WG_UB  # the 4 x 6 half-transformed rows of the inverse transform
+WG4_OUT = 16 * WG_UB  # its 16 output rows
+
+
+@njit(cache=True)
+def wg4_weights(w, U, transpose, Gm):
+    # U[t, kb, c, i] = (Gm g Gm^T)[t] (t = 6a + b) for output channel k = kb*WG_KX + i and
+    # input channel c (0 past the output channels), g as in wg_weights.
+    Cq = U.shape[2]
+    Ko = w.shape[1] if transpose else w.shape[0]
+    U[:] = 0
+    gk = np.empty((3, 3))
+    tmp = np.empty((6, 3))
+    for k in range(Ko):
+        kb, i = k // WG_KX, k % WG_KX
+        for c in range(Cq):
+            for r in range(3):
+                for s in range(3):
+                    gk[r, s] = w[c, k, 2 - r, 2 - s] if transpose else w[k, c, r, s]
+            for a in range(6):
+                for s in range(3):
+                    tmp[a, s] = Gm[a, 0] * gk[0, s] + Gm[a, 1] * gk[1, s] + Gm[a, 2] * gk[2, s]
+            for a in range(6):
+                for b in range(6):
+                    U[6 * a + b, kb, c, i] = (Gm[b, 0] * tmp[a, 0] + Gm[b, 1] * tmp[a, 1]
+                                              + Gm[b, 2] * tmp[a, 2])
+
+
+@njit(fastmath={"reassoc", "contract"}, cache=True)  # reassoc: the check's sum vectorises
+def _wg4_place(src, n, Z, Up, th0, nth, Wh, oh0, ow0):
+    # Z[c][a][par][(th - th0)*Wh + j] = xp[4*th + a][4*j + par] for a, par in 0..3 and the
+    # nth + 1 tile rows th from th0 (xp as in _wg_place): 16 planes per channel, so the
+    # 6x6 patch of tile u is planes (a % 4, b % 4) at u + (a // 4)*Wh + b // 4. Returns
+    # the sum of what it placed, as _wg_place does.
+    Cq, A, B = src.shape[1], src.shape[2], src.shape[3]
+    sf = src.reshape(-1)
+    # Columns j that take all four phases from the source: 0 <= 4j - ow0, 4j + 3 - ow0 < B.
+    j0 = min(Wh, max(0, (ow0 + 3) // 4))
+    j1 = min(Wh, max(j0, (B + ow0) // 4))
+    up = np.uint64(Up)
+    zero = src.dtype.type(0)
+    check = zero
+    for c in range(Cq):
+        for a in range(4):
+            zr = np.uint64((c * 4 + a) * 4 * Up)
+            for th in range(nth + 1):
+                ia = 4 * (th0 + th) + a - oh0
+                row = zr + np.uint64(th * Wh)
+                if ia < 0 or ia >= A:
+                    for par in range(4):
+                        zp = row + np.uint64(par * Up)
+                        for j in range(Wh):
+                            Z[zp + np.uint64(j)] = 0
+                    continue
+                s0 = ((n * Cq + c) * A + ia) * B
+                for j in range(Wh - (j1 - j0)):  # the edge columns, tested one by one
+                    jj = j if j < j0 else j + j1 - j0
+                    for par in range(4):
+                        ib = 4 * jj + par - ow0
+                        v = sf[s0 + ib] if 0 <= ib < B else zero
+                        Z[row + np.uint64(par * Up + jj)] = v
+                        check += v
+                sb = np.uint64(s0 + 4 * j0 - ow0)
+                d = row + np.uint64(j0)
+                for j in range(j1 - j0):
+                    s = sb + np.uint64(4 * j)
+                    v0, v1 = sf[s], sf[s + np.uint64(1)]
+                    v2, v3 = sf[s + np.uint64(2)], sf[s + np.uint64(3)]
+                    dj = d + np.uint64(j)
+                    Z[dj] = v0
+                    Z[dj + up] = v1
+                    Z[dj + 2 * up] = v2
+                    Z[dj + 3 * up] = v3
+                    check += (v0 + v1) + (v2 + v3)
+            for par in range(4):
+                zp = zr + np.uint64(par * Up)
+                for u in range((nth + 1) * Wh, Up):
+                    Z[zp + np.uint64(u)] = 0
+    return check
+
+
+@njit(fastmath=FM, cache=True)
+def _wg4_in(Z, Up, Wh, V, VS, Cq, u0):
+    # V[t*VS + c*WG_UB + j] = (B^T d B)[t] of tile u0 + j, channel c, from Z (_wg4_place):
+    # the patch's columns straight from Z into a stack buffer, then its rows into V, with
+    # unsigned indices, as _wg_in does.
+    wide_vectors()
+    e = stack_array(V, WG4_PATCH)
+    # constants of V's dtype: an int times a float32 is a float64 in Numba
+    c2, c3, c4, c5 = (V.dtype.type(2), V.dtype.type(3), V.dtype.type(4), V.dtype.type(5))
+    p1, p2, p3 = np.uint64(4 * Up), np.uint64(8 * Up), np.uint64(12 * Up)
+    p4, p5 = np.uint64(Wh), np.uint64(4 * Up + Wh)  # patch rows 4, 5: the next tile row
+    v1, v2, v3, v4, v5 = (np.uint64(VS), np.uint64(2 * VS), np.uint64(3 * VS),
+                          np.uint64(4 * VS), np.uint64(5 * VS))
+    e1, e2, e3, e4, e5 = (np.uint64(WG_UB), np.uint64(2 * WG_UB), np.uint64(3 * WG_UB),
+                          np.uint64(4 * WG_UB), np.uint64(5 * WG_UB))
+    f1, f2, f3, f4, f5 = (np.uint64(6 * WG_UB), np.uint64(12 * WG_UB), np.uint64(18 * WG_UB),
+                          np.uint64(24 * WG_UB), np.uint64(30 * WG_UB))
+    for c in range(Cq):
+        for b in range(6):
+            # patch column b: phase b % 4, one tile on for b >= 4
+            zc = np.uint64(c * 16 * Up + u0 + (b % 4) * Up + b // 4)
+            eb = np.uint64(b * WG_UB)
+            for j in range(WG_UB):
+                zj = zc + np.uint64(j)
+                d0, d1, d2 = Z[zj], Z[zj + p1], Z[zj + p2]
+                d3, d4, d5 = Z[zj + p3], Z[zj + p4], Z[zj + p5]
+                ej = eb + np.uint64(j)
+                e[ej] = c2 * (d0 + d4) - c3 * (d1 - d3) - c4 * d2
+                e[ej + f1] = c2 * (d4 - d1) + d2 + c5 * d3
+                e[ej + f2] = c5 * d2 - c2 * (d1 + d4) - d3
+                e[ej + f3] = c2 * (d1 - d3) + d2 - d4
+                e[ej + f4] = c2 * (d4 - d2) + d1 - d3
+                e[ej + f5] = c2 * (d1 + d5) - c3 * (d2 - d4) - c4 * d3
+        for a in range(6):
+            vb = np.uint64(6 * a * VS + c * WG_UB)
+            ea = np.uint64(6 * a * WG_UB)
+            for j in range(WG_UB):
+                ej = ea + np.uint64(j)
+                r0, r1, r2 = e[ej], e[ej + e1], e[ej + e2]
+                r3, r4, r5 = e[ej + e3], e[ej + e4], e[ej + e5]
+                v = vb + np.uint64(j)
+                V[v] = c2 * (r0 + r4) - c3 * (r1 - r3) - c4 * r2
+                V[v + v1] = c2 * (r4 - r1) + r2 + c5 * r3
+                V[v + v2] = c5 * r2 - c2 * (r1 + r4) - r3
+                V[v + v3] = c2 * (r1 - r3) + r2 - r4
+                V[v + v4] = c2 * (r4 - r2) + r1 - r3
+                V[v + v5] = c2 * (r1 + r5) - c3 * (r2 - r4) - c4 * r3
+
+
+@njit(fastmath=FM, cache=True)
+def _wg4_out(M, mo, Yb, k0, nk, Uy, u0):
+    # Yb[((k0 + i)*4 + a)*4*Uy + 4*(u0 + j) + b] = (A^T m A)[4a + b] with m[t] = M[mo + (t*WG_KX
+    # + i)*WG_UB + j] (t = 6a + b): a tile's four columns side by side, so that a tile row's
+    # output row is contiguous in Yb (the copy to y then reads whole vectors). Through stack
+    # buffers (nothing to alias), as _wg_out.
+    wide_vectors()
+    m = stack_array(M, WG4_PATCH)
+    r = stack_array(M, WG4_ROWS)
+    o = stack_array(M, WG4_OUT)
+    c2, c4, c8 = M.dtype.type(2), M.dtype.type(4), M.dtype.type(8)
+    h2, h4, h8 = M.dtype.type(0.5), M.dtype.type(0.25), M.dtype.type(0.125)
+    for i in range(nk):
+        for t in range(36):
+            mb = mo + np.uint64((t * WG_KX + i) * WG_UB)
+            for j in range(WG_UB):
+                m[t * WG_UB + j] = M[mb + np.uint64(j)]
+        for b in range(6):
+            for j in range(WG_UB):
+                m0, m1, m2 = m[b * WG_UB + j], m[(6 + b) * WG_UB + j], m[(12 + b) * WG_UB + j]
+                m3, m4 = m[(18 + b) * WG_UB + j], m[(24 + b) * WG_UB + j]
+                m5 = m[(30 + b) * WG_UB + j]
+                sm, df = m1 + m2, m1 - m2
+                r[b * WG_UB + j] = m0 + sm + m3 + m4
+                r[(6 + b) * WG_UB + j] = df + h2 * m3 - c2 * m4
+                r[(12 + b) * WG_UB + j] = sm + h4 * m3 + c4 * m4
+                r[(18 + b) * WG_UB + j] = df + h8 * m3 - c8 * m4 + m5
+        for a in range(4):
+            for j in range(WG_UB):
+                ra = 6 * a * WG_UB + j
+                m0, m1, m2 = r[ra], r[ra + WG_UB], r[ra + 2 * WG_UB]
+                m3, m4, m5 = r[ra + 3 * WG_UB], r[ra + 4 * WG_UB], r[ra + 5 * WG_UB]
+                sm, df = m1 + m2, m1 - m2
+                o[4 * j] = m0 + sm + m3 + m4
+                o[4 * j + 1] = df + h2 * m3 - c2 * m4
+                o[4 * j + 2] = sm + h4 * m3 + c4 * m4
+                o[4 * j + 3] = df + h8 * m3 - c8 * m4 + m5
+            d = np.uint64(((k0 + i) * 4 + a) * 4 * Uy + 4 * u0)
+            for j in range(4 * WG_UB):
+                Yb[d + np.uint64(j)] = o[j]
+
+
+@njit(fastmath=FM, cache=True)
+def _wg4_copy(Yb, Uy, bias, yf, n, K, OH, OW, th0, nth, Wh):
+    # y[n, k, 4*th + a, ow] = Yb[(k*4 + a)*4*Uy + 4*(th - th0)*Wh + ow] + bias[k] for the
+    # band's output rows (see _wg4_out: whole rows, contiguous).
+    for k in range(K):
+        bk = bias[k]
+        for oh in range(4 * th0, min(OH, 4 * (th0 + nth))):
+            th, a = oh // 4 - th0, oh % 4
+            e = np.uint64((k * 4 + a) * 4 * Uy + 4 * th * Wh)
+            d = np.uint64(((n * K + k) * OH + oh) * OW)
+            for ow in range(OW):
+                yf[d + np.uint64(ow)] = Yb[e + np.uint64(ow)] + bk
+
+
+@njit(parallel=True, fastmath=FM, cache=True)
+def conv_wg4(src, U, bias, yf, Ko, OH, OW, oh0, ow0, nband, bad):
+    # conv_wg with F(4x4, 3x3): transformed weights U (36, nkb, Cq, WG_KX) (wg4_weights),
+    # per block V (36 taps x Cq x WG_UB) and M (nkb x 36 taps x WG_TILE), Yb (Ko x 16 x the
+    # band's tiles).
+    N, Cq = src.shape[0], src.shape[1]
+    TH, TW = (OH + 3) // 4, (OW + 3) // 4
+    Wh = TW + 1  # tile columns on the planes: the last one is never output
+    tb = -(-TH // nband)
+    nblk = -(-(tb * Wh) // WG_UB)
+    Uy = nblk * WG_UB
+    Up = Uy + Wh + 1  # planes are read a tile row and a tile past the band's last block
+    nkb = U.shape[1]
+    VS = Cq * WG_UB + WG_VPAD
+    bad[:] = 0
+    for task in prange(N * nband):
+        n, band = task // nband, task % nband
+        th0 = band * tb
+        nth = min(tb, TH - th0)
+        if nth <= 0:
+            continue
+        Z = np.empty(Cq * 16 * Up, dtype=src.dtype)
+        V = np.empty(36 * VS, dtype=src.dtype)
+        M = np.empty(nkb * 36 * WG_TILE, dtype=src.dtype)
+        Yb = np.empty(Ko * 16 * Uy, dtype=src.dtype)
+        check = _wg4_place(src, n, Z, Up, th0, nth, Wh, oh0, ow0)
+        if check - check != 0:
+            bad[n] = 1
+        for blk in range(-(-(nth * Wh) // WG_UB)):
+            u0 = blk * WG_UB
+            _wg4_in(Z, Up, Wh, V, VS, Cq, u0)
+            for t in range(36):
+                for kb in range(nkb):
+                    _wg_gemm(V, np.uint64(t * VS), U, t, kb, Cq, M,
+                             np.uint64((kb * 36 + t) * WG_TILE))
+            for kb in range(nkb):
+                _wg4_out(M, np.uint64(kb * 36 * WG_TILE), Yb, kb * WG_KX,
+                         min(WG_KX, Ko - kb * WG_KX), Uy, u0)
+        _wg4_copy(Yb, Uy, bias, yf, n, Ko, OH, OW, th0, nth, Wh)
+
+
+def _wg_bands(N, Cq, Ko, OH, OW, m=2):
+    # Tile-row bands per sample (m x m output tiles): a task's planes Z and outputs Yb
+    # within WG_BYTES, and about 4 tasks per thread where the samples alone give fewer.
+    TH, Wh = -(-OH // m), -(-OW // m) + 1
+    row_bytes = 4 * Wh * m * m * (Cq + Ko)
     nband = max(1, min(TH, -(-TH * row_bytes // WG_BYTES)))
     want = 4 * numba.get_num_threads()
     return min(TH, max(nband, -(-want // N)))
 
 
-def _run_wg(src, w, bias, out, Kout_g, Cq, grid, OH, OW, transpose):
-    # out (N, Kout_g, OH, OW); a sample whose input holds NaN or inf, or weights that do,
-    # go to px instead: the transforms add and subtract neighbouring inputs, so an inf
-    # would make NaN where the direct sum keeps inf.
+def _run_wg(src, w, bias, out, Kout_g, Cq, grid, OH, OW, transpose, m=2):
+    # out (N, Kout_g, OH, OW) by F(m x m, 3x3), m = 2 (wg) or 4 (wg4); a sample whose input
+    # holds NaN or inf, or weights that do, go to px instead: the transforms add and
+    # subtract neighbouring inputs, so an inf would make NaN where the direct sum keeps inf.
     if not np.isfinite(w).all():
         _run_px(src, w, bias, out.reshape(-1), 1, Kout_g, Cq, 3, 3, (1, 1), grid, OH, OW,
                 transpose)
         return
-    U = np.empty((16, -(-Kout_g // WG_KX), Cq, WG_KX), dtype=w.dtype)
-    wg_weights(w, U, transpose)
+    U = np.empty(((m + 2) ** 2, -(-Kout_g // WG_KX), Cq, WG_KX), dtype=w.dtype)
     N = src.shape[0]
     bad = np.empty(N, np.uint8)
-    conv_wg(src, U, bias, out.reshape(-1), Kout_g, OH, OW, grid.oh0, grid.ow0,
-            _wg_bands(N, Cq, Kout_g, OH, OW), bad)
+    nband = _wg_bands(N, Cq, Kout_g, OH, OW, m)
+    if m == 4:
+        wg4_weights(w, U, transpose, WG4_G)
+        conv_wg4(src, U, bias, out.reshape(-1), Kout_g, OH, OW, grid.oh0, grid.ow0, nband,
+                 bad)
+    else:
+        wg_weights(w, U, transpose)
+        conv_wg(src, U, bias, out.reshape(-1), Kout_g, OH, OW, grid.oh0, grid.ow0, nband,
+                bad)
     for n in np.flatnonzero(bad):
         _run_px(src[n:n + 1], w, bias, out[n:n + 1].reshape(-1), 1, Kout_g, Cq, 3, 3, (1, 1),
                 grid, OH, OW, transpose)
@@ -2043,8 +2296,9 @@ def _direct(version, src, w, bias, out, G, Kout_g, Cq, geo, grid, OH, OW, stride
     elif version == "sv":
         _run_sv(src, w, bias, out.reshape(-1), G, Kout_g, Cq, geo.R, geo.S, dil, grid, OH,
                 OW, transpose)
-    elif version == "wg":
-        _run_wg(src, w, bias, out, Kout_g, Cq, grid, OH, OW, transpose)
+    elif version in ("wg", "wg4"):
+        _run_wg(src, w, bias, out, Kout_g, Cq, grid, OH, OW, transpose,
+                4 if version == "wg4" else 2)
     else:
         _run_tile(src, w, bias, out.reshape(-1), G, Kout_g, Cq, geo.R, geo.S, dil, grid,
                   OH, OW, stride, transpose)
