@@ -133,6 +133,9 @@ def cases(quick):
     # backward-weights, the rule's, in both rows): wg's gain in the same run
     out += [conv_case(128, 32, 28, 28, 64, 3, 3, 1, "px", numpy_device=False),
             conv_case(32, 64, 56, 56, 64, 3, 3, 1, "px", numpy_device=False)]
+    # and with wg asked for (Winograd F(2x2, 3x3), the rule's before wg4): wg4's gain
+    out += [conv_case(128, 32, 28, 28, 64, 3, 3, 1, "wg", numpy_device=False),
+            conv_case(32, 64, 56, 56, 64, 3, 3, 1, "wg", numpy_device=False)]
     out += [conv_case(64, 128, 56, 56, 128, 3, 3, 1, algo, ("gpu",))
             for algo in ("direct", "im2col")]
     return out

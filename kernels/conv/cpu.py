@@ -388,7 +388,13 @@ def _auto(op, geo):
     if op in ("forward", "backward_data"):
         reduced, out = (geo.C, geo.K) if op == "forward" else (geo.K, geo.C)
         if not _applies("wg", op, geo) and min(reduced, out) >= WG_MIN_CHANNELS:
-            return "wg", f"3x3 stride 1, {reduced} -> {out} channels: Winograd F(2x2, 3x3)"
+            # the size of the image the op writes (y, or dx for backward-data)
+            OH, OW = (geo.OH, geo.OW) if op == "forward" else (geo.H, geo.W)
+            if min(OH, OW) >= WG4_MIN_SIZE:
+                return "wg4", (f"3x3 stride 1, {reduced} -> {out} channels, {OH}x{OW} "
+                               "outputs: Winograd F(4x4, 3x3)")
+            return "wg", (f"3x3 stride 1, {reduced} -> {out} channels, {OH}x{OW} outputs "
+                          f"(under {WG4_MIN_SIZE}): Winograd F(2x2, 3x3)")
         if op == "backward_data" or (geo.sh, geo.sw) == (1, 1):
             return "px", "stride 1 (backward-data always is): pixel vectors"
         return "tile", f"stride ({geo.sh}, {geo.sw}): the 6-pixel channel tile"
@@ -2015,6 +2021,9 @@ def conv_wg(src, U, bias, yf, Ko, OH, OW, oh0, ow0, nband, bad):
 # The blocks, the products (_wg_gemm) and the work split are wg's.
 WG4_G = np.array([[30, 0, 0], [10, 10, 10], [10, -10, 10], [64, 32, 16], [2, -4, 8],
                   [0, 0, 30]], dtype=np.float64) / 60
+# The smallest output rows and columns for which wg4 is chosen over wg (both need
+# WG_MIN_CHANNELS): measured below.
+WG4_MIN_SIZE = 8
 WG4_PATCH = 36 * WG_UB  # one channel's 36 transformed rows of a block
 WG4_ROWS = 24 * WG_UB  # the 4 x 6 half-transformed rows of the inverse transform
 WG4_OUT = 16 * WG_UB  # its 16 output rows

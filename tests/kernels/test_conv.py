@@ -57,6 +57,9 @@ CASES = [
     # reach (backward-data's grid then starts inside the gradient).
     ((2, 32, 9, 11), (34, 32, 3, 3), {"padding": 1}),
     ((1, 17, 7, 37), (16, 17, 3, 3), {"padding": (3, 0)}),
+    # 32+ channels on an image under WG4_MIN_SIZE (7 rows): the rule's wg, where 9x11 and
+    # up take wg4 (F(4x4, 3x3), whose last tiles here lie 3 rows and 1 column outside).
+    ((2, 33, 7, 12), (32, 33, 3, 3), {"padding": 1}),
 ]
 IDS = [f"case{i}" for i in range(len(CASES))]
 
@@ -214,12 +217,19 @@ def test_cpu_choose_says_why():
     big = _geometry((128, 32, 28, 28), (64, 32, 3, 3), {"padding": 1})
     assert cpu.choose("forward", big, "sv") == ("sv", "asked for sv")
     assert cpu.choose("forward", big) == (
-        "wg", "3x3 stride 1, 32 -> 64 channels: Winograd F(2x2, 3x3)")
-    assert cpu.choose("backward_data", big)[0] == "wg"
+        "wg4", "3x3 stride 1, 32 -> 64 channels, 28x28 outputs: Winograd F(4x4, 3x3)")
+    assert cpu.choose("backward_data", big)[0] == "wg4"
+    small = _geometry((8, 32, 7, 7), (64, 32, 3, 3), {"padding": 1})
+    assert cpu.choose("forward", small) == (
+        "wg", (f"3x3 stride 1, 32 -> 64 channels, 7x7 outputs (under {cpu.WG4_MIN_SIZE}): "
+               "Winograd F(2x2, 3x3)"))
+    assert cpu.choose("backward_data", small)[0] == "wg"
     dilated = _geometry((128, 32, 28, 28), (64, 32, 3, 3), {"padding": 2, "dilation": 2})
     assert cpu.choose("forward", dilated)[0] == "px"
     version, why = cpu.choose("backward_data", dilated, "wg")
     assert version == "px" and why.startswith("wg needs a 3x3 kernel, stride 1, dilation 1")
+    version, why = cpu.choose("forward", dilated, "wg4")
+    assert version == "px" and why.startswith("wg4 needs a 3x3 kernel, stride 1, dilation 1")
     few = _geometry((128, 16, 28, 28), (64, 16, 3, 3), {"padding": 1})
     assert cpu.choose("forward", few)[0] == "px"
     strided = _geometry((2, 8, 9, 9), (4, 8, 3, 3), {"stride": 2})
@@ -228,6 +238,33 @@ def test_cpu_choose_says_why():
     assert cpu.choose("forward", strided, "im2col") == ("im2col", "asked for im2col")
     with pytest.raises(ValueError, match="algo must be one of .* or a version of this backend"):
         F.conv2d(np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 3, 3)), algo="pxx")
+
+
+@pytest.mark.parametrize("version", ["wg4", "wg", "px"])
+@pytest.mark.parametrize("x_shape,w_shape", [((2, 32, 28, 28), (64, 32, 3, 3)),
+                                             ((1, 64, 56, 56), (64, 64, 3, 3))],
+                         ids=["c32", "c64"])
+def test_cpu_winograd_on_the_bench_layers(x_shape, w_shape, version):
+    # The bench's two 3x3 layers (fewer samples) with realistic data: normal x and g,
+    # He-scaled w. Winograd's transforms grow the float32 error (F(4x4, 3x3) about 8x the
+    # direct sum's worst, scripts in conv5's note); it must stay within the float32 rule.
+    from nnkern.kernels.conv import cpu, reference
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal(w_shape) * np.sqrt(2 / (w_shape[1] * 9))
+    b = rng.standard_normal(w_shape[0])
+    g = rng.standard_normal((x_shape[0], w_shape[0], x_shape[2], x_shape[3]))
+    args = ((1, 1), (1, 1), (1, 1), 1)
+    want_y, want_dx = np.empty(g.shape), np.empty(x.shape)
+    reference.conv2d_forward(x, w, b, want_y, *args, "direct")
+    reference.conv2d_backward_data(g, w, want_dx, *args, "direct")
+    f32 = [a.astype(np.float32) for a in (x, w, b, g)]
+    y, dx = np.full(g.shape, np.nan, np.float32), np.full(x.shape, np.nan, np.float32)
+    cpu.conv2d_forward(f32[0], f32[1], f32[2], y, *args, version)
+    cpu.conv2d_backward_data(f32[3], f32[1], dx, *args, version)
+    assert_close(y, want_y, np.float32, f"{version} y")
+    assert_close(dx, want_dx, np.float32, f"{version} dx")
 
 
 @pytest.mark.parametrize("version", CPU_VERSIONS)
