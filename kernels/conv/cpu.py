@@ -388,13 +388,14 @@ def _auto(op, geo):
     if op in ("forward", "backward_data"):
         reduced, out = (geo.C, geo.K) if op == "forward" else (geo.K, geo.C)
         if not _applies("wg", op, geo) and min(reduced, out) >= WG_MIN_CHANNELS:
-            # the size of the image the op writes (y, or dx for backward-data)
+            # the image the op writes (y, or dx for backward-data)
             OH, OW = (geo.OH, geo.OW) if op == "forward" else (geo.H, geo.W)
-            if min(OH, OW) >= WG4_MIN_SIZE:
+            use = _wg_lane_use(geo.N, reduced, out, OH, OW, 4)
+            if use >= WG4_MIN_LANE_USE:
                 return "wg4", (f"3x3 stride 1, {reduced} -> {out} channels, {OH}x{OW} "
-                               "outputs: Winograd F(4x4, 3x3)")
+                               f"outputs ({use:.0%} of F(4x4)'s lanes): Winograd F(4x4, 3x3)")
             return "wg", (f"3x3 stride 1, {reduced} -> {out} channels, {OH}x{OW} outputs "
-                          f"(under {WG4_MIN_SIZE}): Winograd F(2x2, 3x3)")
+                          f"({use:.0%} of F(4x4)'s lanes): Winograd F(2x2, 3x3)")
         if op == "backward_data" or (geo.sh, geo.sw) == (1, 1):
             return "px", "stride 1 (backward-data always is): pixel vectors"
         return "tile", f"stride ({geo.sh}, {geo.sw}): the 6-pixel channel tile"
@@ -2021,9 +2022,12 @@ def conv_wg(src, U, bias, yf, Ko, OH, OW, oh0, ow0, nband, bad):
 # The blocks, the products (_wg_gemm) and the work split are wg's.
 WG4_G = np.array([[30, 0, 0], [10, 10, 10], [10, -10, 10], [64, 32, 16], [2, -4, 8],
                   [0, 0, 30]], dtype=np.float64) / 60
-# The smallest output rows and columns for which wg4 is chosen over wg (both need
-# WG_MIN_CHANNELS): measured below.
-WG4_MIN_SIZE = 8
+# wg4 is chosen over wg (both need WG_MIN_CHANNELS) where at least this share of its
+# blocks' lanes hold output tiles (_wg_lane_use). wg4 against wg per op (forward,
+# backward-data; one process taking turns, busy machine): N128 C32 28x28 K64 (77% of the
+# lanes) 1.20x, 1.12x; N32 C64 56x56 K64 (77%) 0.98x, 1.00x; N128 C64 14x14 K64 (50%)
+# 0.74x, 0.73x.
+WG4_MIN_LANE_USE = 0.75
 WG4_PATCH = 36 * WG_UB  # one channel's 36 transformed rows of a block
 WG4_ROWS = 24 * WG_UB  # the 4 x 6 half-transformed rows of the inverse transform
 WG4_OUT = 16 * WG_UB  # its 16 output rows
@@ -2260,6 +2264,17 @@ def _wg_bands(N, Cq, Ko, OH, OW, m=2):
     nband = max(1, min(TH, -(-TH * row_bytes // WG_BYTES)))
     want = 4 * numba.get_num_threads()
     return min(TH, max(nband, -(-want // N)))
+
+
+def _wg_lane_use(N, Cq, Ko, OH, OW, m):
+    # The share of the lanes of F(m x m, 3x3)'s blocks that hold output tiles: a band's
+    # tile rows, each one tile longer than the image's (Wh), in blocks of WG_UB tiles.
+    nband = _wg_bands(N, Cq, Ko, OH, OW, m)
+    TH, TW = -(-OH // m), -(-OW // m)
+    tb = -(-TH // nband)
+    lanes = sum(-(-(min(tb, TH - th0) * (TW + 1)) // WG_UB) * WG_UB
+                for th0 in range(0, TH, tb))
+    return TH * TW / lanes
 
 
 def _run_wg(src, w, bias, out, Kout_g, Cq, grid, OH, OW, transpose, m=2):

@@ -57,9 +57,11 @@ CASES = [
     # reach (backward-data's grid then starts inside the gradient).
     ((2, 32, 9, 11), (34, 32, 3, 3), {"padding": 1}),
     ((1, 17, 7, 37), (16, 17, 3, 3), {"padding": (3, 0)}),
-    # 32+ channels on an image under WG4_MIN_SIZE (7 rows): the rule's wg, where 9x11 and
-    # up take wg4 (F(4x4, 3x3), whose last tiles here lie 3 rows and 1 column outside).
+    # wg4 (F(4x4, 3x3)) asked for, its last tiles 3 rows and 1 column outside the image;
+    # and an image whose 4x4 tiles fill its blocks' lanes (4 tile rows of 7 + 1: one
+    # 32-tile block), where the rule takes wg4 (the cases above take wg).
     ((2, 33, 7, 12), (32, 33, 3, 3), {"padding": 1}),
+    ((16, 32, 16, 28), (34, 32, 3, 3), {"padding": 1}),
 ]
 IDS = [f"case{i}" for i in range(len(CASES))]
 
@@ -216,13 +218,15 @@ def test_cpu_choose_says_why():
         "sv", f"stride 1, small layer: {lanes} samples as the vector lanes")
     big = _geometry((128, 32, 28, 28), (64, 32, 3, 3), {"padding": 1})
     assert cpu.choose("forward", big, "sv") == ("sv", "asked for sv")
-    assert cpu.choose("forward", big) == (
-        "wg4", "3x3 stride 1, 32 -> 64 channels, 28x28 outputs: Winograd F(4x4, 3x3)")
+    assert cpu.choose("forward", big) == ("wg4", (
+        "3x3 stride 1, 32 -> 64 channels, 28x28 outputs (77% of F(4x4)'s lanes): "
+        "Winograd F(4x4, 3x3)"))
     assert cpu.choose("backward_data", big)[0] == "wg4"
-    small = _geometry((8, 32, 7, 7), (64, 32, 3, 3), {"padding": 1})
-    assert cpu.choose("forward", small) == (
-        "wg", (f"3x3 stride 1, 32 -> 64 channels, 7x7 outputs (under {cpu.WG4_MIN_SIZE}): "
-               "Winograd F(2x2, 3x3)"))
+    # 14x14: 4 tile rows of 4 + 1 fill 20 of a block's 32 lanes, 16 of them outputs
+    small = _geometry((128, 64, 14, 14), (64, 64, 3, 3), {"padding": 1})
+    assert cpu.choose("forward", small) == ("wg", (
+        "3x3 stride 1, 64 -> 64 channels, 14x14 outputs (50% of F(4x4)'s lanes): "
+        "Winograd F(2x2, 3x3)"))
     assert cpu.choose("backward_data", small)[0] == "wg"
     dilated = _geometry((128, 32, 28, 28), (64, 32, 3, 3), {"padding": 2, "dilation": 2})
     assert cpu.choose("forward", dilated)[0] == "px"
