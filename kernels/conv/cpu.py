@@ -172,6 +172,25 @@ was shared and loaded while these were taken: read the ratios, not the times.
             the channel blocks (1.55x -> 1.75x px, busy machine); a NaN/inf check by the sum
             of the placed values rather than 0 * each (one thread 0.94x -> 1.0x of the
             version without a check); four planes instead of eight (see _wg_place).
+    wg4     (forward, backward-data; as wg) Winograd F(4x4, 3x3): a 4x4 output tile from its
+            6x6 input patch, 36 products per channel pair instead of 144 (4x fewer than the
+            direct sum, 1.78x fewer than wg). wg's blocks, products (_wg_gemm, 36 taps) and
+            work split; sixteen planes per channel (rows and columns mod 4). Interpolation
+            points 0, 1, -1, 1/2, -2 and infinity, chosen for accuracy (Barabasz et al. 2019
+            discuss the choice): float32 error against the float64 sum on the bench layers
+            (random normal x and g, He-scaled w), max of |e| / (|ref| + rms) and rms(e) /
+            rms(ref): forward 8.2e-6 and 8.7e-7 against 2.5e-5 and 1.3e-6 for the usual
+            0, +-1, +-2 (1.0e-6 and 2.0e-7 for wg, 6.4e-7 and 1.2e-7 for the direct sum);
+            12x inside the float32 rule (1e-4). Chosen over wg where at least
+            WG4_MIN_LANE_USE of its blocks' lanes hold output tiles (4x4 tiles leave more
+            of a 32-tile block empty on small images: 14x14 fills 50%, 0.73x wg). One
+            thread, per 32 samples of N128 C32 28x28 K64 forward (ms, wg -> wg4): placing
+            0.43 -> 0.51, input transform 0.46 -> 0.32, products 2.76 -> 1.72, inverse
+            transform 0.39 -> 0.46, copy to y 0.44 -> 0.26 (4.48 -> 3.27). How it got there:
+            the transforms' constants typed as the array's dtype (an int times a float32
+            is a float64 in Numba: input transform 0.77 -> 0.32, inverse 1.13 -> 0.51); the
+            inverse transform storing a tile row's four columns side by side, so the copy
+            to y reads whole rows (inverse + copy 0.51 + 0.65 -> 0.46 + 0.26).
 
 The work split. Forward and backward-data tasks are (sample, run of groups, band of
 pixel tiles), about 4 per thread: a sample's groups stay in one task while the samples
@@ -276,6 +295,11 @@ Tried and dropped (kept for the numbers):
       per chunk, so x's rows and g's stay in L1): 14.96 and 14.43 vs 14.25 ms, no faster;
       cl's tile walking output rows and columns instead of the pix_off table (one load
       and an index less per pixel): 15.39 vs 15.58 ms, within the noise, not kept;
+    - wg4's inverse transform reading M directly instead of through a stack copy (one
+      load pass less): 0.94 vs 0.51 ms per 32 samples (one thread, N128 C32 28x28 forward);
+      storing its output rows as four planes and the copy to y interleaving them, as wg
+      does: inverse + copy 0.51 + 0.65 vs 0.46 + 0.26 ms; the four columns stored from
+      four planar vectors (one store per column and tile): 1.29 ms;
 
 The SLP vectorizer must be on (kernels/__init__.py); fastmath 'contract' only (FMA,
 NaN-safe). Timings on this shared 2-core machine vary by +-30%: compare in one run
