@@ -183,7 +183,8 @@ was shared and loaded while these were taken: read the ratios, not the times.
             0, +-1, +-2 (1.0e-6 and 2.0e-7 for wg, 6.4e-7 and 1.2e-7 for the direct sum);
             12x inside the float32 rule (1e-4). Chosen over wg where at least
             WG4_MIN_LANE_USE of its blocks' lanes hold output tiles (4x4 tiles leave more
-            of a 32-tile block empty on small images: 14x14 fills 50%, 0.73x wg). One
+            of a 32-tile block empty on small images: 14x14 fills 50%, 0.73x wg) and a
+            task holds a whole sample (N1 C64 56x56 in 7 bands: 0.81x wg forward). One
             thread, per 32 samples of N128 C32 28x28 K64 forward (ms, wg -> wg4): placing
             0.43 -> 0.51, input transform 0.46 -> 0.32, products 2.76 -> 1.72, inverse
             transform 0.39 -> 0.46, copy to y 0.44 -> 0.26 (4.48 -> 3.27). How it got there:
@@ -415,11 +416,13 @@ def _auto(op, geo):
             # the image the op writes (y, or dx for backward-data)
             OH, OW = (geo.OH, geo.OW) if op == "forward" else (geo.H, geo.W)
             use = _wg_lane_use(geo.N, reduced, out, OH, OW, 4)
-            if use >= WG4_MIN_LANE_USE:
-                return "wg4", (f"3x3 stride 1, {reduced} -> {out} channels, {OH}x{OW} "
-                               f"outputs ({use:.0%} of F(4x4)'s lanes): Winograd F(4x4, 3x3)")
-            return "wg", (f"3x3 stride 1, {reduced} -> {out} channels, {OH}x{OW} outputs "
-                          f"({use:.0%} of F(4x4)'s lanes): Winograd F(2x2, 3x3)")
+            nband = _wg_bands(geo.N, reduced, out, OH, OW, 4)
+            shape = f"3x3 stride 1, {reduced} -> {out} channels, {OH}x{OW} outputs"
+            if use >= WG4_MIN_LANE_USE and nband == 1:
+                return "wg4", (f"{shape} ({use:.0%} of F(4x4)'s lanes, whole samples): "
+                               "Winograd F(4x4, 3x3)")
+            return "wg", (f"{shape} ({use:.0%} of F(4x4)'s lanes, {nband} bands per sample): "
+                          "Winograd F(2x2, 3x3)")
         if op == "backward_data" or (geo.sh, geo.sw) == (1, 1):
             return "px", "stride 1 (backward-data always is): pixel vectors"
         return "tile", f"stride ({geo.sh}, {geo.sw}): the 6-pixel channel tile"
@@ -2046,11 +2049,13 @@ def conv_wg(src, U, bias, yf, Ko, OH, OW, oh0, ow0, nband, bad):
 # The blocks, the products (_wg_gemm) and the work split are wg's.
 WG4_G = np.array([[30, 0, 0], [10, 10, 10], [10, -10, 10], [64, 32, 16], [2, -4, 8],
                   [0, 0, 30]], dtype=np.float64) / 60
-# wg4 is chosen over wg (both need WG_MIN_CHANNELS) where at least this share of its
-# blocks' lanes hold output tiles (_wg_lane_use). wg4 against wg per op (forward,
-# backward-data; one process taking turns, busy machine): N128 C32 28x28 K64 (77% of the
-# lanes) 1.20x, 1.12x; N32 C64 56x56 K64 (77%) 0.98x, 1.00x; N128 C64 14x14 K64 (50%)
-# 0.74x, 0.73x.
+# wg4 is chosen over wg (both need WG_MIN_CHANNELS) where a task holds a whole sample (one
+# band: a band places one tile row more than it outputs, 4 input rows for wg4 against 2
+# for wg) and at least this share of its blocks' lanes hold output tiles (_wg_lane_use).
+# wg4 against wg per op (forward, backward-data; one process taking turns, busy machine):
+# N128 C32 28x28 K64 (one band, 77% of the lanes) 1.20x, 1.12x; N32 C64 56x56 K64 (2
+# bands, 77%) 0.98-1.01x, 1.00-1.01x; N1 C64 56x56 K64 (7 bands, 88%) 0.81x, 0.95x; N128
+# C64 14x14 K64 (one band, 50%) 0.74x, 0.73x.
 WG4_MIN_LANE_USE = 0.75
 WG4_PATCH = 36 * WG_UB  # one channel's 36 transformed rows of a block
 WG4_ROWS = 24 * WG_UB  # the 4 x 6 half-transformed rows of the inverse transform

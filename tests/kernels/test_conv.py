@@ -219,15 +219,18 @@ def test_cpu_choose_says_why():
     big = _geometry((128, 32, 28, 28), (64, 32, 3, 3), {"padding": 1})
     assert cpu.choose("forward", big, "sv") == ("sv", "asked for sv")
     assert cpu.choose("forward", big) == ("wg4", (
-        "3x3 stride 1, 32 -> 64 channels, 28x28 outputs (77% of F(4x4)'s lanes): "
-        "Winograd F(4x4, 3x3)"))
+        "3x3 stride 1, 32 -> 64 channels, 28x28 outputs (77% of F(4x4)'s lanes, whole "
+        "samples): Winograd F(4x4, 3x3)"))
     assert cpu.choose("backward_data", big)[0] == "wg4"
     # 14x14: 4 tile rows of 4 + 1 fill 20 of a block's 32 lanes, 16 of them outputs
     small = _geometry((128, 64, 14, 14), (64, 64, 3, 3), {"padding": 1})
     assert cpu.choose("forward", small) == ("wg", (
-        "3x3 stride 1, 64 -> 64 channels, 14x14 outputs (50% of F(4x4)'s lanes): "
-        "Winograd F(2x2, 3x3)"))
+        "3x3 stride 1, 64 -> 64 channels, 14x14 outputs (50% of F(4x4)'s lanes, 1 bands "
+        "per sample): Winograd F(2x2, 3x3)"))
     assert cpu.choose("backward_data", small)[0] == "wg"
+    one = _geometry((1, 64, 56, 56), (64, 64, 3, 3), {"padding": 1})
+    assert cpu.choose("forward", one)[0] == "wg" and "88% of F(4x4)'s lanes" in (
+        cpu.choose("forward", one)[1])
     dilated = _geometry((128, 32, 28, 28), (64, 32, 3, 3), {"padding": 2, "dilation": 2})
     assert cpu.choose("forward", dilated)[0] == "px"
     version, why = cpu.choose("backward_data", dilated, "wg")
