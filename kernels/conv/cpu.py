@@ -1989,22 +1989,23 @@ def _wg_copy(Yb, Uy, bias, yf, n, K, OH, OW, th0, nth, Wh):
 
 
 @njit(parallel=True, fastmath=FM, cache=True)
-def conv_wg(src, U, bias, yf, Ko, OH, OW, oh0, ow0, nband, bad):
+def conv_wg(src, U, bias, yf, Ko, OH, OW, oh0, ow0, nband, bad, m):
     # y (N, Ko, OH, OW) flat = the 3x3 stride-1 convolution of src (N, Cq, A, B) placed at
-    # (oh0, ow0) in zeros, by Winograd F(2x2, 3x3) with transformed weights U (16, nkb, Cq,
-    # WG_KX) (wg_weights). A task is one sample and one band of its tile rows; per block
-    # of WG_UB tiles: V (16 taps x Cq x WG_UB), M (nkb x 16 taps x WG_TILE; the taps
-    # outermost, so a tap's V stays in L1 across the channel blocks), then the inverse
-    # transform into Yb (Ko x 4 x the band's tiles), copied to y. bad[n] = 1 where src[n]
-    # holds NaN or inf (the caller recomputes that sample exactly).
+    # (oh0, ow0) in zeros, by Winograd F(m x m, 3x3), m = 2 (wg) or 4 (wg4), with T = (m +
+    # 2)^2 taps of transformed weights U (T, nkb, Cq, WG_KX) (wg_weights, wg4_weights). A
+    # task is one sample and one band of its tile rows; per block of WG_UB tiles: V (T taps
+    # x Cq x WG_UB), M (nkb x T taps x WG_TILE; the taps outermost, so a tap's V stays in
+    # L1 across the channel blocks), then the inverse transform into Yb (Ko x m*m x the
+    # band's tiles), copied to y. bad[n] = 1 where src[n] holds NaN or inf (the caller
+    # recomputes that sample exactly).
     N, Cq = src.shape[0], src.shape[1]
-    TH, TW = (OH + 1) // 2, (OW + 1) // 2
+    TH, TW = -(-OH // m), -(-OW // m)
     Wh = TW + 1  # tile columns on the planes: the last one is never output
     tb = -(-TH // nband)
     nblk = -(-(tb * Wh) // WG_UB)
     Uy = nblk * WG_UB
     Up = Uy + Wh + 1  # planes are read a tile row and a tile past the band's last block
-    nkb = U.shape[1]
+    T, nkb = U.shape[0], U.shape[1]
     VS = Cq * WG_UB + WG_VPAD
     bad[:] = 0
     for task in prange(N * nband):
@@ -2013,24 +2014,36 @@ def conv_wg(src, U, bias, yf, Ko, OH, OW, oh0, ow0, nband, bad):
         nth = min(tb, TH - th0)
         if nth <= 0:
             continue
-        Z = np.empty(Cq * 4 * Up, dtype=src.dtype)
-        V = np.empty(16 * VS, dtype=src.dtype)
-        M = np.empty(nkb * 16 * WG_TILE, dtype=src.dtype)
-        Yb = np.empty(Ko * 4 * Uy, dtype=src.dtype)
-        check = _wg_place(src, n, Z, Up, th0, nth, Wh, oh0, ow0)
+        Z = np.empty(Cq * m * m * Up, dtype=src.dtype)
+        V = np.empty(T * VS, dtype=src.dtype)
+        M = np.empty(nkb * T * WG_TILE, dtype=src.dtype)
+        Yb = np.empty(Ko * m * m * Uy, dtype=src.dtype)
+        if m == 4:
+            check = _wg4_place(src, n, Z, Up, th0, nth, Wh, oh0, ow0)
+        else:
+            check = _wg_place(src, n, Z, Up, th0, nth, Wh, oh0, ow0)
         if check - check != 0:
             bad[n] = 1
         for blk in range(-(-(nth * Wh) // WG_UB)):
             u0 = blk * WG_UB
-            _wg_in(Z, Up, Wh, V, VS, Cq, u0)
-            for t in range(16):
+            if m == 4:
+                _wg4_in(Z, Up, Wh, V, VS, Cq, u0)
+            else:
+                _wg_in(Z, Up, Wh, V, VS, Cq, u0)
+            for t in range(T):
                 for kb in range(nkb):
                     _wg_gemm(V, np.uint64(t * VS), U, t, kb, Cq, M,
-                             np.uint64((kb * 16 + t) * WG_TILE))
+                             np.uint64((kb * T + t) * WG_TILE))
             for kb in range(nkb):
-                _wg_out(M, np.uint64(kb * 16 * WG_TILE), Yb, kb * WG_KX,
-                        min(WG_KX, Ko - kb * WG_KX), Uy, u0)
-        _wg_copy(Yb, Uy, bias, yf, n, Ko, OH, OW, th0, nth, Wh)
+                mo, nk = np.uint64(kb * T * WG_TILE), min(WG_KX, Ko - kb * WG_KX)
+                if m == 4:
+                    _wg4_out(M, mo, Yb, kb * WG_KX, nk, Uy, u0)
+                else:
+                    _wg_out(M, mo, Yb, kb * WG_KX, nk, Uy, u0)
+        if m == 4:
+            _wg4_copy(Yb, Uy, bias, yf, n, Ko, OH, OW, th0, nth, Wh)
+        else:
+            _wg_copy(Yb, Uy, bias, yf, n, Ko, OH, OW, th0, nth, Wh)
 
 
 # ----------------------------------------------------------------------------
@@ -2049,7 +2062,7 @@ def conv_wg(src, U, bias, yf, Ko, OH, OW, oh0, ow0, nband, bad):
 #            [0, 2, 1, -2, -1, 0], [0, 1, -2, -1, 2, 0], [0, 2, -3, -4, 3, 2]]
 #     A^T = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 1/2, -2, 0], [0, 1, 1, 1/4, 4, 0],
 #            [0, 1, -1, 1/8, -8, 1]]
-# The blocks, the products (_wg_gemm) and the work split are wg's.
+# The blocks, the products (_wg_gemm) and the work split are wg's (conv_wg).
 WG4_G = np.array([[30, 0, 0], [10, 10, 10], [10, -10, 10], [64, 32, 16], [2, -4, 8],
                   [0, 0, 30]], dtype=np.float64) / 60
 # wg4 is chosen over wg (both need WG_MIN_CHANNELS) where a task holds a whole sample (one
@@ -2247,47 +2260,6 @@ def _wg4_copy(Yb, Uy, bias, yf, n, K, OH, OW, th0, nth, Wh):
                 yf[d + np.uint64(ow)] = Yb[e + np.uint64(ow)] + bk
 
 
-@njit(parallel=True, fastmath=FM, cache=True)
-def conv_wg4(src, U, bias, yf, Ko, OH, OW, oh0, ow0, nband, bad):
-    # conv_wg with F(4x4, 3x3): transformed weights U (36, nkb, Cq, WG_KX) (wg4_weights),
-    # per block V (36 taps x Cq x WG_UB) and M (nkb x 36 taps x WG_TILE), Yb (Ko x 16 x the
-    # band's tiles).
-    N, Cq = src.shape[0], src.shape[1]
-    TH, TW = (OH + 3) // 4, (OW + 3) // 4
-    Wh = TW + 1  # tile columns on the planes: the last one is never output
-    tb = -(-TH // nband)
-    nblk = -(-(tb * Wh) // WG_UB)
-    Uy = nblk * WG_UB
-    Up = Uy + Wh + 1  # planes are read a tile row and a tile past the band's last block
-    nkb = U.shape[1]
-    VS = Cq * WG_UB + WG_VPAD
-    bad[:] = 0
-    for task in prange(N * nband):
-        n, band = task // nband, task % nband
-        th0 = band * tb
-        nth = min(tb, TH - th0)
-        if nth <= 0:
-            continue
-        Z = np.empty(Cq * 16 * Up, dtype=src.dtype)
-        V = np.empty(36 * VS, dtype=src.dtype)
-        M = np.empty(nkb * 36 * WG_TILE, dtype=src.dtype)
-        Yb = np.empty(Ko * 16 * Uy, dtype=src.dtype)
-        check = _wg4_place(src, n, Z, Up, th0, nth, Wh, oh0, ow0)
-        if check - check != 0:
-            bad[n] = 1
-        for blk in range(-(-(nth * Wh) // WG_UB)):
-            u0 = blk * WG_UB
-            _wg4_in(Z, Up, Wh, V, VS, Cq, u0)
-            for t in range(36):
-                for kb in range(nkb):
-                    _wg_gemm(V, np.uint64(t * VS), U, t, kb, Cq, M,
-                             np.uint64((kb * 36 + t) * WG_TILE))
-            for kb in range(nkb):
-                _wg4_out(M, np.uint64(kb * 36 * WG_TILE), Yb, kb * WG_KX,
-                         min(WG_KX, Ko - kb * WG_KX), Uy, u0)
-        _wg4_copy(Yb, Uy, bias, yf, n, Ko, OH, OW, th0, nth, Wh)
-
-
 def _wg_bands(N, Cq, Ko, OH, OW, m=2):
     # Tile-row bands per sample (m x m output tiles): a task's planes Z and outputs Yb
     # within WG_BYTES, and about 4 tasks per thread where the samples alone give fewer.
@@ -2323,12 +2295,9 @@ def _run_wg(src, w, bias, out, Kout_g, Cq, grid, OH, OW, transpose, m=2):
     nband = _wg_bands(N, Cq, Kout_g, OH, OW, m)
     if m == 4:
         wg4_weights(w, U, transpose, WG4_G)
-        conv_wg4(src, U, bias, out.reshape(-1), Kout_g, OH, OW, grid.oh0, grid.ow0, nband,
-                 bad)
     else:
         wg_weights(w, U, transpose)
-        conv_wg(src, U, bias, out.reshape(-1), Kout_g, OH, OW, grid.oh0, grid.ow0, nband,
-                bad)
+    conv_wg(src, U, bias, out.reshape(-1), Kout_g, OH, OW, grid.oh0, grid.ow0, nband, bad, m)
     for n in np.flatnonzero(bad):
         _run_px(src[n:n + 1], w, bias, out[n:n + 1].reshape(-1), 1, Kout_g, Cq, 3, 3, (1, 1),
                 grid, OH, OW, transpose)
