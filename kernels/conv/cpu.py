@@ -193,7 +193,13 @@ was shared and loaded while these were taken: read the ratios, not the times.
             the transforms' constants typed as the array's dtype (an int times a float32
             is a float64 in Numba: input transform 0.77 -> 0.32, inverse 1.13 -> 0.51); the
             inverse transform storing a tile row's four columns side by side, so the copy
-            to y reads whole rows (inverse + copy 0.51 + 0.65 -> 0.46 + 0.26).
+            to y reads whole rows (inverse + copy 0.51 + 0.65 -> 0.46 + 0.26). Per op, 2
+            threads, one process taking turns with torch[channels_last] (ms): N128 C32
+            28x28 K64 forward wg 10.90 -> wg4 9.42 (torch 11.31: 1.04x -> 1.20x),
+            backward-data 12.32 -> 10.74 (torch 12.38: 1.00x -> 1.15x); alone, A/B against
+            wg: forward 10.9 -> 7.7, backward-data 11.1 -> 9.0. Fwd+bwd in the bench (cl's
+            backward-weights in both), quiet runs: 1.01-1.05x torch[channels_last], the wg
+            row beside it 0.89-0.93x.
 
 The work split. Forward and backward-data tasks are (sample, run of groups, band of
 pixel tiles), about 4 per thread: a sample's groups stay in one task while the samples
@@ -303,6 +309,16 @@ Tried and dropped (kept for the numbers):
       storing its output rows as four planes and the copy to y interleaving them, as wg
       does: inverse + copy 0.51 + 0.65 vs 0.46 + 0.26 ms; the four columns stored from
       four planar vectors (one store per column and tile): 1.29 ms;
+    - wg4 with the channel blocks outermost (per kb the 36 taps' products, then at once
+      its inverse transform: M 36 KB instead of 295 KB, V read from L2 per kb): 0.96-0.97x
+      (N128 C32 28x28 forward and backward-data, one process taking turns, 2 threads);
+      two bands per sample (Z and Yb halved, the lanes as full, one tile row placed
+      twice): 0.90x; the placing through a zeroed row buffer, then split into the four
+      phases without a test: 0.99x; M's channel blocks WG_MPAD = 16 elements off 4 KB
+      strides (wg and wg4): 0.98-1.01x. In context (one thread, the body with one phase
+      switched off at a time) wg4's time on this layer is products 59%, placing 22%,
+      inverse transform 20%, copy 16%, input transform 14% (each alone 1.5-2.5x its time
+      in isolation: the phases evict each other's data from L2);
 
 The SLP vectorizer must be on (kernels/__init__.py); fastmath 'contract' only (FMA,
 NaN-safe). Timings on this shared 2-core machine vary by +-30%: compare in one run
