@@ -315,10 +315,12 @@ Tried and dropped (kept for the numbers):
       two bands per sample (Z and Yb halved, the lanes as full, one tile row placed
       twice): 0.90x; the placing through a zeroed row buffer, then split into the four
       phases without a test: 0.99x; M's channel blocks WG_MPAD = 16 elements off 4 KB
-      strides (wg and wg4): 0.98-1.01x. In context (one thread, the body with one phase
-      switched off at a time) wg4's time on this layer is products 59%, placing 22%,
-      inverse transform 20%, copy 16%, input transform 14% (each alone 1.5-2.5x its time
-      in isolation: the phases evict each other's data from L2);
+      strides (wg and wg4): 0.98-1.01x; the inverse transform writing its block's pieces
+      of output rows straight into y (no Yb, no copy): 0.91x forward, 0.93x
+      backward-data. In context (one thread, the body with one phase switched off at a
+      time) switching off the products saves 59% of wg4's time on this layer, the placing
+      22%, the inverse transform 20%, the copy 16%, the input transform 14% (each 1.5-2.5x
+      its time alone: the phases evict each other's data from L2);
 
 The SLP vectorizer must be on (kernels/__init__.py); fastmath 'contract' only (FMA,
 NaN-safe). Timings on this shared 2-core machine vary by +-30%: compare in one run
