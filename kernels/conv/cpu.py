@@ -198,8 +198,8 @@ was shared and loaded while these were taken: read the ratios, not the times.
             28x28 K64 forward wg 10.90 -> wg4 9.42 (torch 11.31: 1.04x -> 1.20x),
             backward-data 12.32 -> 10.74 (torch 12.38: 1.00x -> 1.15x); alone, A/B against
             wg: forward 10.9 -> 7.7, backward-data 11.1 -> 9.0. Fwd+bwd in the bench (cl's
-            backward-weights in both), quiet runs: 1.01-1.05x torch[channels_last], the wg
-            row beside it 0.89-0.93x.
+            backward-weights in both), four quiet runs: 0.97-1.05x torch[channels_last], the
+            wg row beside it 0.89-0.93x.
 
 The work split. Forward and backward-data tasks are (sample, run of groups, band of
 pixel tiles), about 4 per thread: a sample's groups stay in one task while the samples
