@@ -78,6 +78,13 @@ Versions (VERSIONS; choose() picks one per call and says why), in reading order:
             - op(b) = b is packed row piece by row piece as W32-lane vector copies
               (copy_lanes): 1024^2 in 0.34-0.37 ms instead of 0.48 ms for the
               element loop, which LLVM left scalar (3% of the 2-thread 1024^3).
+              A packing task is BG = 8 strips of one step of K, copied row by row of
+              b (pack_b_group), so each row gives one 1 KB run: a strip per task read
+              128 bytes of each of 256 rows 8 KB apart, each a miss the hardware
+              prefetcher (which stays within a page) did not foresee. All of op(b) at
+              2048^3 on both threads: 1.62 -> 0.64 ms (best of 10 turns; the strip
+              with a software prefetch 8 rows ahead: 0.79 ms); it had been 3% of the
+              product, a separate phase before the blocks that nothing overlaps.
             - op(b) = b.T is packed MR x MR blocks at a time, transposed in
               registers (transpose_mr with the strip's row stride): 1024^2 on one
               thread in 0.39 ms instead of 0.71 ms element by element.
@@ -677,10 +684,44 @@ def b_panel_shape(N, K, dtype):
     return nk, (N + R - 1) // R, kc, R
 
 
+BG = 8  # B strips per packing task (op(b) = b: each row of b gives BG*NR contiguous values)
+
+
+@njit(cache=True)
+def pack_b_group(b, trans_b, bp, t):
+    # B packing task t = kb * G + g of gemm_packed (G = ceil(S / BG) groups per step of K):
+    # strips [g*BG, (g+1)*BG) of step kb. With op(b) = b the whole strips are copied row by
+    # row of b, each row's BG*NR values (1 KB) read as one run: a strip at a time read
+    # only NR values (128 bytes) of each of kc rows, rows often a multiple of 4 KB apart,
+    # every one a miss that the hardware prefetcher (which stays inside a page) did not
+    # foresee (2048^3: all of op(b) packed in 1.62 ms instead of 0.64, best of 10 turns).
+    S, KC, R = bp.shape[1:]
+    K = b.shape[1] if trans_b else b.shape[0]
+    N = b.shape[0] if trans_b else b.shape[1]
+    G = (S + BG - 1) // BG
+    kb = t // G
+    s0 = (t - kb * G) * BG
+    s1 = min(S, s0 + BG)
+    if not trans_b:
+        k0 = kb * KC
+        kc = min(KC, K - k0)
+        whole = max(s0, min(s1, N // R))  # strips lying wholly inside b
+        src = b.reshape(-1)
+        dst = bp.reshape(-1)
+        for p in range(kc):
+            for s in range(s0, whole):
+                d = ((kb * S + s) * KC + p) * R
+                for q in range(0, R, W32):
+                    copy_lanes(dst, d + q, src, (k0 + p) * N + s * R + q, W32)
+        s0 = whole
+    for s in range(s0, s1):  # b.T strips, or the ragged strip
+        pack_b_strip(b, trans_b, bp, kb * S + s)
+
+
 @njit(cache=True)
 def pack_b_strip(b, trans_b, bp, t):
-    # b: (K, N) or (N, K) -> bp[kb, s] for task t = kb * S + s; columns past N are
-    # zero, rows past K in the last step are never read
+    # b: (K, N) or (N, K) -> bp[kb, s] for strip t = kb * S + s, a strip of b.T or the
+    # ragged last strip; columns past N are zero, rows past K in the last step are never read
     S, KC, R = bp.shape[1:]
     K = b.shape[1] if trans_b else b.shape[0]
     N = b.shape[0] if trans_b else b.shape[1]
@@ -698,13 +739,7 @@ def pack_b_strip(b, trans_b, bp, t):
         for p in range(whole, kc):
             for j in range(R):
                 bp[kb, s, p, j] = b[j0 + j, k0 + p]
-    elif j0 + R <= N:  # kc rows of b, R contiguous values each: W32-lane vector copies
-        src = b.reshape(-1)
-        dst = bp[kb, s].reshape(-1)
-        for p in range(kc):
-            for q in range(0, R, W32):
-                copy_lanes(dst, p * R + q, src, (k0 + p) * N + j0 + q, W32)
-    else:  # the ragged strip, zero-padded
+    else:  # the ragged strip (whole strips of b are pack_b_group's), zero-padded
         for p in range(kc):
             for j in range(R):
                 n = j0 + j
@@ -826,7 +861,7 @@ def gemm_packed(a, b, c, trans_a, trans_b, K, bp, ap, nbm, nbn, accumulate, bias
     # panel ap[thread id], which stays in its L2. a and b: arrays, or Gathered operands
     # (pack_a, pack_b); K: the depth of the product.
     epilogue = (accumulate, bias, has_bias, relu)
-    for t in prange(bp.shape[0] * bp.shape[1]):
+    for t in prange(bp.shape[0] * ((bp.shape[1] + BG - 1) // BG)):
         pack_b(b, trans_b, bp, t)
     for task in prange(nbm * nbn):
         mine = ap[numba.get_thread_id()]
@@ -1077,13 +1112,25 @@ def pack_b_gathered(x, bp, t):
             bp[kb, s, q, j] = src[rows[k0 + q] + cols[j0 + j]] if j0 + j < N else 0
 
 
+@njit(cache=True)
+def pack_b_gathered_group(x, bp, t):
+    # B packing task t (BG strips of one step of K, as pack_b_group) of a Gathered operand
+    S = bp.shape[1]
+    G = (S + BG - 1) // BG
+    kb = t // G
+    s0 = (t - kb * G) * BG
+    for s in range(s0, min(S, s0 + BG)):
+        pack_b_gathered(x, bp, kb * S + s)
+
+
 def pack_a(a, trans_a, ap, s0, s1, k0, kc):
     """op(a)'s strips for block(): pack_a_block for an array, pack_a_gathered for a
     Gathered operand (chosen when the caller compiles)."""
 
 
 def pack_b(b, trans_b, bp, t):
-    """op(b)'s strip t for gemm_packed: pack_b_strip or pack_b_gathered, as pack_a."""
+    """op(b)'s packing task t for gemm_packed (BG strips of one step of K): pack_b_group, or
+    pack_b_gathered strip by strip, chosen as pack_a is."""
 
 
 @overload(pack_a, inline="always")
@@ -1096,8 +1143,8 @@ def _pack_a(a, trans_a, ap, s0, s1, k0, kc):
 @overload(pack_b, inline="always")
 def _pack_b(b, trans_b, bp, t):
     if isinstance(b, types.BaseTuple):
-        return lambda b, trans_b, bp, t: pack_b_gathered(b, bp, t)
-    return lambda b, trans_b, bp, t: pack_b_strip(b, trans_b, bp, t)
+        return lambda b, trans_b, bp, t: pack_b_gathered_group(b, bp, t)
+    return lambda b, trans_b, bp, t: pack_b_group(b, trans_b, bp, t)
 
 
 def gemm_operands(a, b, c, trans_a, trans_b, accumulate, bias=None,
