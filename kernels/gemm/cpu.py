@@ -79,12 +79,27 @@ Versions (VERSIONS; choose() picks one per call and says why), in reading order:
               (copy_lanes): 1024^2 in 0.34-0.37 ms instead of 0.48 ms for the
               element loop, which LLVM left scalar (3% of the 2-thread 1024^3).
               A packing task is BG = 8 strips of one step of K, copied row by row of
-              b (pack_b_group), so each row gives one 1 KB run: a strip per task read
+              b (pack_b_strips), so each row gives one 1 KB run: a strip per task read
               128 bytes of each of 256 rows 8 KB apart, each a miss the hardware
               prefetcher (which stays within a page) did not foresee. All of op(b) at
               2048^3 on both threads: 1.62 -> 0.64 ms (best of 10 turns; the strip
               with a software prefetch 8 rows ahead: 0.79 ms); it had been 3% of the
               product, a separate phase before the blocks that nothing overlaps.
+            - by columns (gemm_packed's by_columns; when the column blocks are a
+              multiple of the threads, as at 2048^3: 16 x 2 blocks): one prange
+              iteration per column block, which runs all its row blocks; the first
+              packs the block's B strips step by step of K just before its tiles
+              use them, so op(b) is packed without a phase of its own (2048^3 with
+              the whole op(b) packed first, even in groups: 2.8 ms of 59.4 by
+              median went when the phase was skipped (stale panel), 5%) and without
+              the wait for the slower thread at its end, and each thread packs only
+              its own columns' B strips, while they are in its L2. The A strips are
+              packed as often as before (once per block). 2048^3 NN, one
+              process, 24 turns in rotating order, another engineer's tests on one
+              of the two CPUs: paired median 1.032x the whole-panel-first kernel on
+              the same split (16 x 2); 32 x 2 by columns 1.034x, 16 x 4 0.990x.
+              1024^3 keeps its 8 x 1 row blocks (8 x 2 by columns: 0.985x, A packed
+              twice).
             - op(b) = b.T is packed MR x MR blocks at a time, transposed in
               registers (transpose_mr with the strip's row stride): 1024^2 on one
               thread in 0.39 ms instead of 0.71 ms element by element.
@@ -152,6 +167,12 @@ AVX-512 machine, implementations taking turns, best of 30-40 turns):
       spinning through nnkern's samples), not the kernel's.
 
 Tried and dropped (with numbers):
+    - keeping a row block's A strips for every step of K (1 MB a thread at 2048^3) so
+      the next column block of the same rows packs none (A packed once instead of
+      twice), and prefetching the next step's rows of a into L2 a part per B strip
+      during the tiles (the packing then reads L2): 2048^3 NN paired medians against
+      main's kernel 1.003-1.012 with either or both, 1.006 without (one process, 24
+      turns, rotating order, /work/scratch/gemm3/abn.py): inside the noise, not kept.
     - 6-row tiles on AVX-512: 8 rows measured 6-8% faster (1024^3: 290 vs 268
       GFLOP/s); 12 rows no better.
     - handing the blocks of c out dynamically (numba.parallel_chunksize(1)):
@@ -303,6 +324,7 @@ KC = 256  # depth of one micro-kernel call: A strip <= 8 KB, B strip <= 32 KB: L
 MC = 128  # rows of c per block (16 strips): the block's A panel (128 KB) in L2
 TASKS_PER_THREAD = 4  # blocks of c per thread in the packed version
 NC = 1024  # columns of c per block at most: its MC x NC block of c (512 KB) stays in L2
+BY_COLUMNS = True  # packed: a thread's column blocks pack their own B strips (gemm_packed)
 # sizes of the stack buffers (compile-time constants): an edge tile of c, and the
 # A and B strips the small version cannot read in place
 TILE_STACK = MR * NR32
@@ -684,24 +706,20 @@ def b_panel_shape(N, K, dtype):
     return nk, (N + R - 1) // R, kc, R
 
 
-BG = 8  # B strips per packing task (op(b) = b: each row of b gives BG*NR contiguous values)
+BG = 8  # B strips per packing task of the shared panel (each row of b gives 1 KB)
 
 
 @njit(cache=True)
-def pack_b_group(b, trans_b, bp, t):
-    # B packing task t = kb * G + g of gemm_packed (G = ceil(S / BG) groups per step of K):
-    # strips [g*BG, (g+1)*BG) of step kb. With op(b) = b the whole strips are copied row by
-    # row of b, each row's BG*NR values (1 KB) read as one run: a strip at a time read
-    # only NR values (128 bytes) of each of kc rows, rows often a multiple of 4 KB apart,
-    # every one a miss that the hardware prefetcher (which stays inside a page) did not
-    # foresee (2048^3: all of op(b) packed in 1.62 ms instead of 0.64, best of 10 turns).
+def pack_b_strips(b, trans_b, bp, kb, s0, s1):
+    # strips [s0, s1) of step kb of op(b) (b: (K, N) or (N, K)) -> bp[kb, s0:s1]. With
+    # op(b) = b the whole strips are copied row by row of b, each row's (s1-s0)*NR values
+    # read as one run: a strip at a time read only NR values (128 bytes) of each of kc
+    # rows, rows often a multiple of 4 KB apart, every one a miss that the hardware
+    # prefetcher (which stays inside a page) did not foresee (2048^3: all of op(b) packed
+    # in 1.62 ms instead of 0.64 as groups of BG strips, best of 10 turns).
     S, KC, R = bp.shape[1:]
     K = b.shape[1] if trans_b else b.shape[0]
     N = b.shape[0] if trans_b else b.shape[1]
-    G = (S + BG - 1) // BG
-    kb = t // G
-    s0 = (t - kb * G) * BG
-    s1 = min(S, s0 + BG)
     if not trans_b:
         k0 = kb * KC
         kc = min(KC, K - k0)
@@ -739,7 +757,7 @@ def pack_b_strip(b, trans_b, bp, t):
         for p in range(whole, kc):
             for j in range(R):
                 bp[kb, s, p, j] = b[j0 + j, k0 + p]
-    else:  # the ragged strip (whole strips of b are pack_b_group's), zero-padded
+    else:  # the ragged strip (whole strips of b are pack_b_strips'), zero-padded
         for p in range(kc):
             for j in range(R):
                 n = j0 + j
@@ -795,13 +813,14 @@ def pack_a_block(a, trans_a, ap, s0, s1, k0, kc):
 
 
 @njit(cache=True)
-def block(a, trans_a, bp, ap, c, s0, s1, n0, n1, K, epilogue):
+def block(a, trans_a, b, trans_b, bp, ap, c, s0, s1, n0, n1, K, epilogue, own_b):
     # c[s0*MR:s1*MR, n0*NR:n1*NR]: A strips [s0, s1) times B strips [n0, n1). Per
     # step of KC along K, the block's A strips are packed into ap (this task's
     # L2-sized scratch, >= s1-s0 strips), then every B strip (KC x NR, kept in
     # L1) meets every A strip. Every tile goes through tile_at (addresses and offsets,
     # no views: no reference counting per tile); an edge tile of c through the stack
-    # tile, which edge_tile stores.
+    # tile, which edge_tile stores. own_b: this block packs its B strips of each step
+    # first (the first row block of a column block, gemm_packed by columns).
     accumulate, bias, has_bias, relu = epilogue
     NK, S, KC, R = bp.shape
     M, N = c.shape
@@ -812,6 +831,8 @@ def block(a, trans_a, bp, ap, c, s0, s1, n0, n1, K, epilogue):
     for kb in range(NK):
         k0 = kb * KC
         kc = min(KC, K - k0)
+        if own_b:
+            pack_b(b, trans_b, bp, kb, n0, n1)
         pack_a(a, trans_a, ap, s0, s1, k0, kc)
         first, last = kb == 0, kb == NK - 1
         add = accumulate or not first
@@ -840,7 +861,7 @@ def block(a, trans_a, bp, ap, c, s0, s1, n0, n1, K, epilogue):
 
 
 @njit(cache=True)
-def task_block(a, trans_a, bp, ap, c, task, nbm, nbn, K, epilogue):
+def task_block(a, trans_a, b, trans_b, bp, ap, c, task, nbm, nbn, K, epilogue):
     # task number -> (row block, column block) of c, each of about equal size
     SM = (c.shape[0] + MR - 1) // MR
     SN = bp.shape[1]
@@ -848,24 +869,47 @@ def task_block(a, trans_a, bp, ap, c, task, nbm, nbn, K, epilogue):
     bn = task - bm * nbn
     s0, s1 = bm * SM // nbm, (bm + 1) * SM // nbm
     n0, n1 = bn * SN // nbn, (bn + 1) * SN // nbn
-    block(a, trans_a, bp, ap, c, s0, s1, n0, n1, K, epilogue)
+    block(a, trans_a, b, trans_b, bp, ap, c, s0, s1, n0, n1, K, epilogue, False)
+
+
+@njit(cache=True)
+def column_block(a, trans_a, b, trans_b, bp, ap, c, bn, nbm, nbn, K, epilogue):
+    # column block bn of c, row block by row block; the first packs the B strips
+    SM = (c.shape[0] + MR - 1) // MR
+    SN = bp.shape[1]
+    n0, n1 = bn * SN // nbn, (bn + 1) * SN // nbn
+    for bm in range(nbm):
+        s0, s1 = bm * SM // nbm, (bm + 1) * SM // nbm
+        block(a, trans_a, b, trans_b, bp, ap, c, s0, s1, n0, n1, K, epilogue, bm == 0)
 
 
 @njit(parallel=True, cache=True)
-def gemm_packed(a, b, c, trans_a, trans_b, K, bp, ap, nbm, nbn, accumulate, bias, has_bias,
-                relu):
-    # op(b) packed by strips, then nbm x nbn blocks of c, one per prange iteration (no
-    # two write the same element of c), on the caller's thread count (run_packed sets
-    # it; with one thread the team of one runs inline and wakes no other thread). A
-    # thread runs its blocks one after another, packing their A strips into its own
-    # panel ap[thread id], which stays in its L2. a and b: arrays, or Gathered operands
-    # (pack_a, pack_b); K: the depth of the product.
+def gemm_packed(a, b, c, trans_a, trans_b, K, bp, ap, nbm, nbn, by_columns, accumulate, bias,
+                has_bias, relu):
+    # nbm x nbn blocks of c, no two writing the same element of c, on the caller's thread
+    # count (run_packed sets it; with one thread the team of one runs inline and wakes no
+    # other thread). A thread packs the A strips of its blocks into its own panel
+    # ap[thread id], which stays in its L2. op(b) is packed into bp:
+    # - by_columns: one prange iteration per column block, which runs its row blocks one
+    #   after another; the first packs the block's B strips step by step of K just before
+    #   its tiles use them (no phase of its own, no wait for the other threads);
+    # - else: all of op(b) first, BG strips per iteration, then one iteration per block.
+    # a and b: arrays, or Gathered operands (pack_a, pack_b); K: the depth of the product.
     epilogue = (accumulate, bias, has_bias, relu)
-    for t in prange(bp.shape[0] * ((bp.shape[1] + BG - 1) // BG)):
-        pack_b(b, trans_b, bp, t)
-    for task in prange(nbm * nbn):
-        mine = ap[numba.get_thread_id()]
-        task_block(a, trans_a, bp, mine, c, task, nbm, nbn, K, epilogue)
+    if by_columns:
+        for bn in prange(nbn):
+            column_block(a, trans_a, b, trans_b, bp, ap[numba.get_thread_id()], c, bn, nbm, nbn,
+                         K, epilogue)
+    else:
+        NK, S = bp.shape[0], bp.shape[1]
+        G = (S + BG - 1) // BG
+        for t in prange(NK * G):
+            kb = t // G
+            s0 = (t - kb * G) * BG
+            pack_b(b, trans_b, bp, kb, s0, min(S, s0 + BG))
+        for task in prange(nbm * nbn):
+            task_block(a, trans_a, b, trans_b, bp, ap[numba.get_thread_id()], c, task, nbm, nbn,
+                       K, epilogue)
 
 
 def packing_scratch(M, N, K, dtype, threads, nbm):
@@ -897,10 +941,11 @@ def run_packed(a, b, c, trans_a, trans_b, K, accumulate, bias, has_bias, relu,
         nbm = min(strips, max(tasks, round(M / MC)))
         strips_n = (N + NR[c.dtype] - 1) // NR[c.dtype]
         nbn = max(1, min(strips_n, max((tasks + nbm - 1) // nbm, -(-N // NC))))
+    by_columns = BY_COLUMNS and threads > 1 and nbn % threads == 0
     bp, ap = packing_scratch(M, N, K, c.dtype, threads, nbm)
     with team(threads):
-        gemm_packed(a, b, c, trans_a, trans_b, K, bp, ap, nbm, nbn, accumulate, bias,
-                    has_bias, relu)
+        gemm_packed(a, b, c, trans_a, trans_b, K, bp, ap, nbm, nbn, by_columns, accumulate,
+                    bias, has_bias, relu)
 
 
 # ----------------------------------------------------------------------------
@@ -1113,14 +1158,10 @@ def pack_b_gathered(x, bp, t):
 
 
 @njit(cache=True)
-def pack_b_gathered_group(x, bp, t):
-    # B packing task t (BG strips of one step of K, as pack_b_group) of a Gathered operand
-    S = bp.shape[1]
-    G = (S + BG - 1) // BG
-    kb = t // G
-    s0 = (t - kb * G) * BG
-    for s in range(s0, min(S, s0 + BG)):
-        pack_b_gathered(x, bp, kb * S + s)
+def pack_b_gathered_strips(x, bp, kb, s0, s1):
+    # strips [s0, s1) of step kb of a Gathered operand, as pack_b_strips
+    for s in range(s0, s1):
+        pack_b_gathered(x, bp, kb * bp.shape[1] + s)
 
 
 def pack_a(a, trans_a, ap, s0, s1, k0, kc):
@@ -1128,9 +1169,9 @@ def pack_a(a, trans_a, ap, s0, s1, k0, kc):
     Gathered operand (chosen when the caller compiles)."""
 
 
-def pack_b(b, trans_b, bp, t):
-    """op(b)'s packing task t for gemm_packed (BG strips of one step of K): pack_b_group, or
-    pack_b_gathered strip by strip, chosen as pack_a is."""
+def pack_b(b, trans_b, bp, kb, s0, s1):
+    """op(b)'s strips [s0, s1) of step kb: pack_b_strips, or pack_b_gathered strip by strip,
+    chosen as pack_a is."""
 
 
 @overload(pack_a, inline="always")
@@ -1141,10 +1182,10 @@ def _pack_a(a, trans_a, ap, s0, s1, k0, kc):
 
 
 @overload(pack_b, inline="always")
-def _pack_b(b, trans_b, bp, t):
+def _pack_b(b, trans_b, bp, kb, s0, s1):
     if isinstance(b, types.BaseTuple):
-        return lambda b, trans_b, bp, t: pack_b_gathered_group(b, bp, t)
-    return lambda b, trans_b, bp, t: pack_b_group(b, trans_b, bp, t)
+        return lambda b, trans_b, bp, kb, s0, s1: pack_b_gathered_strips(b, bp, kb, s0, s1)
+    return lambda b, trans_b, bp, kb, s0, s1: pack_b_strips(b, trans_b, bp, kb, s0, s1)
 
 
 def gemm_operands(a, b, c, trans_a, trans_b, accumulate, bias=None,
