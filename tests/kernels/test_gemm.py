@@ -129,8 +129,9 @@ def test_gemm_kernel_accumulate():
 
 # (M, N, K) per CPU version: ragged edges in both directions, more than one step of
 # K (KC = 256) for small and packed, few rows (packed splits the columns), work on
-# one thread and on all threads (packed); N = 300 is a last B packing group of one
-# whole strip and the ragged one (BG = 8 strips a group)
+# one thread and on all threads (packed); on two threads the last two run packed by
+# columns (each column block packs its own B strips), with ragged strips; N = 300 is a
+# last B packing group of one whole strip and the ragged one (BG = 8 strips a group)
 VERSION_SHAPES = [(5, 7, 3), (1, 33, 17), (9, 70, 40), (37, 70, 300), (64, 64, 64),
                   (257, 131, 260), (7, 1100, 1100), (50, 300, 600)]
 
