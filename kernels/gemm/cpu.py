@@ -94,12 +94,15 @@ Versions (VERSIONS; choose() picks one per call and says why), in reading order:
               median went when the phase was skipped (stale panel), 5%) and without
               the wait for the slower thread at its end, and each thread packs only
               its own columns' B strips, while they are in its L2. The A strips are
-              packed as often as before (once per block). 2048^3 NN, one
-              process, 24 turns in rotating order, another engineer's tests on one
-              of the two CPUs: paired median 1.032x the whole-panel-first kernel on
-              the same split (16 x 2); 32 x 2 by columns 1.034x, 16 x 4 0.990x.
-              1024^3 keeps its 8 x 1 row blocks (8 x 2 by columns: 0.985x, A packed
-              twice).
+              packed as often as before (once per block). Measured in one process,
+              implementations in rotating turns (/work/scratch/gemm3/abn.py, split.py;
+              other engineers' tests ran beside, so read them as ranges): 2048^3 NN
+              paired median 1.042x main's kernel over 20 turns (NumPy 1.045x in the
+              same turns; the grouped B packing alone 1.004x), NT 1.026x, TN 0.999x
+              (grouped alone 1.015x); against the same kernel with the whole op(b)
+              packed first, on the same 16 x 2 split, 1.032x (one of the two CPUs
+              taken by another process). 1024^3 keeps its 8 x 1 row blocks (8 x 2 by
+              columns: 0.985x, A packed twice).
             - op(b) = b.T is packed MR x MR blocks at a time, transposed in
               registers (transpose_mr with the strip's row stride): 1024^2 on one
               thread in 0.39 ms instead of 0.71 ms element by element.
@@ -173,6 +176,15 @@ Tried and dropped (with numbers):
       during the tiles (the packing then reads L2): 2048^3 NN paired medians against
       main's kernel 1.003-1.012 with either or both, 1.006 without (one process, 24
       turns, rotating order, /work/scratch/gemm3/abn.py): inside the noise, not kept.
+    - NN's A packing (register transposes of MR rows 8 KB apart at 2048^3) was suspected of
+      NN 2048's 0.93x; it is not the slow part: the whole product's packing pattern alone
+      takes 0.50 ms against 0.98 ms for TN's row copies (best of 20, prof3.py), and a
+      software prefetch of the next strip's rows (0.60 ms) or of 64 values ahead (0.51
+      ms) does not help it. Per piece (2048^3 NN, main's kernel with parts switched off,
+      best of 10): whole 50.4 ms, without B packing 48.4, without A packing 48.8, tiles
+      alone 46.3, NumPy 49.8 in the same turns.
+    - other splits by columns at 2048^3 (paired medians against 16 x 2 by columns, one
+      CPU busy with other work): 8 x 2 0.993x, 12 x 2 1.013x, 32 x 2 about equal.
     - 6-row tiles on AVX-512: 8 rows measured 6-8% faster (1024^3: 290 vs 268
       GFLOP/s); 12 rows no better.
     - handing the blocks of c out dynamically (numba.parallel_chunksize(1)):
