@@ -82,6 +82,15 @@ was shared and loaded while these were taken: read the ratios, not the times.
             (14.25 -> 13.97, 14.48 -> 14.07 ms; 2.4% of the products are skipped), C64
             26.11 -> 26.11 ms, N1 C64 0.82 -> 0.82 ms. Skipping the padding columns too
             needs the tile to walk rows and columns (about as many products again); not done.
+            Then, for 3-wide kernels: a tile of KW3 = 4 output channels x TK input
+            channels x a kernel row's three taps (24 accumulators), so one broadcast of
+            g serves three taps: per pixel 4 broadcasts, 6 vector loads, 24 FMAs (10
+            loads per 24 FMAs instead of per 16), and a third of the pix_off loads and
+            tile calls. The sums are bitwise those of the one-tap tile (same order).
+            Against the one-tap tile, one process, order rotated (/tmp/conv6/abcl.py),
+            2 threads: N128 C32 28x28 K64 15.82 -> 15.19 ms (1.04x; 1.02 -> 1.07x
+            torch[channels_last]), N32 C64 56x56 29.45 -> 28.10 ms (1.05x), N1 C64
+            56x56 1.10 -> 0.98 ms (1.12x); one thread, N128 C32: 1.03x, 1.05x, 1.04x.
     px      (forward, backward-data; stride 1) vectorised over pixels: output pixel
             (oh, ow) is numbered p = oh*Wz + ow on the padded input's grid, so a tap
             reads neighbouring pixels as contiguous vector loads, even across row ends
@@ -321,6 +330,10 @@ Tried and dropped (kept for the numbers):
       time) switching off the products saves 59% of wg4's time on this layer, the placing
       22%, the inverse transform 20%, the copy 16%, the input transform 14% (each 1.5-2.5x
       its time alone: the phases evict each other's data from L2);
+    - cl prefetching the next sample's x and g into L2 (prefetcht1 on each cache line,
+      spread over the current sample's tile calls), so the placing and the db row sums
+      read L2: N128 C32 28x28 K64 1.007x and 0.991x (14.60 -> 14.50, 15.26 -> 15.40 ms,
+      2 threads, one process taking turns): the hardware prefetchers already keep up;
 
 The SLP vectorizer must be on (kernels/__init__.py); fastmath 'contract' only (FMA,
 NaN-safe). Timings on this shared 2-core machine vary by +-30%: compare in one run
@@ -1055,6 +1068,60 @@ def _tile_cl(xt, xb, tap, pix_off, pa, pb, gf, o0, o1, o2, o3, o4, o5, o6, o7, p
                     part[piece, kbase + i, base + np.uint64(c)] += acc[i * TK + c]
 
 
+KW3 = 4
+CL3_TILE = 3 * KW3 * TK
+
+
+@njit(fastmath=FM, cache=True)
+def _tile_cl3(xt, xb, tap, dw, pix_off, pa, pb, gf, o0, o1, o2, o3, part,
+              piece, kbase, nkw, cbase, nc, Cg, t):
+    # Three taps of one kernel row at once (t, t+1, t+2; padded-pixel offsets tap,
+    # tap + dw, tap + 2*dw), KW3 output channels x TK input channels each: a broadcast
+    # of g serves three taps (per pixel 4 broadcasts, 6 vector loads, 24 FMAs).
+    wide_vectors()
+    acc = stack_array(part, CL3_TILE)
+    for i in range(CL3_TILE):
+        acc[i] = 0
+    d1 = dw * np.uint64(TK)
+    for i in range(pb - pa):
+        pu = np.uint64(pa) + np.uint64(i)
+        xo = xb + (pix_off[pu] + tap) * np.uint64(TK)
+        g0 = gf[o0 + pu]
+        g1 = gf[o1 + pu]
+        g2 = gf[o2 + pu]
+        g3 = gf[o3 + pu]
+        for c in range(TK):
+            xa = xt[xo + np.uint64(c)]
+            xb1 = xt[xo + d1 + np.uint64(c)]
+            xc = xt[xo + d1 + d1 + np.uint64(c)]
+            acc[c] += g0 * xa
+            acc[TK + c] += g1 * xa
+            acc[2 * TK + c] += g2 * xa
+            acc[3 * TK + c] += g3 * xa
+            acc[4 * TK + c] += g0 * xb1
+            acc[5 * TK + c] += g1 * xb1
+            acc[6 * TK + c] += g2 * xb1
+            acc[7 * TK + c] += g3 * xb1
+            acc[8 * TK + c] += g0 * xc
+            acc[9 * TK + c] += g1 * xc
+            acc[10 * TK + c] += g2 * xc
+            acc[11 * TK + c] += g3 * xc
+    for j in range(3):
+        base = np.uint64((t + j) * Cg + cbase)
+        if nc == TK:  # a whole channel block: no lane test, so the adds stay vectors
+            for i in range(KW3):
+                if i < nkw:
+                    for c in range(TK):
+                        part[piece, kbase + i, base + np.uint64(c)] += acc[
+                            (j * KW3 + i) * TK + c]
+        else:
+            for i in range(KW3):
+                for c in range(TK):
+                    if i < nkw and c < nc:
+                        part[piece, kbase + i, base + np.uint64(c)] += acc[
+                            (j * KW3 + i) * TK + c]
+
+
 @njit(fastmath={"reassoc", "contract"}, cache=True)
 def _row_sum(gf, src, n):
     # sum of gf[src : src + n] in gf's dtype, vectorised ('reassoc' keeps NaN/inf).
@@ -1062,6 +1129,18 @@ def _row_sum(gf, src, n):
     for p in range(n):
         acc += gf[src + np.uint64(p)]
     return acc
+
+
+@njit(cache=True)
+def _live_pixels(skip, r, dh, ph, sh, H, OW, pa, pb):
+    # The pixels pa..pb that kernel row r reaches inside the image: with skip (g finite),
+    # the output rows oh with 0 <= oh*sh + r*dh - ph < H; otherwise all of them.
+    if not skip:
+        return pa, pb
+    lo = ph - r * dh
+    oh_lo = max(0, -(-lo // sh))
+    oh_hi = (H - 1 + lo) // sh
+    return max(pa, oh_lo * OW), min(pb, (oh_hi + 1) * OW)
 
 
 @njit(parallel=True, fastmath=FM, cache=True)
@@ -1082,6 +1161,9 @@ def conv_dw_cl(x, g, part, dbpart, nband, pix_off, taps, G, Hp, Wp, ph, pw, OW, 
     gf = g.reshape(N * K * P)
     xf = x.reshape(N * Cx * H * W)
     items = N * nband
+    # 3-wide kernels take the three-tap tile (_tile_cl3: a g broadcast serves a kernel
+    # row's three taps, 1.04-1.05x on the 3x3 layers); other widths the KW x TK tile
+    tri = S == 3
     for piece in prange(npiece):
         part[piece] = 0
         dbpart[piece] = 0
@@ -1131,6 +1213,25 @@ def conv_dw_cl(x, g, part, dbpart, nband, pix_off, taps, G, Hp, Wp, ph, pw, OW, 
                 # the padding add nothing (0 * g) and are skipped; otherwise they run, so
                 # 0 * inf makes NaN as in the direct sum.
                 skip = gsum - gsum == 0
+                if tri:
+                    for k0 in range(0, Kg, KW3):
+                        last = min(KW3, Kg - k0) - 1
+                        o = np.uint64((n * K + grp * Kg + k0) * P)
+                        o1 = o + np.uint64(min(1, last) * P)
+                        o2 = o + np.uint64(min(2, last) * P)
+                        o3 = o + np.uint64(min(3, last) * P)
+                        for cb in range(ncb):
+                            for t in range(0, RS, 3):
+                                qa, qb = _live_pixels(skip, t // S, dh, ph, sh, H, OW, pa, pb)
+                                if qb <= qa:
+                                    continue
+                                _tile_cl3(
+                                    xt, np.uint64(cb * Hp * Wp * TK), taps[t], taps[1] - taps[0],
+                                    pix_off, qa, qb, gf, o, o1, o2, o3, part, piece,
+                                    grp * Kg + k0, last + 1, cb * TK, min(TK, Cg - cb * TK),
+                                    Cg, t,
+                                )
+                    continue
                 for k0 in range(0, Kg, KW):
                     last = min(KW, Kg - k0) - 1
                     o = np.uint64((n * K + grp * Kg + k0) * P)
@@ -1144,16 +1245,9 @@ def conv_dw_cl(x, g, part, dbpart, nband, pix_off, taps, G, Hp, Wp, ph, pw, OW, 
                     o7 = o + np.uint64(min(7, last) * P)
                     for cb in range(ncb):
                         for t in range(RS):
-                            qa, qb = pa, pb
-                            if skip:
-                                # output rows oh with 0 <= oh*sh + r*dh - ph < H
-                                lo = ph - t // S * dh
-                                oh_lo = max(0, -(-lo // sh))
-                                oh_hi = (H - 1 + lo) // sh
-                                qa = max(pa, oh_lo * OW)
-                                qb = min(pb, (oh_hi + 1) * OW)
-                                if qb <= qa:
-                                    continue
+                            qa, qb = _live_pixels(skip, t // S, dh, ph, sh, H, OW, pa, pb)
+                            if qb <= qa:
+                                continue
                             _tile_cl(
                                 xt, np.uint64(cb * Hp * Wp * TK), taps[t], pix_off, qa, qb,
                                 gf, o, o1, o2, o3, o4, o5, o6, o7, part, piece,

@@ -535,7 +535,8 @@ def test_conv2d_device_mismatch():
 # channels per group (two channel blocks), output channels not a multiple of the tiles,
 # groups, strides and dilations, a batch of one (pixel bands). Rows of 16+ pixels (cl
 # places x by transposed 16 x 16 blocks, the last one shifted back inside the row) with
-# a whole 32-channel block and a partial one, and a whole block per group.
+# a whole 32-channel block and a partial one, and a whole block per group; a 3-wide
+# kernel with a column stride and dilation (cl's three-tap tile: taps dilation apart).
 BW_CASES = [
     ((2, 40, 6, 7), (9, 40, 3, 3), (1, 1), (1, 1), (1, 1), 1),
     ((3, 6, 9, 8), (10, 3, 3, 2), (2, 1), (1, 0), (1, 2), 2),
@@ -544,6 +545,7 @@ BW_CASES = [
     ((1, 3, 9, 13), (5, 3, 3, 2), (1, 1), (1, 0), (1, 2), 1),
     ((1, 40, 5, 19), (9, 40, 3, 3), (1, 1), (1, 1), (1, 1), 1),
     ((2, 64, 4, 17), (8, 32, 3, 3), (1, 1), (0, 1), (1, 1), 2),
+    ((2, 5, 9, 12), (7, 5, 3, 3), (1, 2), (1, 1), (1, 2), 1),
 ]
 
 
