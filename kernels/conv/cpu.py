@@ -1055,17 +1055,26 @@ def _tile_cl(xt, xb, tap, pix_off, pa, pb, gf, o0, o1, o2, o3, o4, o5, o6, o7, p
             acc[5 * TK + c] += g5 * xv
             acc[6 * TK + c] += g6 * xv
             acc[7 * TK + c] += g7 * xv
-    base = np.uint64(t * Cg + cbase)
-    if nc == TK:  # a whole channel block: no lane test, so the adds stay vectors
-        for i in range(KW):  # (constant trip counts: see _tile_dw)
-            if i < nkw:
+    _add_cl_tile(acc, part, piece, kbase, nkw, t * Cg + cbase, Cg, nc, 1, KW)
+
+
+@njit(inline="always")
+def _add_cl_tile(acc, part, piece, kbase, nkw, base, Cg, nc, ntap, kw):
+    # Add a cl tile's accumulators acc[(j*kw + i)*TK + c] (ntap taps from t, kw channel
+    # rows) at part[piece, kbase + i, base + j*Cg + c], base = t*Cg + cbase, whole
+    # vectors. ntap and kw are constants at each call (inlined), so the loops unroll.
+    for j in range(ntap):
+        b = np.uint64(base + j * Cg)
+        if nc == TK:  # a whole channel block: no lane test, so the adds stay vectors
+            for i in range(kw):  # (constant trip counts: see _tile_dw)
+                if i < nkw:
+                    for c in range(TK):
+                        part[piece, kbase + i, b + np.uint64(c)] += acc[(j * kw + i) * TK + c]
+        else:
+            for i in range(kw):
                 for c in range(TK):
-                    part[piece, kbase + i, base + np.uint64(c)] += acc[i * TK + c]
-    else:
-        for i in range(KW):
-            for c in range(TK):
-                if i < nkw and c < nc:
-                    part[piece, kbase + i, base + np.uint64(c)] += acc[i * TK + c]
+                    if i < nkw and c < nc:
+                        part[piece, kbase + i, b + np.uint64(c)] += acc[(j * kw + i) * TK + c]
 
 
 KW3 = 4
@@ -1106,20 +1115,7 @@ def _tile_cl3(xt, xb, tap, dw, pix_off, pa, pb, gf, o0, o1, o2, o3, part,
             acc[9 * TK + c] += g1 * xc
             acc[10 * TK + c] += g2 * xc
             acc[11 * TK + c] += g3 * xc
-    for j in range(3):
-        base = np.uint64((t + j) * Cg + cbase)
-        if nc == TK:  # a whole channel block: no lane test, so the adds stay vectors
-            for i in range(KW3):
-                if i < nkw:
-                    for c in range(TK):
-                        part[piece, kbase + i, base + np.uint64(c)] += acc[
-                            (j * KW3 + i) * TK + c]
-        else:
-            for i in range(KW3):
-                for c in range(TK):
-                    if i < nkw and c < nc:
-                        part[piece, kbase + i, base + np.uint64(c)] += acc[
-                            (j * KW3 + i) * TK + c]
+    _add_cl_tile(acc, part, piece, kbase, nkw, t * Cg + cbase, Cg, nc, 3, KW3)
 
 
 @njit(fastmath={"reassoc", "contract"}, cache=True)
