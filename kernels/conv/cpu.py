@@ -88,9 +88,12 @@ was shared and loaded while these were taken: read the ratios, not the times.
             loads per 24 FMAs instead of per 16), and a third of the pix_off loads and
             tile calls. The sums are bitwise those of the one-tap tile (same order).
             Against the one-tap tile, one process, order rotated (/tmp/conv6/abcl.py),
-            2 threads: N128 C32 28x28 K64 15.82 -> 15.19 ms (1.04x; 1.02 -> 1.07x
-            torch[channels_last]), N32 C64 56x56 29.45 -> 28.10 ms (1.05x), N1 C64
-            56x56 1.10 -> 0.98 ms (1.12x); one thread, N128 C32: 1.03x, 1.05x, 1.04x.
+            2 threads: N128 C32 28x28 K64 1.04x, 1.08x, 1.09x in three runs (15.82 ->
+            15.19, 13.85 -> 12.78, 13.47 -> 12.33 ms; 1.01-1.05x -> 1.07-1.15x
+            torch[channels_last]), N32 C64 56x56 1.05x, 1.08x (29.45 -> 28.10, 29.57 ->
+            27.30 ms), N1 C64 56x56 1.12x, 1.03x (1.10 -> 0.98, 1.08 -> 1.04 ms); one
+            thread, N128 C32: 1.03x, 1.05x, 1.04x. The bench's C32 fwd+bwd row after it,
+            three quiet runs: 1.07, 1.07, 1.15x torch[channels_last] (0.97-1.05x before).
     px      (forward, backward-data; stride 1) vectorised over pixels: output pixel
             (oh, ow) is numbered p = oh*Wz + ow on the padded input's grid, so a tap
             reads neighbouring pixels as contiguous vector loads, even across row ends
