@@ -241,7 +241,7 @@ def choose(M, N, K, trans_b, why=True, trans_a=False, dtype=np.float32):
 
     >>> choose(64, 64, 64, False)[0]
     'small'
-    >>> choose(32, 128, 784, True)[0]  # the MLP's first dense layer at batch 32
+    >>> choose(NR32, 128, 784, True)[0]  # x @ w.T, one strip of rows (32 on AVX-512)
     'small_t'
     """
     work = M * N * K

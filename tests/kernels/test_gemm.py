@@ -165,12 +165,14 @@ def test_cpu_version_choice():
     assert GEMM_CPU.choose(64, 64, 64, True)[0] == "small"
     version, why = GEMM_CPU.choose(1024, 1024, 1024, False)
     assert version == "packed" and "M*N*K" in why
-    # small_t: M whole strips of NR rows (32 float32, 16 float64) with a long K and b.T,
-    # or a ragged N of few strips (test_cpu_versions checks what it computes)
-    assert GEMM_CPU.choose(32, 128, 784, True)[0] == "small_t"
-    assert GEMM_CPU.choose(32, 128, 784, True, dtype=np.float64)[0] == "small"
-    assert GEMM_CPU.choose(16, 128, 784, True, dtype=np.float64)[0] == "small_t"
-    assert GEMM_CPU.choose(32, 128, 784, True, trans_a=True)[0] == "small"
+    # small_t: M whole strips of NR rows (the vector width's: 32 float32 and 16 float64 rows
+    # with AVX-512, half that with AVX2) with a long K and b.T, or a ragged N of few strips
+    # (test_cpu_versions checks what it computes)
+    nr32, nr64 = GEMM_CPU.NR32, GEMM_CPU.NR64
+    assert GEMM_CPU.choose(nr32, 128, 784, True)[0] == "small_t"
+    assert GEMM_CPU.choose(nr32, 128, 784, True, dtype=np.float64)[0] == "small"
+    assert GEMM_CPU.choose(nr64, 128, 784, True, dtype=np.float64)[0] == "small_t"
+    assert GEMM_CPU.choose(nr32, 128, 784, True, trans_a=True)[0] == "small"
     version, why = GEMM_CPU.choose(64, 10, 84, False)
     assert version == "small_t" and "ragged" in why
     with pytest.raises(ValueError, match=r"version must be one of \('naive', 'small', "
