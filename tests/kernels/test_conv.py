@@ -209,10 +209,10 @@ def test_run_pieces_calls_every_piece_by_address(dtype):
 def test_cpu_choose_says_why():
     from nnkern.kernels.conv import cpu
 
-    lenet1 = _geometry((8, 1, 28, 28), (6, 1, 5, 5), {"padding": 2})
+    lanes = cpu.LANES  # 16 with AVX-512, 8 with AVX2: sv needs a block of that many samples
+    lenet1 = _geometry((lanes // 2, 1, 28, 28), (6, 1, 5, 5), {"padding": 2})
     assert cpu.choose("backward_weights", lenet1) == (
         "pxw", "1 input channels per group fill few channel lanes")
-    lanes = cpu.LANES
     lenet1 = _geometry((128, 1, 28, 28), (6, 1, 5, 5), {"padding": 2})
     assert cpu.choose("backward_weights", lenet1) == (
         "sv", f"stride 1, small layer: {lanes} samples as the vector lanes")
@@ -222,10 +222,11 @@ def test_cpu_choose_says_why():
         "3x3 stride 1, 32 -> 64 channels, 28x28 outputs (77% of F(4x4)'s lanes, whole "
         "samples): Winograd F(4x4, 3x3)"))
     assert cpu.choose("backward_data", big)[0] == "wg4"
-    # 14x14: 4 tile rows of 4 + 1 fill 20 of a block's 32 lanes, 16 of them outputs
-    small = _geometry((128, 64, 14, 14), (64, 64, 3, 3), {"padding": 1})
+    # 14x14: 4 tile rows of 4 + 1 fill 20 of a block's 32 lanes, 16 of them outputs (128
+    # channels: too big a layer for sv at either vector width)
+    small = _geometry((128, 128, 14, 14), (128, 128, 3, 3), {"padding": 1})
     assert cpu.choose("forward", small) == ("wg", (
-        "3x3 stride 1, 64 -> 64 channels, 14x14 outputs (50% of F(4x4)'s lanes, 1 bands "
+        "3x3 stride 1, 128 -> 128 channels, 14x14 outputs (50% of F(4x4)'s lanes, 1 bands "
         "per sample): Winograd F(2x2, 3x3)"))
     assert cpu.choose("backward_data", small)[0] == "wg"
     one = _geometry((1, 64, 56, 56), (64, 64, 3, 3), {"padding": 1})
