@@ -288,6 +288,22 @@ Tried and dropped (kept for the numbers):
     - wg's tile of the 16 products, other shapes (forward N128 C32 28x28 against px, one
       process, busy machine): 8 channels x 32 tiles 1.14x, 4 x 64 0.88x, 6 x 64 0.85x,
       12 x 32 0.84x, 16 x 16 0.63x;
+    - im2col, second round (the auto path had reached 32 ms fwd+bwd on N128 C32 28x28 K64,
+      im2col 58 ms, 0.55x; per pass, ms summed over the batches: forward place 2.1, GEMM
+      14.0, transposes 3.0; backward-data place 3.9, GEMM 16.1, transposes 1.6;
+      backward-weights place 2.1, GEMM 18.6, bias_grad 1.3), each in one process, turns:
+      the GEMM's KC step cap at 288, 384, 576 against 256 (fwd+bwd 58.5, 59.9, 58.7 vs
+      59.7 ms); MC 64, 256, 512 against 128 (56.8, 56.7, 56.6 vs 57.2); COL_ELEMENTS
+      2^20, 2^21, 2^22 against 2^23 (65.4, 65.3, 64.3 vs 60.5); a placing loop over 2-D
+      views (0.418 vs 0.422 ms a batch: placing runs at memory speed, numpy's padded copy
+      0.63); the channels as the GEMM's rows over whole Wz-wide rows of the placed batch
+      (a B strip of 32 pixels one run, column blocks packing their own B strips, the
+      result copied into y row by row, no transposes): forward 25.2 vs 18.9, backward-
+      data 27.6 vs 22.9 ms; the GEMM alone, plain arrays, 64 x 31080 x 288 ran at 215
+      GFLOP/s against 257 for 29008 x 64 x 288 (c's long rows). What limits the passes
+      is the GEMM on these skinny shapes (N = 64 or 32 columns: 205-257 GFLOP/s with
+      plain arrays, the Gathered operands 8-10% below that) against the direct kernels'
+      whole passes at about 385;
     - wg placing the input rows just before the block that first reads them, and copying
       finished rows to y after each block, to spread the memory traffic over the
       compute (one thread, each against the version with both once per task in the same
