@@ -304,6 +304,11 @@ Tried and dropped (kept for the numbers):
       is the GEMM on these skinny shapes (N = 64 or 32 columns: 205-257 GFLOP/s with
       plain arrays, the Gathered operands 8-10% below that) against the direct kernels'
       whole passes at about 385;
+    - im2col's backward-weights from the batch placed channels last with the taps in (r, s,
+      c) order (a strip of MR taps one run of channels: one vector copy per pixel instead
+      of the MR x MR register transposes): 18.59 and 18.68 ms against 18.42 and 18.60 (two
+      runs of 11 turns, one process; its placing 2.0 ms after a first 3.0, its GEMM 15.8-
+      16.2): the transposes were not what the GEMM waits on;
     - wg placing the input rows just before the block that first reads them, and copying
       finished rows to y after each block, to spread the memory traffic over the
       compute (one thread, each against the version with both once per task in the same
