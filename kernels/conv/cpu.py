@@ -1935,33 +1935,8 @@ WG_BYTES = 1 << 20  # a task's Z and Yb (float32): within L2
 WG_MIN_CHANNELS = 32
 
 
-@njit(cache=True)
-def wg_weights(w, U, transpose):
-    # U[t, kb, c, i] = (G g G^T)[t] for output channel k = kb*WG_KX + i and input channel c
-    # (t = 4a + b; 0 past the output channels), with g = w[k, c] (K, Cq, 3, 3), or for
-    # backward-data g = w[c, k] flipped (the output channels are w's input channels).
-    Cq = U.shape[2]
-    Ko = w.shape[1] if transpose else w.shape[0]
-    U[:] = 0
-    gk = np.empty((3, 3))
-    tmp = np.empty((4, 3))
-    for k in range(Ko):
-        for c in range(Cq):
-            for r in range(3):
-                for s in range(3):
-                    gk[r, s] = w[c, k, 2 - r, 2 - s] if transpose else w[k, c, r, s]
-            # G g: G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
-            for s in range(3):
-                tmp[0, s] = gk[0, s]
-                tmp[1, s] = 0.5 * (gk[0, s] + gk[1, s] + gk[2, s])
-                tmp[2, s] = 0.5 * (gk[0, s] - gk[1, s] + gk[2, s])
-                tmp[3, s] = gk[2, s]
-            kb, i = k // WG_KX, k % WG_KX
-            for a in range(4):
-                U[4 * a, kb, c, i] = tmp[a, 0]
-                U[4 * a + 1, kb, c, i] = 0.5 * (tmp[a, 0] + tmp[a, 1] + tmp[a, 2])
-                U[4 * a + 2, kb, c, i] = 0.5 * (tmp[a, 0] - tmp[a, 1] + tmp[a, 2])
-                U[4 * a + 3, kb, c, i] = tmp[a, 2]
+# wg's G (the points 0, 1, -1 and infinity): U = G g G^T, through winograd_weights
+WG_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 
 
 @njit(fastmath={"reassoc", "contract"}, cache=True)  # reassoc: the check's sum vectorises
@@ -2124,7 +2099,7 @@ def _wg_copy(Yb, Uy, bias, yf, n, K, OH, OW, th0, nth, Wh):
 def conv_wg(src, U, bias, yf, Ko, OH, OW, oh0, ow0, nband, bad, m):
     # y (N, Ko, OH, OW) flat = the 3x3 stride-1 convolution of src (N, Cq, A, B) placed at
     # (oh0, ow0) in zeros, by Winograd F(m x m, 3x3), m = 2 (wg) or 4 (wg4), with T = (m +
-    # 2)^2 taps of transformed weights U (T, nkb, Cq, WG_KX) (wg_weights, wg4_weights). A
+    # 2)^2 taps of transformed weights U (T, nkb, Cq, WG_KX) (winograd_weights). A
     # task is one sample and one band of its tile rows; per block of WG_UB tiles: V (T taps
     # x Cq x WG_UB), M (nkb x T taps x WG_TILE; the taps outermost, so a tap's V stays in
     # L1 across the channel blocks), then the inverse transform into Yb (Ko x m*m x the
@@ -2211,26 +2186,29 @@ WG4_OUT = 16 * WG_UB  # its 16 output rows
 
 
 @njit(cache=True)
-def wg4_weights(w, U, transpose, Gm):
-    # U[t, kb, c, i] = (Gm g Gm^T)[t] (t = 6a + b) for output channel k = kb*WG_KX + i and
-    # input channel c (0 past the output channels), g as in wg_weights.
+def winograd_weights(w, U, transpose, Gm):
+    # U[t, kb, c, i] = (Gm g Gm^T)[t] (t = T*a + b, T = Gm's rows: 4 for wg, 6 for wg4) for
+    # output channel k = kb*WG_KX + i and input channel c (0 past the output channels), with
+    # g = w[k, c] (K, Cq, 3, 3), or for backward-data g = w[c, k] flipped (the output
+    # channels are w's input channels). In float64: it runs once per call on the weights.
     Cq = U.shape[2]
     Ko = w.shape[1] if transpose else w.shape[0]
+    T = Gm.shape[0]
     U[:] = 0
     gk = np.empty((3, 3))
-    tmp = np.empty((6, 3))
+    tmp = np.empty((T, 3))
     for k in range(Ko):
         kb, i = k // WG_KX, k % WG_KX
         for c in range(Cq):
             for r in range(3):
                 for s in range(3):
                     gk[r, s] = w[c, k, 2 - r, 2 - s] if transpose else w[k, c, r, s]
-            for a in range(6):
+            for a in range(T):
                 for s in range(3):
                     tmp[a, s] = Gm[a, 0] * gk[0, s] + Gm[a, 1] * gk[1, s] + Gm[a, 2] * gk[2, s]
-            for a in range(6):
-                for b in range(6):
-                    U[6 * a + b, kb, c, i] = (Gm[b, 0] * tmp[a, 0] + Gm[b, 1] * tmp[a, 1]
+            for a in range(T):
+                for b in range(T):
+                    U[T * a + b, kb, c, i] = (Gm[b, 0] * tmp[a, 0] + Gm[b, 1] * tmp[a, 1]
                                               + Gm[b, 2] * tmp[a, 2])
 
 
@@ -2425,10 +2403,7 @@ def _run_wg(src, w, bias, out, Kout_g, Cq, grid, OH, OW, transpose, m=2):
     N = src.shape[0]
     bad = np.empty(N, np.uint8)
     nband = _wg_bands(N, Cq, Kout_g, OH, OW, m)
-    if m == 4:
-        wg4_weights(w, U, transpose, WG4_G)
-    else:
-        wg_weights(w, U, transpose)
+    winograd_weights(w, U, transpose, WG4_G if m == 4 else WG_G)
     conv_wg(src, U, bias, out.reshape(-1), Kout_g, OH, OW, grid.oh0, grid.ow0, nband, bad, m)
     for n in np.flatnonzero(bad):
         _run_px(src[n:n + 1], w, bias, out[n:n + 1].reshape(-1), 1, Kout_g, Cq, 3, 3, (1, 1),
