@@ -59,9 +59,19 @@ was shared and loaded while these were taken: read the ratios, not the times.
             thread (19.3 -> 16.7 ms). Result, per pass: forward 16.7 vs 13.7, backward-data
             18.8 vs 15.5, backward-weights 20.3 vs 14.9 ms (0.79x direct); the bench's
             fwd+bwd rows in two quiet runs: 56.0 vs 42.8 and 53.3 vs 38.5 ms, 0.72-0.77x
-            direct (0.46-0.52x before), 0.59-0.63x torch[channels_last]. What is left:
-            placing the batch (a pass over x or g), the GEMM's packing (for backward-data
-            a strip feeds one tile of Cg = 32 columns) and the transposes into y and dx.
+            direct (0.46-0.52x before), 0.59-0.63x torch[channels_last]. Then the auto
+            path became Winograd (wg, wg4) and cl, and im2col fell to 0.54-0.63x of it:
+            its GEMM ran these shapes at 205-257 GFLOP/s (29008 x 64 x 288 forward,
+            14112 x 32 x 576 backward-data), because every packed strip of col fed only
+            one or two tiles (Kg = 64 or 32 columns). So col is no longer packed: the
+            micro-kernel reads it where it lies (tile_gathered: the MR row addresses
+            formed once per tile, one column offset loaded per step of K), only a
+            ragged last strip is packed (IM2COL_IN_PLACE; False packs every strip, for
+            comparison). Per pass, ms, medians of 5 turns in one process (packed ->
+            in place, direct beside): forward 17.2 -> 14.8 (10.3), backward-data 20.6
+            -> 16.1 (11.2), backward-weights 21.2 -> 17.2 (14.6); fwd+bwd 59.0 -> 48.2
+            against direct's 36.0 (0.61 -> 0.75x). What is left: placing the batch (a pass over x or g) and the
+            transposes into y and dx, each at about memory speed.
     cl      (backward-weights) x copied per sample into a zero-padded channels-last
             buffer in blocks of TK channels (the blocked layout), the gradient read in
             place: KW = 8 output channels x TK input channels of one tap, reduced over
@@ -925,6 +935,7 @@ def bias_grad(g, db):
 # K64 (fwd+bwd 51.7-53.4 ms, one process, turns); 2^23 runs a quarter of 2^21's parallel
 # regions, and on a busy machine each region waits for its second thread.
 COL_ELEMENTS = 1 << 23
+IM2COL_IN_PLACE = True  # the GEMM reads col where it lies (tile_gathered), no packing
 
 
 def im2col_batches(N, Q, P, Kg):
@@ -988,7 +999,7 @@ def _run_im2col(src, w, bias, out, G, Kout_g, Cq, R, S, dil, grid, OH, OW, strid
         for g in range(G):
             place_batch(src, n0, g * Cq, buf, grid)
             b = None if bias is None else bias[g * Kout_g : (g + 1) * Kout_g]
-            col_t = gemm_cpu.Gathered(buf.reshape(-1), pix, tap)
+            col_t = gemm_cpu.Gathered(buf.reshape(-1), pix, tap, IM2COL_IN_PLACE)
             w_t = gemm_cpu.Gathered(wmat, w_rows + g * Q * Kout_g, w_cols)
             gemm_cpu.gemm_operands(col_t, w_t, res, False, False, False, b)
             transpose_into(res.reshape(m, P, Kout_g), out3, n0, g * Kout_g)
@@ -1026,7 +1037,7 @@ def im2col_backward_weights(geo, g, x, dw, db):
         gb = g3[n0 : n0 + m].reshape(-1)
         for grp in range(G):
             place_batch(x, n0, grp * Cg, buf, grid)
-            col = gemm_cpu.Gathered(buf.reshape(-1), tap, pix)
+            col = gemm_cpu.Gathered(buf.reshape(-1), tap, pix, IM2COL_IN_PLACE)
             g_t = gemm_cpu.Gathered(gb, gpix, gch + grp * Kg * P)
             # one row block of dwt per thread: each block reads all of g's packed panel
             # (nb*P x Kg), which leaves L2 (4 blocks per thread: 19.3 vs 16.7 ms per pass)

@@ -130,7 +130,13 @@ again by this GEMM, it took 8 ms of a 31.5 ms forward pass on N128 C32 28x28 K64
 would be simpler, but Numba does not cache a function that takes one (its type holds the
 function's address), so the choice is made by the operand's type. Cost to the other users:
 the packed float32 kernel's cold compile went from 5.8 to 6.0-6.1 CPU s (fresh cache, one NN
-product; 6.2 s before pack_a and pack_b were inlined).
+product; 6.2 s before pack_a and pack_b were inlined). A Gathered op(a) is not even packed
+when its ``in_place`` is set (the default): tile_gathered, the micro-kernel with A read
+through the two tables (MR row addresses formed before the loop, one int64 column offset
+loaded per step of K, shared by the MR broadcasts), reads its whole strips where they lie,
+and pack_a packs only a ragged last strip (tile_a chooses per strip). im2col's strips fed
+one or two tiles each (Kg = 32 or 64 columns), so their packing was a large share: the
+three im2col passes on N128 C32 28x28 K64 went 59.0 -> 48.2 ms (medians of 5 turns).
 
 The micro-kernel (_emit_tile, called as tile_at) multiplies one A strip (kc x MR) by
 one B strip (kc x NR) into an MR x NR tile of c (or of the stack, at c's edges): 2*MR
@@ -477,35 +483,79 @@ def tile_at(typingctx, dtype, kc, a, ao, a_ps, a_is, b, bo, b_ps, c, co, c_rs, a
     and the stack tile of edge_tile alike): one unrolled loop to compile per call site.
     """
 
-    def codegen(context, builder, sig, args):
-        (_, kcv, av, aov, apsv, aisv, bv, bov, bpsv, cv, cov, crsv, addv, bnv, biv, hbv,
-         rlv) = args
+    def a_reader(context, builder, ptr, args):
+        (_, _, av, aov, apsv, aisv) = args[:6]
         intp = context.get_value_type(types.intp)
-        ptr = context.get_value_type(dtype.dtype).as_pointer()
+        a_base = builder.gep(builder.inttoptr(av, ptr), [aov])
+        a_rows = [builder.gep(a_base, [builder.mul(aisv, ir.Constant(intp, i))])
+                  for i in range(MR)]
+        return lambda p, i: builder.gep(a_rows[i], [builder.mul(p, apsv)])
+
+    sig = types.void(dtype, kc, a, ao, a_ps, a_is, b, bo, b_ps, c, co, c_rs, add, bnext, bias,
+                     add_bias, relu)
+    return sig, _tile_codegen(a_reader)
+
+
+@intrinsic
+def tile_gathered(typingctx, dtype, kc, a, rows, cols, unused, b, bo, b_ps, c, co, c_rs, add,
+                  bnext, bias, add_bias, relu):
+    """tile_at with A read where it lies, through two offset tables: A[p, i] =
+    a[rows[i] + cols[p]], where ``rows`` and ``cols`` are the data addresses of int64
+    tables (the strip's first row and the step's first column already added) and ``a``
+    the data address of the source (a Gathered operand's src); ``unused`` keeps the other
+    arguments where tile_at has them. The MR row addresses are formed before the loop,
+    and each step loads one column offset: no packing of A (im2col's col, whose every
+    packed strip fed only one or two tiles, N = Kg = 32 or 64)."""
+
+    def a_reader(context, builder, ptr, args):
+        (_, _, av, rowsv, colsv) = args[:5]
+        i64 = ir.IntType(64)
+        src = builder.inttoptr(av, ptr)
+        rows_ptr = builder.inttoptr(rowsv, i64.as_pointer())
+        cols_ptr = builder.inttoptr(colsv, i64.as_pointer())
+        a_rows = [builder.gep(src, [builder.load(builder.gep(rows_ptr, [ir.Constant(i64, i)]))])
+                  for i in range(MR)]
+        step = {}
+
+        def a_at(p, i):  # one load of cols[p] per step, shared by the MR rows
+            if id(p) not in step:
+                step.clear()
+                step[id(p)] = builder.load(builder.gep(cols_ptr, [p]))
+            return builder.gep(a_rows[i], [step[id(p)]])
+        return a_at
+
+    sig = types.void(dtype, kc, a, rows, cols, unused, b, bo, b_ps, c, co, c_rs, add, bnext,
+                     bias, add_bias, relu)
+    return sig, _tile_codegen(a_reader)
+
+
+def _tile_codegen(a_reader):
+    # the codegen of tile_at and tile_gathered, whose arguments differ only in how A is
+    # found (a_reader(context, builder, element pointer type, args) -> a_at(p, i)); the
+    # arguments from b on are the same
+    def codegen(context, builder, sig, args):
+        (bv, bov, bpsv, cv, cov, crsv, addv, bnv, biv, hbv, rlv) = args[6:]
+        ptr = context.get_value_type(sig.args[0].dtype).as_pointer()
+        intp = context.get_value_type(types.intp)
 
         def base(address, offset):
             return builder.gep(builder.inttoptr(address, ptr), [offset])
 
-        a_base, b_base, c_base = base(av, aov), base(bv, bov), base(cv, cov)
+        b_base, c_base = base(bv, bov), base(cv, cov)
         next_at = None
         if isinstance(sig.args[13], types.Integer):
             n_base = base(bv, bnv)
             next_at = lambda p: builder.gep(n_base, [builder.mul(p, bpsv)])
-        a_rows = [builder.gep(a_base, [builder.mul(aisv, ir.Constant(intp, i))])
-                  for i in range(MR)]
         _emit_tile(
-            context, builder, dtype.dtype, kcv,
-            lambda p, i: builder.gep(a_rows[i], [builder.mul(p, apsv)]),
+            context, builder, sig.args[0].dtype, args[1],
+            a_reader(context, builder, ptr, args),
             lambda p: builder.gep(b_base, [builder.mul(p, bpsv)]),
             lambda i: builder.gep(c_base, [builder.mul(crsv, ir.Constant(intp, i))]),
             addv, next_at,
             (builder.inttoptr(biv, ptr), hbv, rlv),
         )
         return context.get_dummy_value()
-
-    sig = types.void(dtype, kc, a, ao, a_ps, a_is, b, bo, b_ps, c, co, c_rs, add, bnext, bias,
-                     add_bias, relu)
-    return sig, codegen
+    return codegen
 
 
 @njit(cache=True)
@@ -863,11 +913,11 @@ def block(a, trans_a, b, trans_b, bp, ap, c, s0, s1, n0, n1, K, epilogue, own_b)
                     cdst, co, crs, tadd, tb, tr = tile_addr, 0, R, False, False, False
                 bias_j = bias_addr + j0 * c.itemsize
                 if s == 0:  # (two call sites: no prefetch for the other strips, see tile_at)
-                    tile_at(c.dtype, kc, ap_addr, 0, MR, 1, bp_addr, bo, R, cdst, co, crs, tadd, bn,
-                            bias_j, tb, tr)
+                    tile_a(a, c.dtype, kc, ap_addr, 0, i0, k0, bp_addr, bo, R, cdst, co, crs,
+                           tadd, bn, bias_j, tb, tr)
                 else:
-                    tile_at(c.dtype, kc, ap_addr, s * strip, MR, 1, bp_addr, bo, R, cdst, co,
-                            crs, tadd, None, bias_j, tb, tr)
+                    tile_a(a, c.dtype, kc, ap_addr, s * strip, i0, k0, bp_addr, bo, R, cdst, co,
+                           crs, tadd, None, bias_j, tb, tr)
                 if not whole_tile:
                     edge_tile(tile, R, c, i0, j0, add, last, epilogue)
 
@@ -964,12 +1014,13 @@ def run_packed(a, b, c, trans_a, trans_b, K, accumulate, bias, has_bias, relu,
 # the gathered operand: an operand read through two offset tables, packed where it lies
 
 
-Gathered = namedtuple("Gathered", "src rows cols")
+Gathered = namedtuple("Gathered", "src rows cols in_place", defaults=(True,))
 """An operand X (len(rows), len(cols)) that is never stored: X[i, j] = src[rows[i] + cols[j]],
 src a 1-D array, rows and cols int64 offset tables. The packed version packs its strips
 straight from src (pack_a, pack_b), so a matrix that only exists as a view of another
 array (im2col's column matrix: pixel offsets x tap offsets into the padded input) costs
-no pass of its own; see gemm_operands.
+no pass of its own; see gemm_operands. As op(a) with ``in_place`` (the default), its whole
+strips are not packed at all: the micro-kernel reads them through the tables.
 
 >>> import numpy as np
 >>> src = np.arange(6.0, dtype=np.float32)
@@ -1091,7 +1142,7 @@ def pack_a_gathered(x, ap, s0, s1, k0, kc):
     # - else, per MR steps of K whose cols are one run or two (backward-weights: MR
     #   neighbouring pixels): an MR x MR block of MR rows anywhere, transposed in registers;
     # - else element by element.
-    src, rows, cols = x
+    src, rows, cols = x[0], x[1], x[2]
     M = rows.size
     KCP = ap.shape[1]
     dst = ap.reshape(-1)
@@ -1136,7 +1187,7 @@ def pack_b_gathered(x, bp, t):
     # - else, per MR steps of K whose rows are one run or two (backward-weights: MR
     #   neighbouring pixels of the gradient, NR channels): MR x MR blocks transposed;
     # - else element by element.
-    src, rows, cols = x
+    src, rows, cols = x[0], x[1], x[2]
     S, KC, R = bp.shape[1:]
     K, N = rows.size, cols.size
     kb = t // S
@@ -1186,11 +1237,42 @@ def pack_b(b, trans_b, bp, kb, s0, s1):
     chosen as pack_a is."""
 
 
+def tile_a(a, dtype, kc, ap, a_off, i0, k0, b, bo, b_ps, c, co, c_rs, add, bnext, bias,
+           add_bias, relu):
+    """block()'s micro-kernel call for the strip of op(a) whose first row is i0 at step
+    k0: tile_at on the packed strip at ap + a_off, or tile_gathered on a Gathered
+    operand read in place (a whole strip of one with in_place set; pack_a packed only
+    the ragged one)."""
+
+
 @overload(pack_a, inline="always")
 def _pack_a(a, trans_a, ap, s0, s1, k0, kc):
     if isinstance(a, types.BaseTuple):
-        return lambda a, trans_a, ap, s0, s1, k0, kc: pack_a_gathered(a, ap, s0, s1, k0, kc)
+        def pack(a, trans_a, ap, s0, s1, k0, kc):
+            whole = max(s0, min(s1, a[1].size // MR)) if a[3] else s0
+            pack_a_gathered(a, ap[whole - s0:], whole, s1, k0, kc)
+        return pack
     return lambda a, trans_a, ap, s0, s1, k0, kc: pack_a_block(a, trans_a, ap, s0, s1, k0, kc)
+
+
+@overload(tile_a, inline="always")
+def _tile_a(a, dtype, kc, ap, a_off, i0, k0, b, bo, b_ps, c, co, c_rs, add, bnext, bias,
+            add_bias, relu):
+    if isinstance(a, types.BaseTuple):
+        def tile(a, dtype, kc, ap, a_off, i0, k0, b, bo, b_ps, c, co, c_rs, add, bnext, bias,
+                 add_bias, relu):
+            src, rows, cols, in_place = a
+            if in_place and i0 + MR <= rows.size:
+                tile_gathered(dtype, kc, src.ctypes.data, rows.ctypes.data + i0 * 8,
+                              cols.ctypes.data + k0 * 8, 0, b, bo, b_ps, c, co, c_rs, add,
+                              bnext, bias, add_bias, relu)
+            else:
+                tile_at(dtype, kc, ap, a_off, MR, 1, b, bo, b_ps, c, co, c_rs, add, bnext, bias,
+                        add_bias, relu)
+        return tile
+    return (lambda a, dtype, kc, ap, a_off, i0, k0, b, bo, b_ps, c, co, c_rs, add, bnext, bias,
+            add_bias, relu: tile_at(dtype, kc, ap, a_off, MR, 1, b, bo, b_ps, c, co, c_rs, add,
+                                    bnext, bias, add_bias, relu))
 
 
 @overload(pack_b, inline="always")
