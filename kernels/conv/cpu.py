@@ -30,10 +30,8 @@ was shared and loaded while these were taken: read the ratios, not the times.
             placed in a zero-padded buffer xz (the Grid of the direct versions), so
             col[q, m] = xz[tap[q] + pix[m]]: two offset tables (tap q = (c, r, s), pixel
             m = (sample, oh, ow)). col is never written: the GEMM takes it as a Gathered
-            operand (kernels/gemm/cpu.py) and its packed version copies its strips of MR
-            pixels straight from xz into the panel its micro-kernel reads (one vector
-            copy per tap for MR neighbouring pixels of a row, two masked loads across a
-            row's end). Forward: out (nb*P, Kg) = col^T @ w^T + b (bias in the GEMM's
+            operand (kernels/gemm/cpu.py), whose micro-kernel reads col's strips where
+            they lie in xz through the two tables (tile_gathered; no packing). Forward: out (nb*P, Kg) = col^T @ w^T + b (bias in the GEMM's
             epilogue), moved into y by register transposes (transpose_into).
             Backward-data: the same on the gradient zero-stuffed and padded
             (backward_data_grid) with the flipped, transposed weights, as the direct
@@ -65,9 +63,8 @@ was shared and loaded while these were taken: read the ratios, not the times.
             14112 x 32 x 576 backward-data), because every packed strip of col fed only
             one or two tiles (Kg = 64 or 32 columns). So col is no longer packed: the
             micro-kernel reads it where it lies (tile_gathered: the MR row addresses
-            formed once per tile, one column offset loaded per step of K), only a
-            ragged last strip is packed (IM2COL_IN_PLACE; False packs every strip, for
-            comparison). Per pass, ms, medians of 5 turns in one process (packed ->
+            formed once per tile, one column offset loaded per step of K; a ragged last
+            strip reads its first row again for the rows it lacks). Per pass, ms, medians of 5 turns in one process (packed ->
             in place, direct beside): forward 17.2 -> 14.8 (10.3), backward-data 20.6
             -> 16.1 (11.2), backward-weights 21.2 -> 17.2 (14.6); fwd+bwd 59.0 -> 48.2
             against direct's 36.0 (0.61 -> 0.75x). What is left: placing the batch (a pass over x or g) and the
@@ -935,7 +932,6 @@ def bias_grad(g, db):
 # K64 (fwd+bwd 51.7-53.4 ms, one process, turns); 2^23 runs a quarter of 2^21's parallel
 # regions, and on a busy machine each region waits for its second thread.
 COL_ELEMENTS = 1 << 23
-IM2COL_IN_PLACE = True  # the GEMM reads col where it lies (tile_gathered), no packing
 
 
 def im2col_batches(N, Q, P, Kg):
@@ -999,7 +995,7 @@ def _run_im2col(src, w, bias, out, G, Kout_g, Cq, R, S, dil, grid, OH, OW, strid
         for g in range(G):
             place_batch(src, n0, g * Cq, buf, grid)
             b = None if bias is None else bias[g * Kout_g : (g + 1) * Kout_g]
-            col_t = gemm_cpu.Gathered(buf.reshape(-1), pix, tap, IM2COL_IN_PLACE)
+            col_t = gemm_cpu.Gathered(buf.reshape(-1), pix, tap)
             w_t = gemm_cpu.Gathered(wmat, w_rows + g * Q * Kout_g, w_cols)
             gemm_cpu.gemm_operands(col_t, w_t, res, False, False, False, b)
             transpose_into(res.reshape(m, P, Kout_g), out3, n0, g * Kout_g)
@@ -1037,7 +1033,7 @@ def im2col_backward_weights(geo, g, x, dw, db):
         gb = g3[n0 : n0 + m].reshape(-1)
         for grp in range(G):
             place_batch(x, n0, grp * Cg, buf, grid)
-            col = gemm_cpu.Gathered(buf.reshape(-1), tap, pix, IM2COL_IN_PLACE)
+            col = gemm_cpu.Gathered(buf.reshape(-1), tap, pix)
             g_t = gemm_cpu.Gathered(gb, gpix, gch + grp * Kg * P)
             # one row block of dwt per thread: each block reads all of g's packed panel
             # (nb*P x Kg), which leaves L2 (4 blocks per thread: 19.3 vs 16.7 ms per pass)

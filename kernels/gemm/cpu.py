@@ -119,24 +119,28 @@ Versions (VERSIONS; choose() picks one per call and says why), in reading order:
               thread), so the serial case no longer compiles the tree a second time.
 
 Gathered operands (gemm_operands; Gathered): an operand given as two offset tables into
-one array, X[i, j] = src[rows[i] + cols[j]], packed by the packed version straight from src
-(pack_a_gathered, pack_b_gathered, chosen at compile time by pack_a / pack_b): a strip whose
-offsets run is one vector copy per step of K, one that is two runs two masked loads
-(copy_two_runs), and MR x MR blocks of rows that start anywhere are transposed in registers
-(transpose_rows). It exists for im2col (kernels/conv/cpu.py), whose column matrix is such an
-operand of the zero-padded input: written out (8 MB per batch, at memory speed) and packed
-again by this GEMM, it took 8 ms of a 31.5 ms forward pass on N128 C32 28x28 K64 (direct
-13.4); packed from the input, the pass took 18.6 ms. A packer passed as a function argument
-would be simpler, but Numba does not cache a function that takes one (its type holds the
-function's address), so the choice is made by the operand's type. Cost to the other users:
-the packed float32 kernel's cold compile went from 5.8 to 6.0-6.1 CPU s (fresh cache, one NN
-product; 6.2 s before pack_a and pack_b were inlined). A Gathered op(a) is not even packed
-when its ``in_place`` is set (the default): tile_gathered, the micro-kernel with A read
-through the two tables (MR row addresses formed before the loop, one int64 column offset
-loaded per step of K, shared by the MR broadcasts), reads its whole strips where they lie,
-and pack_a packs only a ragged last strip (tile_a chooses per strip). im2col's strips fed
-one or two tiles each (Kg = 32 or 64 columns), so their packing was a large share: the
-three im2col passes on N128 C32 28x28 K64 went 59.0 -> 48.2 ms (medians of 5 turns).
+one array, X[i, j] = src[rows[i] + cols[j]], never stored. It exists for im2col
+(kernels/conv/cpu.py), whose column matrix is such an operand of the zero-padded input:
+written out (8 MB per batch, at memory speed) and packed again by this GEMM, it took 8 ms of
+a 31.5 ms forward pass on N128 C32 28x28 K64 (direct 13.4).
+- As op(b) it is packed straight from src (pack_b_gathered, chosen at compile time by
+  pack_b): a strip whose offsets run is W32-lane vector copies per step of K, and MR x MR
+  blocks of rows that start anywhere are transposed in registers (transpose_rows).
+- As op(a) it is not packed at all: tile_gathered, the micro-kernel with A read through
+  the two tables (the MR row addresses formed before the loop, one int64 column offset
+  loaded per step of K and shared by the MR broadcasts), reads every strip where it lies
+  (tile_a and pack_a, chosen at compile time by the operand's type). im2col's strips of
+  col each fed only one or two tiles (Kg = 32 or 64 columns), so packing them was a large
+  share of its GEMMs. Packed straight from the input (vector copies, masked loads across
+  a row's end, register transposes), the forward pass had gone 31.5 -> 18.6 ms; read in
+  place, the three passes went 59.0 -> 48.2 ms (forward 17.2 -> 14.8, backward-data
+  20.6 -> 16.1, backward-weights 21.2 -> 17.2; direct 36.0; medians of 5 turns in one
+  process), and the im2col GEMM's cold compile lost a packing loop.
+A packer passed as a function argument would be simpler, but Numba does not cache a
+function that takes one (its type holds the function's address), so the choice is made by
+the operand's type. Cost to the other users: the packed float32 kernel's cold compile went
+from 5.8 to 6.0-6.1 CPU s (fresh cache, one NN product; 6.2 s before pack_a and pack_b
+were inlined).
 
 The micro-kernel (_emit_tile, called as tile_at) multiplies one A strip (kc x MR) by
 one B strip (kc x NR) into an MR x NR tile of c (or of the stack, at c's edges): 2*MR
@@ -497,24 +501,30 @@ def tile_at(typingctx, dtype, kc, a, ao, a_ps, a_is, b, bo, b_ps, c, co, c_rs, a
 
 
 @intrinsic
-def tile_gathered(typingctx, dtype, kc, a, rows, cols, unused, b, bo, b_ps, c, co, c_rs, add,
+def tile_gathered(typingctx, dtype, kc, a, rows, cols, valid, b, bo, b_ps, c, co, c_rs, add,
                   bnext, bias, add_bias, relu):
     """tile_at with A read where it lies, through two offset tables: A[p, i] =
     a[rows[i] + cols[p]], where ``rows`` and ``cols`` are the data addresses of int64
     tables (the strip's first row and the step's first column already added) and ``a``
-    the data address of the source (a Gathered operand's src); ``unused`` keeps the other
-    arguments where tile_at has them. The MR row addresses are formed before the loop,
-    and each step loads one column offset: no packing of A (im2col's col, whose every
-    packed strip fed only one or two tiles, N = Kg = 32 or 64)."""
+    the data address of the source (a Gathered operand's src). Only the first ``valid``
+    rows exist (a ragged last strip): the others read row 0 again, and their results go
+    to the stack tile with the rest of the edge tile, which edge_tile drops. The MR row
+    addresses are formed before the loop, and each step loads one column offset, shared
+    by the MR broadcasts: A is never packed (im2col's col, whose packed strips fed only
+    one or two tiles each, Kg = 32 or 64 columns)."""
 
     def a_reader(context, builder, ptr, args):
-        (_, _, av, rowsv, colsv) = args[:5]
+        (_, _, av, rowsv, colsv, validv) = args[:6]
         i64 = ir.IntType(64)
         src = builder.inttoptr(av, ptr)
         rows_ptr = builder.inttoptr(rowsv, i64.as_pointer())
         cols_ptr = builder.inttoptr(colsv, i64.as_pointer())
-        a_rows = [builder.gep(src, [builder.load(builder.gep(rows_ptr, [ir.Constant(i64, i)]))])
-                  for i in range(MR)]
+
+        def row(i):  # rows[i], or rows[0] past the valid rows
+            at = ir.Constant(i64, i)
+            at = builder.select(builder.icmp_signed("<", at, validv), at, ir.Constant(i64, 0))
+            return builder.load(builder.gep(rows_ptr, [at]))
+        a_rows = [builder.gep(src, [row(i)]) for i in range(MR)]
         step = {}
 
         def a_at(p, i):  # one load of cols[p] per step, shared by the MR rows
@@ -524,7 +534,7 @@ def tile_gathered(typingctx, dtype, kc, a, rows, cols, unused, b, bo, b_ps, c, c
             return builder.gep(a_rows[i], [step[id(p)]])
         return a_at
 
-    sig = types.void(dtype, kc, a, rows, cols, unused, b, bo, b_ps, c, co, c_rs, add, bnext,
+    sig = types.void(dtype, kc, a, rows, cols, valid, b, bo, b_ps, c, co, c_rs, add, bnext,
                      bias, add_bias, relu)
     return sig, _tile_codegen(a_reader)
 
@@ -1014,13 +1024,13 @@ def run_packed(a, b, c, trans_a, trans_b, K, accumulate, bias, has_bias, relu,
 # the gathered operand: an operand read through two offset tables, packed where it lies
 
 
-Gathered = namedtuple("Gathered", "src rows cols in_place", defaults=(True,))
+Gathered = namedtuple("Gathered", "src rows cols")
 """An operand X (len(rows), len(cols)) that is never stored: X[i, j] = src[rows[i] + cols[j]],
 src a 1-D array, rows and cols int64 offset tables. The packed version packs its strips
 straight from src (pack_a, pack_b), so a matrix that only exists as a view of another
 array (im2col's column matrix: pixel offsets x tap offsets into the padded input) costs
-no pass of its own; see gemm_operands. As op(a) with ``in_place`` (the default), its whole
-strips are not packed at all: the micro-kernel reads them through the tables.
+no pass of its own; see gemm_operands. As op(a) it is not even packed: the micro-kernel
+reads it through the tables (tile_gathered).
 
 >>> import numpy as np
 >>> src = np.arange(6.0, dtype=np.float32)
@@ -1093,24 +1103,6 @@ def transpose_rows(typingctx, dst, d, ldd, src, offs, o0, base, base2, a):
     return types.void(dst, d, ldd, src, offs, o0, base, base2, a), codegen
 
 
-@intrinsic
-def copy_two_runs(typingctx, dst, d, src, o1, o2, a):
-    """dst[d + i] = src[o1 + i] for i < a, src[o2 + i - a] for a <= i < MR: MR values made
-    of two runs (a strip of MR pixels that crosses the end of an output row), as two masked
-    vector loads, a select and one vector store (_masked_runs)."""
-
-    def codegen(context, builder, sig, args):
-        dv, dd, sv, o1v, o2v, av = args
-        elt = context.get_value_type(dst.dtype)
-        vec = ir.VectorType(elt, MR)
-        value = _masked_runs(context, builder, src, sv, vec, o1v, o2v, av)
-        builder.store(value, vector_at(context, builder, dst, dv, dd, vec),
-                      align=context.get_abi_sizeof(elt))
-        return context.get_dummy_value()
-
-    return types.void(dst, d, src, o1, o2, a), codegen
-
-
 @njit(cache=True)
 def _runs(offs, o, n):
     # True when offs[o:o+n] are consecutive (offs[o+i] = offs[o] + i): n values of src
@@ -1132,53 +1124,6 @@ def _two_runs(offs, o):
 
 
 @njit(cache=True)
-def pack_a_gathered(x, ap, s0, s1, k0, kc):
-    # X[s0*MR:s1*MR, k0:k0+kc] -> ap[:s1-s0, :kc, :] as pack_a_block does for arrays (strips
-    # of MR rows, k-major, rows past M zero), X[i, p] = src[rows[i] + cols[p]]. Per strip:
-    # - its MR rows consecutive in src (im2col's forward: MR neighbouring pixels of one
-    #   output row): one MR-lane vector copy per step of K;
-    # - its MR rows two such runs (pixels across the end of an output row): two masked
-    #   vector loads per step of K (copy_two_runs);
-    # - else, per MR steps of K whose cols are one run or two (backward-weights: MR
-    #   neighbouring pixels): an MR x MR block of MR rows anywhere, transposed in registers;
-    # - else element by element.
-    src, rows, cols = x[0], x[1], x[2]
-    M = rows.size
-    KCP = ap.shape[1]
-    dst = ap.reshape(-1)
-    vector = MR & (MR - 1) == 0  # the intrinsics below need MR a power of two
-    for s in range(s1 - s0):
-        i0 = (s0 + s) * MR
-        d = s * KCP * MR
-        a = _two_runs(rows, i0) if i0 + MR <= M else 0
-        if a == MR:
-            o = rows[i0]
-            for p in range(kc):
-                copy_lanes(dst, d + p * MR, src, o + cols[k0 + p], MR)
-            continue
-        if a and vector:
-            o1, o2 = rows[i0], rows[i0 + a]
-            for p in range(kc):
-                copy_two_runs(dst, d + p * MR, src, o1 + cols[k0 + p], o2 + cols[k0 + p], a)
-            continue
-        p = 0
-        if i0 + MR <= M and vector:
-            while p + MR <= kc:
-                b = _two_runs(cols, k0 + p)
-                if b:
-                    transpose_rows(dst, d + p * MR, MR, src, rows, i0, cols[k0 + p],
-                                   cols[k0 + p + b - (b == MR)], b)
-                else:
-                    for q in range(p, p + MR):
-                        for i in range(MR):
-                            ap[s, q, i] = src[rows[i0 + i] + cols[k0 + q]]
-                p += MR
-        for q in range(p, kc):
-            for i in range(MR):
-                ap[s, q, i] = src[rows[i0 + i] + cols[k0 + q]] if i0 + i < M else 0
-
-
-@njit(cache=True)
 def pack_b_gathered(x, bp, t):
     # bp[kb, s] for task t = kb * S + s, as pack_b_strip does for arrays (NR columns,
     # k-major, columns past N zero), X[p, j] = src[rows[p] + cols[j]]:
@@ -1187,7 +1132,7 @@ def pack_b_gathered(x, bp, t):
     # - else, per MR steps of K whose rows are one run or two (backward-weights: MR
     #   neighbouring pixels of the gradient, NR channels): MR x MR blocks transposed;
     # - else element by element.
-    src, rows, cols = x[0], x[1], x[2]
+    src, rows, cols = x
     S, KC, R = bp.shape[1:]
     K, N = rows.size, cols.size
     kb = t // S
@@ -1228,8 +1173,8 @@ def pack_b_gathered_strips(x, bp, kb, s0, s1):
 
 
 def pack_a(a, trans_a, ap, s0, s1, k0, kc):
-    """op(a)'s strips for block(): pack_a_block for an array, pack_a_gathered for a
-    Gathered operand (chosen when the caller compiles)."""
+    """op(a)'s strips for block(): pack_a_block for an array; nothing for a Gathered
+    operand, which tile_a reads in place (chosen when the caller compiles)."""
 
 
 def pack_b(b, trans_b, bp, kb, s0, s1):
@@ -1240,18 +1185,14 @@ def pack_b(b, trans_b, bp, kb, s0, s1):
 def tile_a(a, dtype, kc, ap, a_off, i0, k0, b, bo, b_ps, c, co, c_rs, add, bnext, bias,
            add_bias, relu):
     """block()'s micro-kernel call for the strip of op(a) whose first row is i0 at step
-    k0: tile_at on the packed strip at ap + a_off, or tile_gathered on a Gathered
-    operand read in place (a whole strip of one with in_place set; pack_a packed only
-    the ragged one)."""
+    k0: tile_at on the packed strip at ap + a_off, or tile_gathered on a Gathered operand,
+    read where it lies (chosen when the caller compiles, as pack_a is)."""
 
 
 @overload(pack_a, inline="always")
 def _pack_a(a, trans_a, ap, s0, s1, k0, kc):
-    if isinstance(a, types.BaseTuple):
-        def pack(a, trans_a, ap, s0, s1, k0, kc):
-            whole = max(s0, min(s1, a[1].size // MR)) if a[3] else s0
-            pack_a_gathered(a, ap[whole - s0:], whole, s1, k0, kc)
-        return pack
+    if isinstance(a, types.BaseTuple):  # read in place by tile_a: nothing to pack
+        return lambda a, trans_a, ap, s0, s1, k0, kc: None
     return lambda a, trans_a, ap, s0, s1, k0, kc: pack_a_block(a, trans_a, ap, s0, s1, k0, kc)
 
 
@@ -1261,14 +1202,10 @@ def _tile_a(a, dtype, kc, ap, a_off, i0, k0, b, bo, b_ps, c, co, c_rs, add, bnex
     if isinstance(a, types.BaseTuple):
         def tile(a, dtype, kc, ap, a_off, i0, k0, b, bo, b_ps, c, co, c_rs, add, bnext, bias,
                  add_bias, relu):
-            src, rows, cols, in_place = a
-            if in_place and i0 + MR <= rows.size:
-                tile_gathered(dtype, kc, src.ctypes.data, rows.ctypes.data + i0 * 8,
-                              cols.ctypes.data + k0 * 8, 0, b, bo, b_ps, c, co, c_rs, add,
-                              bnext, bias, add_bias, relu)
-            else:
-                tile_at(dtype, kc, ap, a_off, MR, 1, b, bo, b_ps, c, co, c_rs, add, bnext, bias,
-                        add_bias, relu)
+            src, rows, cols = a
+            tile_gathered(dtype, kc, src.ctypes.data, rows.ctypes.data + i0 * 8,
+                          cols.ctypes.data + k0 * 8, min(MR, rows.size - i0), b, bo, b_ps, c,
+                          co, c_rs, add, bnext, bias, add_bias, relu)
         return tile
     return (lambda a, dtype, kc, ap, a_off, i0, k0, b, bo, b_ps, c, co, c_rs, add, bnext, bias,
             add_bias, relu: tile_at(dtype, kc, ap, a_off, MR, 1, b, bo, b_ps, c, co, c_rs, add,
