@@ -1282,13 +1282,52 @@ class forced_version:
         _forced = self.before
 
 
+_SERIAL_VERSIONS = {}  # (M, N, K, trans_a, trans_b, dtype) -> choose()'s version, serial work
+_SERIAL_VERSIONS_MAX = 4096  # shapes kept at most (a program with changing shapes clears it)
+_NO_BIAS = {np.dtype(t): np.zeros(1, t) for t in (np.float32, np.float64)}  # never read
+
+
 def gemm_bias_relu(a, b, c, trans_a, trans_b, accumulate, bias, relu):
     """c = op(a) @ op(b) (+ c) (+ bias) (then relu), by the version choose() picks."""
+    # The per-call cost matters for small products (64^3: a 4 us kernel): a product below
+    # SERIAL_WORK, whose choice does not depend on the thread count, looks its version up
+    # by shape instead of calling choose() and small_tasks(), and with a, b and c already
+    # C-contiguous calls its one-thread kernel at once (see the header's per-call list).
+    M, N = c.shape
+    K = a.shape[0] if trans_a else a.shape[1]
+    version = None if _forced else _SERIAL_VERSIONS.get((M, N, K, trans_a, trans_b, c.dtype))
+    if (version is not None and c.flags.c_contiguous and a.flags.c_contiguous
+            and b.flags.c_contiguous):
+        if bias is None:
+            bias, has_bias = _NO_BIAS[c.dtype], False
+        else:
+            bias, has_bias = np.ascontiguousarray(bias), True
+        if version == "small":
+            small_task(0, 1, (a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu))
+            return
+        if version == "naive":
+            gemm_naive(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu)
+            return
+    _gemm_any(a, b, c, trans_a, trans_b, accumulate, bias, relu)
+
+
+def _serial_version(M, N, K, trans_a, trans_b, dtype):
+    # choose()'s version, kept for the fast path of gemm_bias_relu when the work is serial
+    version = choose(M, N, K, trans_b, False, trans_a, dtype)[0]
+    if M * N * K < SERIAL_WORK and M and N and dtype in _NO_BIAS:
+        if len(_SERIAL_VERSIONS) >= _SERIAL_VERSIONS_MAX:
+            _SERIAL_VERSIONS.clear()
+        _SERIAL_VERSIONS[(M, N, K, trans_a, trans_b, dtype)] = version
+    return version
+
+
+def _gemm_any(a, b, c, trans_a, trans_b, accumulate, bias, relu):
+    # gemm_bias_relu for any layout, size and version
     if c.size == 0:
         return
     if not c.flags.c_contiguous:  # e.g. a column block of a larger array
         tmp = np.ascontiguousarray(c) if accumulate else np.empty(c.shape, c.dtype)
-        gemm_bias_relu(a, b, tmp, trans_a, trans_b, accumulate, bias, relu)
+        _gemm_any(a, b, tmp, trans_a, trans_b, accumulate, bias, relu)
         c[...] = tmp
         return
     # one layout for the kernels (each other layout would be a new compilation)
@@ -1297,7 +1336,7 @@ def gemm_bias_relu(a, b, c, trans_a, trans_b, accumulate, bias, relu):
     K = a.shape[0] if trans_a else a.shape[1]
     has_bias = bias is not None
     bias = np.ascontiguousarray(bias) if has_bias else c[0]  # c[0]: never read
-    version = _forced or choose(M, N, K, trans_b, False, trans_a, c.dtype)[0]
+    version = _forced or _serial_version(M, N, K, trans_a, trans_b, c.dtype)
     if version == "small":
         tasks = small_tasks(M, N, K, c.dtype)
         args = (a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu)

@@ -205,6 +205,35 @@ def test_cpu_strided_output():
     assert not big[0].any() and not big[1, :, 50:].any() and not big[2, :, 1::2].any()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(64, 64, 64), (12, 10, 20)], ids=["small", "naive"])
+def test_cpu_repeated_shape(shape, dtype):
+    """A shape seen before takes gemm_bias_relu's cached one-thread path: the same product,
+    and for operands that are not C-contiguous (views of wider arrays), bias, relu and
+    accumulate, the same results as the first call (NumPy in float64)."""
+    M, N, K = shape
+    rng = np.random.default_rng(3)
+    for trans in TRANSPOSES:
+        a, b = _ab(M, N, K, *trans, seed=4)
+        product = (a.T if trans[0] else a) @ (b.T if trans[1] else b)
+        a, b = a.astype(dtype), b.astype(dtype)
+        bias = rng.standard_normal(N)
+        for _ in range(2):  # the first call chooses and keeps the version
+            c = np.full((M, N), np.nan, dtype)
+            GEMM_CPU.gemm(a, b, c, *trans, False)
+            assert_close(c, product, dtype, f"repeated {shape} {trans}")
+        wide_a = np.zeros((a.shape[0], 2 * a.shape[1]), dtype)
+        wide_a[:, ::2] = a
+        wide_b = np.zeros((b.shape[0], b.shape[1] + 3), dtype)
+        wide_b[:, :-3] = b
+        c0 = rng.standard_normal((M, N))
+        for name, a_in, b_in in (("a", wide_a[:, ::2], b), ("b", a, wide_b[:, :-3])):
+            c = c0.astype(dtype)
+            GEMM_CPU.gemm_bias_relu(a_in, b_in, c, *trans, True, bias.astype(dtype), True)
+            assert_close(c, np.maximum(c0 + product + bias, 0), dtype,
+                         f"repeated {shape} {trans}, strided {name}, bias, relu, accumulate")
+
+
 def _offsets(n, kind, rng):
     # int64 offset tables of length n: "runs" (consecutive in runs of 37, so a strip of
     # the packed version, MR or NR offsets, is sometimes one vector copy and sometimes
