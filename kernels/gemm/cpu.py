@@ -1296,19 +1296,18 @@ def gemm_bias_relu(a, b, c, trans_a, trans_b, accumulate, bias, relu):
     M, N = c.shape
     K = a.shape[0] if trans_a else a.shape[1]
     version = None if _forced else _SERIAL_VERSIONS.get((M, N, K, trans_a, trans_b, c.dtype))
-    if (version is not None and c.flags.c_contiguous and a.flags.c_contiguous
-            and b.flags.c_contiguous):
+    if ((version == "small" or version == "naive") and c.flags.c_contiguous
+            and a.flags.c_contiguous and b.flags.c_contiguous):
         if bias is None:
             bias, has_bias = _NO_BIAS[c.dtype], False
         else:
             bias, has_bias = np.ascontiguousarray(bias), True
         if version == "small":
             small_task(0, 1, (a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu))
-            return
-        if version == "naive":
+        else:
             gemm_naive(a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu)
-            return
-    _gemm_any(a, b, c, trans_a, trans_b, accumulate, bias, relu)
+    else:
+        _gemm_any(a, b, c, trans_a, trans_b, accumulate, bias, relu, version)
 
 
 def _serial_version(M, N, K, trans_a, trans_b, dtype):
@@ -1321,13 +1320,13 @@ def _serial_version(M, N, K, trans_a, trans_b, dtype):
     return version
 
 
-def _gemm_any(a, b, c, trans_a, trans_b, accumulate, bias, relu):
-    # gemm_bias_relu for any layout, size and version
+def _gemm_any(a, b, c, trans_a, trans_b, accumulate, bias, relu, version=None):
+    # gemm_bias_relu for any layout, size and version (None: _forced or choose()'s)
     if c.size == 0:
         return
     if not c.flags.c_contiguous:  # e.g. a column block of a larger array
         tmp = np.ascontiguousarray(c) if accumulate else np.empty(c.shape, c.dtype)
-        _gemm_any(a, b, tmp, trans_a, trans_b, accumulate, bias, relu)
+        _gemm_any(a, b, tmp, trans_a, trans_b, accumulate, bias, relu, version)
         c[...] = tmp
         return
     # one layout for the kernels (each other layout would be a new compilation)
@@ -1336,7 +1335,7 @@ def _gemm_any(a, b, c, trans_a, trans_b, accumulate, bias, relu):
     K = a.shape[0] if trans_a else a.shape[1]
     has_bias = bias is not None
     bias = np.ascontiguousarray(bias) if has_bias else c[0]  # c[0]: never read
-    version = _forced or _serial_version(M, N, K, trans_a, trans_b, c.dtype)
+    version = version or _forced or _serial_version(M, N, K, trans_a, trans_b, c.dtype)
     if version == "small":
         tasks = small_tasks(M, N, K, c.dtype)
         args = (a, b, c, trans_a, trans_b, accumulate, bias, has_bias, relu)

@@ -206,14 +206,16 @@ def test_cpu_strided_output():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(64, 64, 64), (12, 10, 20)], ids=["small", "naive"])
-def test_cpu_repeated_shape(shape, dtype):
+@pytest.mark.parametrize("version,shape", [("small", (64, 64, 64)), ("naive", (12, 10, 20)),
+                                           ("small_t", (64, 10, 84))])
+def test_cpu_repeated_shape(version, shape, dtype):
     """A shape seen before takes gemm_bias_relu's cached one-thread path: the same product,
     and for operands that are not C-contiguous (views of wider arrays), bias, relu and
     accumulate, the same results as the first call (NumPy in float64)."""
     M, N, K = shape
     rng = np.random.default_rng(3)
     for trans in TRANSPOSES:
+        assert GEMM_CPU.choose(M, N, K, trans[1], False, trans[0], dtype)[0] == version
         a, b = _ab(M, N, K, *trans, seed=4)
         product = (a.T if trans[0] else a) @ (b.T if trans[1] else b)
         a, b = a.astype(dtype), b.astype(dtype)
