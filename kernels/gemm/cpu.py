@@ -179,7 +179,28 @@ AVX-512 machine, implementations taking turns, best of 30-40 turns):
       waiting forced on nnkern, then OpenBLAS's threads of the child peer still
       spinning through nnkern's samples), not the kernel's.
 
+Per call (gemm_bias_relu's fast path): a product below SERIAL_WORK, where choose()
+does not look at the thread count and small runs one task, keeps its version in a
+dict by (M, N, K, trans_a, trans_b, dtype); on a hit with a, b and c C-contiguous it
+calls small_task or gemm_naive at once, with a shared one-element array as the absent
+bias. Everything else (strided operands or output, empty sizes, forced_version, small_t,
+packed, multi-threaded small) goes on to _gemm_any, the general path. 64^3 NN, one
+process, min of 25 interleaved rounds of 3000 calls (/work/scratch/gemm64/prof4.py),
+main -> this: F.matmul as the bench calls it (keywords) 7.61 -> 6.60 us, F's function
+unwrapped from its Tensor wrapper 6.86 -> 5.94, the kernel entry gemm 5.56 -> 4.78,
+small_task alone 4.42 / 4.16 (Numba's dispatch of the nine-value tuple about 0.43),
+NumPy's a @ b 4.20 / 3.94 in the same runs. Python in gemm_bias_relu above small_task:
+0.99 -> 0.53 us (choose() was 0.25, small_tasks() 0.08, the c[0] view 0.05, the
+ascontiguousarray calls 0.09). What is left above the kernel: the Tensor wrapper
+(nnkern/autograd/rules.py, 0.66-0.76 us with keyword arguments, 0.2-0.4 without),
+F.matmul's checks and output allocation (about 1.1 us), the dispatch (0.4 us).
+
 Tried and dropped (with numbers):
+    - the fast path written into gemm() itself (no gemm_bias_relu frame, the key built
+      from c.shape and a.shape without unpacking them, no bool() of the flags): 4.84
+      against 4.82 us for the kernel entry (min of 30 rounds, trim.py beside prof4.py):
+      nothing. Skipping the contiguity tests of a, b and c as well: 4.65 us, but a
+      strided a or b would then be read as if contiguous (wrong results), so not kept.
     - keeping a row block's A strips for every step of K (1 MB a thread at 2048^3) so
       the next column block of the same rows packs none (A packed once instead of
       twice), and prefetching the next step's rows of a into L2 a part per B strip
