@@ -191,7 +191,10 @@ unwrapped from its Tensor wrapper 6.86 -> 5.94, the kernel entry gemm 5.56 -> 4.
 small_task alone 4.42 / 4.16 (Numba's dispatch of the nine-value tuple about 0.43),
 NumPy's a @ b 4.20 / 3.94 in the same runs. Python in gemm_bias_relu above small_task:
 0.99 -> 0.53 us (choose() was 0.25, small_tasks() 0.08, the c[0] view 0.05, the
-ascontiguousarray calls 0.09). What is left above the kernel: the Tensor wrapper
+ascontiguousarray calls 0.09). Paired in one process, main's module against this one
+(/work/scratch/gemm64/ab.py, benchab.py): the entry gemm 5.46 -> 4.88 us by median (1.12x;
+128^3 1.03x); the bench's own NN 64 row (its HostTimer, inputs and F.matmul call) 6.96 ->
+6.53 us (1.07x). What is left above the kernel: the Tensor wrapper
 (nnkern/autograd/rules.py, 0.66-0.76 us with keyword arguments, 0.2-0.4 without),
 F.matmul's checks and output allocation (about 1.1 us), the dispatch (0.4 us).
 
