@@ -422,6 +422,22 @@ VERSIONS = {
 """Every version (see the header) and the ops it serves, in reading order."""
 
 OPS = ("forward", "backward_data", "backward_weights")
+# im2col in the rule, for few output pixels (small batches of small images): its GEMM splits
+# the pixels (forward, backward-data) or the taps (backward-weights) among the threads in
+# strips of 8, where the direct versions split samples and bands, and Winograd's weight
+# transform is paid per call. Measured per op, the rule's version before against im2col
+# (`python bench/conv_rule.py --before-rule`: one process taking turns, medians of 5),
+# time ratios (> 1: im2col faster). Forward, backward-data, where the rule took wg: N1 C64 7x7 1.73, 1.67;
+# N1 C64 14x14 2.03, 1.87; N1 C64 28x28 1.37, 1.31; N1 C256 14x14 1.39, 1.30; N1 C256 28x28
+# 1.04, 0.96; N2 C64 28x28 1.10, 1.12; N4 C128 14x14 1.23, 1.33; N8 C256 7x7 1.21, 1.24;
+# N1 C64 56x56 (3136 pixels) 1.02, 1.00; N32 C64 56x56 0.63, 0.62; where it took px (C16,
+# 1x1, 5x5 C6/C32) or tile (stride 2): 0.33-0.93, so only in place of wg. Backward-weights
+# against cl: C64 3x3, N1 7x7 to 56x56 and N2 28x28 1.03-1.50; N1 C256 1.50-2.94; N4 C128
+# 14x14 1.21; N8 C256 7x7 1.56; N1 C32 5x5 28x28 1.27; N1 C64 stride 2 1.50; but C16 3x3
+# (144 taps) 0.74-0.93 beyond 14x14, 1x1 C128 0.84, N2 C64 56x56 0.93, N4 C64 56x56 0.87.
+IM2COL_MAX_PIXELS = 1600  # N*OH*OW of the image written, forward and backward-data
+IM2COL_MAX_PIXELS_BW = 3136  # N*OH*OW, backward-weights
+IM2COL_MIN_TAPS = 288  # Cg*R*S, backward-weights (32 channels of a 3x3 kernel)
 FEW_CHANNELS = 4  # input channels per group up to which pxw beats cl and tile
 SV_BYTES = 1 << 19  # sv's largest sample block (a layer's input or output): in L2
 
@@ -479,6 +495,10 @@ def _auto(op, geo):
         if not _applies("wg", op, geo) and min(reduced, out) >= WG_MIN_CHANNELS:
             # the image the op writes (y, or dx for backward-data)
             OH, OW = (geo.OH, geo.OW) if op == "forward" else (geo.H, geo.W)
+            if geo.N * OH * OW <= IM2COL_MAX_PIXELS:
+                return "im2col", (f"{geo.N} x {OH}x{OW} output pixels, {reduced} -> {out} "
+                                  "channels: too few pixels for Winograd to repay its "
+                                  "transforms; one GEMM")
             use = _wg_lane_use(geo.N, reduced, out, OH, OW, 4)
             nband = _wg_bands(geo.N, reduced, out, OH, OW, 4)
             shape = f"3x3 stride 1, {reduced} -> {out} channels, {OH}x{OW} outputs"
@@ -492,6 +512,10 @@ def _auto(op, geo):
         return "tile", f"stride ({geo.sh}, {geo.sw}): the 6-pixel channel tile"
     if (geo.sh, geo.sw) == (1, 1) and Cg <= FEW_CHANNELS:
         return "pxw", f"{Cg} input channels per group fill few channel lanes"
+    taps = Cg * geo.R * geo.S
+    if geo.G == 1 and geo.N * geo.OH * geo.OW <= IM2COL_MAX_PIXELS_BW and taps >= IM2COL_MIN_TAPS:
+        return "im2col", (f"{geo.N} x {geo.OH}x{geo.OW} output pixels to reduce over, {taps} "
+                          "taps: one GEMM splits the taps among the threads")
     if _lane_use(Cg, TK) >= _lane_use(Kg, TK):
         return "cl", f"{Cg} input channels fill the lanes at least as well as {Kg} output"
     return "tile", f"{Kg} output channels fill the lanes better than {Cg} input"

@@ -138,8 +138,12 @@ def test_every_cpu_version_is_reached():
         for op in ops:
             assert any(cpu.choose(op, geo, version)[0] == version for geo in geos), (
                 f"no test case runs {version} for {op}")
+    # and the bench's two 3x3 layers (geometry only: too big to run here), where the rule
+    # takes Winograd (the test cases are small: im2col's, by the rule)
+    geos += [_geometry((128, 32, 28, 28), (64, 32, 3, 3), {"padding": 1}),
+             _geometry((32, 64, 56, 56), (64, 64, 3, 3), {"padding": 1})]
     picked = {cpu.choose(op, geo)[0] for geo in geos for op in cpu.OPS}
-    assert picked == set(cpu.VERSIONS) - {"im2col"}, picked
+    assert picked == set(cpu.VERSIONS), picked
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -241,6 +245,27 @@ def test_cpu_choose_says_why():
     assert version == "px" and why.startswith("wg4 needs a 3x3 kernel, stride 1, dilation 1")
     few = _geometry((128, 16, 28, 28), (64, 16, 3, 3), {"padding": 1})
     assert cpu.choose("forward", few)[0] == "px"
+    # few output pixels: im2col where the rule took Winograd (N*OH*OW <= 1600), and for
+    # backward-weights (N*OH*OW <= 3136, at least 288 taps, one group)
+    tiny = _geometry((1, 64, 14, 14), (64, 64, 3, 3), {"padding": 1})
+    assert cpu.choose("forward", tiny) == ("im2col", (
+        "1 x 14x14 output pixels, 64 -> 64 channels: too few pixels for Winograd to repay "
+        "its transforms; one GEMM"))
+    assert cpu.choose("backward_data", tiny)[0] == "im2col"
+    assert cpu.choose("backward_weights", tiny) == ("im2col", (
+        "1 x 14x14 output pixels to reduce over, 576 taps: one GEMM splits the taps among "
+        "the threads"))
+    two, three = (_geometry((n, 64, 28, 28), (64, 64, 3, 3), {"padding": 1}) for n in (2, 3))
+    assert cpu.choose("forward", two)[0] == "im2col"  # 1568 pixels
+    assert cpu.choose("forward", three)[0] in ("wg", "wg4")  # 2352
+    assert cpu.choose("backward_weights", _geometry((4, 64, 28, 28), (64, 64, 3, 3), {}))[0] == (
+        "im2col")  # 4 x 26x26 = 2704 pixels
+    assert cpu.choose("backward_weights", _geometry((5, 64, 28, 28), (64, 64, 3, 3), {}))[0] == (
+        "cl")  # 3380
+    assert cpu.choose("backward_weights", _geometry((1, 16, 14, 14), (16, 16, 3, 3), {}))[0] == (
+        "cl")  # 144 taps
+    assert cpu.choose("backward_weights", _geometry((1, 64, 14, 14), (64, 32, 3, 3),
+                                                    {"groups": 2}))[0] != "im2col"
     strided = _geometry((2, 8, 9, 9), (4, 8, 3, 3), {"stride": 2})
     version, why = cpu.choose("forward", strided, "px")
     assert version == "tile" and why.startswith("px needs stride 1, got (2, 2)")
