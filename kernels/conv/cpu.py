@@ -425,16 +425,20 @@ OPS = ("forward", "backward_data", "backward_weights")
 # im2col in the rule, for few output pixels (small batches of small images): its GEMM splits
 # the pixels (forward, backward-data) or the taps (backward-weights) among the threads in
 # strips of 8, where the direct versions split samples and bands, and Winograd's weight
-# transform is paid per call. Measured per op, the rule's version before against im2col
-# (`python bench/conv_rule.py --before-rule`: one process taking turns, medians of 5),
-# time ratios (> 1: im2col faster). Forward, backward-data, where the rule took wg: N1 C64 7x7 1.73, 1.67;
-# N1 C64 14x14 2.03, 1.87; N1 C64 28x28 1.37, 1.31; N1 C256 14x14 1.39, 1.30; N1 C256 28x28
-# 1.04, 0.96; N2 C64 28x28 1.10, 1.12; N4 C128 14x14 1.23, 1.33; N8 C256 7x7 1.21, 1.24;
-# N1 C64 56x56 (3136 pixels) 1.02, 1.00; N32 C64 56x56 0.63, 0.62; where it took px (C16,
-# 1x1, 5x5 C6/C32) or tile (stride 2): 0.33-0.93, so only in place of wg. Backward-weights
-# against cl: C64 3x3, N1 7x7 to 56x56 and N2 28x28 1.03-1.50; N1 C256 1.50-2.94; N4 C128
-# 14x14 1.21; N8 C256 7x7 1.56; N1 C32 5x5 28x28 1.27; N1 C64 stride 2 1.50; but C16 3x3
-# (144 taps) 0.74-0.93 beyond 14x14, 1x1 C128 0.84, N2 C64 56x56 0.93, N4 C64 56x56 0.87.
+# transform is paid per call (winograd_weights, serial: 0.22 ms for C = K = 64, 3.5 ms for
+# 256). Measured per op, the rule's version before against im2col (`python
+# bench/conv_rule.py --before-rule`: one process taking turns, medians of 5; quiet machine,
+# 19:03 UTC 2026-12-07), time ratios (> 1: im2col faster). Forward, backward-data, where
+# the rule took wg: N1 C64 7x7 1.65, 1.51; 14x14 1.89, 1.80; 28x28 1.27, 1.25; 56x56 (3136
+# pixels) 1.04, 1.00; N1 C256 7x7 to 28x28 1.03-1.39; N2 C64 7x7 to 28x28 1.05-1.82; N2 C256
+# 1.19-1.53; N4 C128 14x14 1.31, 1.31; N8 C256 7x7 1.21, 1.18; but N4 C64 56x56 0.70, 0.72,
+# N32 C64 56x56 0.64, 0.64. Where it took px (16 channels, 1x1, 5x5) or tile (stride 2):
+# 0.26-0.97, so only in place of wg. Backward-weights against cl (tile, pxw): 3x3 with 64 or
+# more channels and N*OH*OW <= 3136 1.00-3.08 (N1 C64 56x56 1.00, N2 C64 28x28 1.05); N1 C32
+# 5x5 1.32; stride 2 1.43; with fewer taps mixed (C16 3x3 0.74-1.40, 1x1 C128 0.86, C256
+# 1.30, C1 5x5 0.38, C6 5x5 1.71); beyond 3136 pixels 0.89-1.02. On a machine with one core
+# taken by another process, im2col's four parallel regions per pass lose more than the direct
+# versions' one (backward-weights then 0.65-0.94 on the 3x3 C64 layers).
 IM2COL_MAX_PIXELS = 1600  # N*OH*OW of the image written, forward and backward-data
 IM2COL_MAX_PIXELS_BW = 3136  # N*OH*OW, backward-weights
 IM2COL_MIN_TAPS = 288  # Cg*R*S, backward-weights (32 channels of a 3x3 kernel)
