@@ -7,9 +7,10 @@ w is (K, C/G, R, S), g and y are (N, K, OH, OW).
 Work: 2*N*K*OH*OW*(C/G)*R*S per pass, x3 for forward + backward-data +
 backward-weights. Bytes: x, w, b, y, g, dx, dw, db once each.
 
-``algo`` is "direct" (the version table's rule, as "auto"), "im2col", or a version
-name of kernels/conv/cpu.py (VERSIONS), so each version can be timed on any shape (a
-version that cannot run an op gives way to the rule for it).
+``algo`` is "direct" (the version table's rule among the direct versions), "auto" (the
+rule, im2col included), "im2col", or a version name of kernels/conv/cpu.py (VERSIONS), so
+each version can be timed on any shape (a version that cannot run an op gives way to the
+rule for it).
 
 Peers (one key per setting, shared naming):
     torch                 NCHW tensors (PyTorch's default)
@@ -128,6 +129,8 @@ def cases(quick):
         conv_case(128, 64, 28, 28, 64, 3, 3, 1, "direct", G=64, numpy_device=False),
         # one sample: backward-weights split over pixel bands
         conv_case(1, 64, 56, 56, 64, 3, 3, 1, "direct"),
+        # and by the rule, which takes im2col for its backward-weights (few pixels)
+        conv_case(1, 64, 56, 56, 64, 3, 3, 1, "auto", numpy_device=False),
     ]
     # the two 3x3 layers with px asked for (forward and backward-data as before wg; cl's
     # backward-weights, the rule's, in both rows): wg's gain in the same run

@@ -24,7 +24,8 @@ was shared and loaded while these were taken: read the ratios, not the times.
             is the same tile with the roles swapped (TK output channels x 6 rows q,
             reduced over pixels), reading each sample's gradient transposed so the
             channels are contiguous.
-    im2col  (all three ops) the teaching version: a convolution as one GEMM per batch of
+    im2col  (all three ops; the rule's for few output pixels, see IM2COL_MAX_PIXELS)
+            the textbook version: a convolution as one GEMM per batch of
             samples and group over the column matrix col (Q, nb*P), whose column m holds
             the receptive field of output pixel m (nb samples side by side). The batch is
             placed in a zero-padded buffer xz (the Grid of the direct versions), so
@@ -490,7 +491,8 @@ def _sv_fits(geo, op):
     return ""
 
 
-def _auto(op, geo):
+def _auto(op, geo, im2col=True):
+    # the rule; im2col=False: the rule among the direct versions only (algo "direct")
     Cg, Kg = geo.C // geo.G, geo.K // geo.G
     if not _sv_fits(geo, op):
         return "sv", f"stride 1, small layer: {LANES} samples as the vector lanes"
@@ -499,7 +501,7 @@ def _auto(op, geo):
         if not _applies("wg", op, geo) and min(reduced, out) >= WG_MIN_CHANNELS:
             # the image the op writes (y, or dx for backward-data)
             OH, OW = (geo.OH, geo.OW) if op == "forward" else (geo.H, geo.W)
-            if geo.N * OH * OW <= IM2COL_MAX_PIXELS:
+            if im2col and geo.N * OH * OW <= IM2COL_MAX_PIXELS:
                 return "im2col", (f"{geo.N} x {OH}x{OW} output pixels, {reduced} -> {out} "
                                   "channels: too few pixels for Winograd to repay its "
                                   "transforms; one GEMM")
@@ -517,7 +519,8 @@ def _auto(op, geo):
     if (geo.sh, geo.sw) == (1, 1) and Cg <= FEW_CHANNELS:
         return "pxw", f"{Cg} input channels per group fill few channel lanes"
     taps = Cg * geo.R * geo.S
-    if geo.G == 1 and geo.N * geo.OH * geo.OW <= IM2COL_MAX_PIXELS_BW and taps >= IM2COL_MIN_TAPS:
+    if (im2col and geo.G == 1 and geo.N * geo.OH * geo.OW <= IM2COL_MAX_PIXELS_BW
+            and taps >= IM2COL_MIN_TAPS):
         return "im2col", (f"{geo.N} x {geo.OH}x{geo.OW} output pixels to reduce over, {taps} "
                           "taps: one GEMM splits the taps among the threads")
     if _lane_use(Cg, TK) >= _lane_use(Kg, TK):
@@ -527,9 +530,10 @@ def _auto(op, geo):
 
 def choose(op, geo, algo="auto"):
     """(version, why) for ``op`` ("forward", "backward_data" or "backward_weights") on
-    Geometry ``geo``. ``algo``: "auto" (the measured rule), "direct" (the same: every
-    version but im2col is direct), "im2col", or a version name from VERSIONS; a version
-    that cannot run this op or geometry gives way to the rule, and ``why`` says so.
+    Geometry ``geo``. ``algo``: "auto" (the measured rule), "direct" (the rule among the
+    direct versions: every version but im2col, which the rule takes for few output
+    pixels), "im2col", or a version name from VERSIONS; a version that cannot run this
+    op or geometry gives way to the rule, and ``why`` says so.
 
     >>> geo = Geometry(8, 1, 28, 28, 6, 5, 5, 28, 28, 1, 1, 2, 2, 1, 1, 1)
     >>> choose("backward_weights", geo)[0]
@@ -538,7 +542,7 @@ def choose(op, geo, algo="auto"):
     'sv'
     """
     if algo in ("auto", "direct"):
-        return _auto(op, geo)
+        return _auto(op, geo, algo == "auto")
     not_here = _applies(algo, op, geo)
     if not not_here:
         return algo, f"asked for {algo}"

@@ -143,9 +143,10 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, algo="auto")
             (stride 1 only; an odd total padding puts the extra pixel on the
             bottom/right, as PyTorch does).
         groups: split channels into this many independent groups.
-        algo: "direct", "im2col" (columns + the nnkern GEMM) or "auto" (the
-            backend picks; see kernels/conv/cpu.py and cuda.py), or the name of one
-            version in the backend's VERSIONS table (e.g. "px" on the cpu backend).
+        algo: "direct" (the backend's direct kernels), "im2col" (columns + the
+            nnkern GEMM) or "auto" (the backend picks among all of them; see
+            kernels/conv/cpu.py and cuda.py), or the name of one version in the
+            backend's VERSIONS table (e.g. "px" on the cpu backend).
 
     >>> import numpy as np
     >>> x = np.zeros((2, 3, 8, 8), np.float32); w = np.zeros((4, 3, 3, 3), np.float32)

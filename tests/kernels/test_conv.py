@@ -255,6 +255,9 @@ def test_cpu_choose_says_why():
     assert cpu.choose("backward_weights", tiny) == ("im2col", (
         "1 x 14x14 output pixels to reduce over, 576 taps: one GEMM splits the taps among "
         "the threads"))
+    # algo "direct": the rule among the direct versions
+    direct = [cpu.choose(op, tiny, "direct")[0] for op in cpu.OPS]
+    assert direct[0] in ("wg", "wg4") and direct[1] in ("wg", "wg4") and direct[2] == "cl"
     two, three = (_geometry((n, 64, 28, 28), (64, 64, 3, 3), {"padding": 1}) for n in (2, 3))
     assert cpu.choose("forward", two)[0] == "im2col"  # 1568 pixels
     assert cpu.choose("forward", three)[0] in ("wg", "wg4")  # 2352
