@@ -2224,19 +2224,23 @@ WG4_ROWS = 24 * WG_UB  # the 4 x 6 half-transformed rows of the inverse transfor
 WG4_OUT = 16 * WG_UB  # its 16 output rows
 
 
-@njit(cache=True)
+@njit(parallel=True, cache=True)
 def winograd_weights(w, U, transpose, Gm):
     # U[t, kb, c, i] = (Gm g Gm^T)[t] (t = T*a + b, T = Gm's rows: 4 for wg, 6 for wg4) for
     # output channel k = kb*WG_KX + i and input channel c (0 past the output channels), with
     # g = w[k, c] (K, Cq, 3, 3), or for backward-data g = w[c, k] flipped (the output
-    # channels are w's input channels). In float64: it runs once per call on the weights.
+    # channels are w's input channels). In float64: it runs once per call on the weights,
+    # one output channel per iteration. Serial, C = K = 256 took 3.5 ms (F(2x2)) and 7.4 ms
+    # (F(4x4)); forward + backward-data against the serial loop, one process taking turns,
+    # medians of 11: N16 C256 14x14 1.16x, N32 C128 28x28 1.07x, N32 C64 56x56 1.01x, N128
+    # C32 28x28 1.02x (/work/scratch/im2col3/wgab.py).
     Cq = U.shape[2]
     Ko = w.shape[1] if transpose else w.shape[0]
     T = Gm.shape[0]
     U[:] = 0
-    gk = np.empty((3, 3))
-    tmp = np.empty((T, 3))
-    for k in range(Ko):
+    for k in prange(Ko):
+        gk = np.empty((3, 3))
+        tmp = np.empty((T, 3))
         kb, i = k // WG_KX, k % WG_KX
         for c in range(Cq):
             for r in range(3):
