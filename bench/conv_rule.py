@@ -3,8 +3,8 @@
 For each layer and op: the version the rule (``choose``, algo "auto") takes, its time,
 and the ratio rule time / im2col time (above 1: im2col is faster). One process, the two
 taking turns, medians of ``--rounds``. The figures behind IM2COL_MAX_PIXELS,
-IM2COL_MAX_PIXELS_BW and IM2COL_MIN_TAPS in kernels/conv/cpu.py come from this script;
-rerun it after a change to either side. With ``--before-rule`` the rule is the one before
+IM2COL_MAX_CHANNELS2, IM2COL_MAX_PIXELS_BW and IM2COL_MIN_TAPS in kernels/conv/cpu.py come
+from this script; rerun it after a change to either side. With ``--before-rule`` the rule is the one before
 im2col entered it (im2col's thresholds set to 0), so the table compares im2col with the
 direct version it replaced.
 
@@ -26,7 +26,9 @@ LAYERS = [
     (1, 64, 28, 128, 3, 2, 1), (1, 128, 14, 128, 1, 1, 0), (1, 256, 14, 256, 1, 1, 0),
     (1, 6, 14, 16, 5, 1, 0), (1, 1, 28, 6, 5, 1, 2), (1, 32, 28, 32, 5, 1, 2),
     (4, 128, 14, 128, 3, 1, 1), (8, 256, 7, 256, 3, 1, 1), (4, 64, 56, 64, 3, 1, 1),
-    (32, 64, 56, 64, 3, 1, 1),
+    (32, 64, 56, 64, 3, 1, 1), (1, 32, 7, 32, 3, 1, 1), (1, 32, 14, 32, 3, 1, 1),
+    (2, 32, 14, 32, 3, 1, 1), (1, 32, 14, 64, 3, 1, 1), (1, 128, 7, 128, 3, 1, 1),
+    (1, 128, 14, 128, 3, 1, 1), (2, 128, 7, 128, 3, 1, 1), (1, 64, 14, 128, 3, 1, 1),
 ]
 
 

@@ -425,22 +425,29 @@ VERSIONS = {
 OPS = ("forward", "backward_data", "backward_weights")
 # im2col in the rule, for few output pixels (small batches of small images): its GEMM splits
 # the pixels (forward, backward-data) or the taps (backward-weights) among the threads in
-# strips of 8, where the direct versions split samples and bands, and Winograd's weight
-# transform is paid per call (winograd_weights, serial: 0.22 ms for C = K = 64, 3.5 ms for
-# 256). Measured per op, the rule's version before against im2col (`python
-# bench/conv_rule.py --before-rule`: one process taking turns, medians of 5; quiet machine,
-# 19:03 UTC 2026-12-07), time ratios (> 1: im2col faster). Forward, backward-data, where
-# the rule took wg: N1 C64 7x7 1.65, 1.51; 14x14 1.89, 1.80; 28x28 1.27, 1.25; 56x56 (3136
-# pixels) 1.04, 1.00; N1 C256 7x7 to 28x28 1.03-1.39; N2 C64 7x7 to 28x28 1.05-1.82; N2 C256
-# 1.19-1.53; N4 C128 14x14 1.31, 1.31; N8 C256 7x7 1.21, 1.18; but N4 C64 56x56 0.70, 0.72,
-# N32 C64 56x56 0.64, 0.64. Where it took px (16 channels, 1x1, 5x5) or tile (stride 2):
-# 0.26-0.97, so only in place of wg. Backward-weights against cl (tile, pxw): 3x3 with 64 or
-# more channels and N*OH*OW <= 3136 1.00-3.08 (N1 C64 56x56 1.00, N2 C64 28x28 1.05); N1 C32
-# 5x5 1.32; stride 2 1.43; with fewer taps mixed (C16 3x3 0.74-1.40, 1x1 C128 0.86, C256
-# 1.30, C1 5x5 0.38, C6 5x5 1.71); beyond 3136 pixels 0.89-1.02. On a machine with one core
-# taken by another process, im2col's four parallel regions per pass lose more than the direct
-# versions' one (backward-weights then 0.65-0.94 on the 3x3 C64 layers).
-IM2COL_MAX_PIXELS = 1600  # N*OH*OW of the image written, forward and backward-data
+# strips of 8, where the direct versions split samples and bands, and Winograd pays its
+# weight transform per call (winograd_weights: 0.22 ms for C = K = 64, 3.5 ms for 256 when
+# it was serial). Measured per op, the rule's version before against im2col (`python
+# bench/conv_rule.py --before-rule`: one process taking turns, medians of 5), time ratios
+# (> 1: im2col faster). With the serial transform (19:03 UTC 2026-12-07), forward and
+# backward-data where the rule took wg gained 1.03-2.09 up to N*OH*OW = 1600 (N1 C64 14x14
+# 1.89, 1.80; N1 C256 7x7 1.32, 1.39). With the transform in parallel (19:40 UTC), less:
+# C64 up to 392 pixels 1.15-1.49 (N1 7x7 1.15, 1.16; N1 14x14 1.48, 1.49; N2 14x14 1.35,
+# 1.33), C128 1.04-1.94 (N1 7x7 1.04, 1.09; N1 14x14 1.53, 1.86; N2 7x7 1.63, 1.94), C64 ->
+# K128 1.34, 1.64, C32 -> K64 1.08, 1.11, C32 0.89-1.63 (N1 7x7 1.63, 1.59; N2 14x14 0.97,
+# 0.89); but C256 0.70-1.11 (N1 7x7 0.88, 0.95; N2 7x7 1.11, 1.08) and from 784 pixels
+# 0.66-1.05 (N1 C64 28x28 1.04, 0.99; N2 C64 28x28 0.97, 0.94; N4 C128 14x14 0.91, 1.05;
+# N32 C64 56x56 0.70, 0.67): hence at most 400 pixels and C*K at most 128*128. Where the rule
+# took px (16 channels, 1x1, 5x5) or tile (stride 2): 0.26-0.97, so only in place of wg.
+# Backward-weights against cl (tile, pxw), the runs alike: 3x3 with 64 or more channels and
+# N*OH*OW <= 3136 1.02-3.31 (N1 C64 56x56 1.00-1.20, N2 C64 28x28 1.05-1.23); C32 3x3 0.97-
+# 1.16; N1 C32 5x5 1.32-1.39; stride 2 1.43-1.63; with fewer taps mixed (C16 3x3 0.74-1.40,
+# 1x1 C128 0.80-0.86, C256 1.22-1.30, C1 5x5 0.38, C6 5x5 1.71); beyond 3136 pixels
+# 0.89-1.04. On a machine with one core taken by another process, im2col's four parallel
+# regions per pass lose more than the direct versions' one (backward-weights then 0.65-0.94
+# on the 3x3 C64 layers).
+IM2COL_MAX_PIXELS = 400  # N*OH*OW of the image written, forward and backward-data
+IM2COL_MAX_CHANNELS2 = 128 * 128  # reduced x output channels, forward and backward-data
 IM2COL_MAX_PIXELS_BW = 3136  # N*OH*OW, backward-weights
 IM2COL_MIN_TAPS = 288  # Cg*R*S, backward-weights (32 channels of a 3x3 kernel)
 FEW_CHANNELS = 4  # input channels per group up to which pxw beats cl and tile
@@ -501,7 +508,8 @@ def _auto(op, geo, im2col=True):
         if not _applies("wg", op, geo) and min(reduced, out) >= WG_MIN_CHANNELS:
             # the image the op writes (y, or dx for backward-data)
             OH, OW = (geo.OH, geo.OW) if op == "forward" else (geo.H, geo.W)
-            if im2col and geo.N * OH * OW <= IM2COL_MAX_PIXELS:
+            if (im2col and geo.N * OH * OW <= IM2COL_MAX_PIXELS
+                    and reduced * out <= IM2COL_MAX_CHANNELS2):
                 return "im2col", (f"{geo.N} x {OH}x{OW} output pixels, {reduced} -> {out} "
                                   "channels: too few pixels for Winograd to repay its "
                                   "transforms; one GEMM")

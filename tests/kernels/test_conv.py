@@ -245,8 +245,8 @@ def test_cpu_choose_says_why():
     assert version == "px" and why.startswith("wg4 needs a 3x3 kernel, stride 1, dilation 1")
     few = _geometry((128, 16, 28, 28), (64, 16, 3, 3), {"padding": 1})
     assert cpu.choose("forward", few)[0] == "px"
-    # few output pixels: im2col where the rule took Winograd (N*OH*OW <= 1600), and for
-    # backward-weights (N*OH*OW <= 3136, at least 288 taps, one group)
+    # few output pixels: im2col where the rule took Winograd (N*OH*OW <= 400, C*K <= 128^2),
+    # and for backward-weights (N*OH*OW <= 3136, at least 288 taps, one group)
     tiny = _geometry((1, 64, 14, 14), (64, 64, 3, 3), {"padding": 1})
     assert cpu.choose("forward", tiny) == ("im2col", (
         "1 x 14x14 output pixels, 64 -> 64 channels: too few pixels for Winograd to repay "
@@ -258,9 +258,13 @@ def test_cpu_choose_says_why():
     # algo "direct": the rule among the direct versions
     direct = [cpu.choose(op, tiny, "direct")[0] for op in cpu.OPS]
     assert direct[0] in ("wg", "wg4") and direct[1] in ("wg", "wg4") and direct[2] == "cl"
-    two, three = (_geometry((n, 64, 28, 28), (64, 64, 3, 3), {"padding": 1}) for n in (2, 3))
-    assert cpu.choose("forward", two)[0] == "im2col"  # 1568 pixels
-    assert cpu.choose("forward", three)[0] in ("wg", "wg4")  # 2352
+    two, three = (_geometry((n, 64, 14, 14), (64, 64, 3, 3), {"padding": 1}) for n in (2, 3))
+    assert cpu.choose("forward", two)[0] == "im2col"  # 392 pixels
+    assert cpu.choose("forward", three)[0] in ("wg", "wg4")  # 588
+    deep = _geometry((1, 256, 7, 7), (256, 256, 3, 3), {"padding": 1})
+    assert cpu.choose("forward", deep)[0] in ("wg", "wg4")  # 256 x 256 channels
+    assert cpu.choose("backward_data", _geometry((1, 128, 7, 7), (128, 128, 3, 3),
+                                                 {"padding": 1}))[0] == "im2col"  # 128 x 128
     assert cpu.choose("backward_weights", _geometry((4, 64, 28, 28), (64, 64, 3, 3), {}))[0] == (
         "im2col")  # 4 x 26x26 = 2704 pixels
     assert cpu.choose("backward_weights", _geometry((5, 64, 28, 28), (64, 64, 3, 3), {}))[0] == (
