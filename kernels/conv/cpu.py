@@ -2242,14 +2242,20 @@ def winograd_weights(w, U, transpose, Gm):
     # (F(4x4)); forward + backward-data against the serial loop, one process taking turns,
     # medians of 11: N16 C256 14x14 1.16x, N32 C128 28x28 1.07x, N32 C64 56x56 1.01x, N128
     # C32 28x28 1.02x (/work/scratch/im2col3/wgab.py).
+    # U's lanes past the output channels (the last block's) are zeroed here, the rest
+    # written once (a zero fill of all of U first was a second 9 MB pass at C = K = 256).
     Cq = U.shape[2]
     Ko = w.shape[1] if transpose else w.shape[0]
     T = Gm.shape[0]
-    U[:] = 0
-    for k in prange(Ko):
+    for k in prange(U.shape[1] * WG_KX):
+        kb, i = k // WG_KX, k % WG_KX
+        if k >= Ko:
+            for t in range(T * T):
+                for c in range(Cq):
+                    U[t, kb, c, i] = 0
+            continue
         gk = np.empty((3, 3))
         tmp = np.empty((T, 3))
-        kb, i = k // WG_KX, k % WG_KX
         for c in range(Cq):
             for r in range(3):
                 for s in range(3):
@@ -2450,7 +2456,9 @@ def _run_wg(src, w, bias, out, Kout_g, Cq, grid, OH, OW, transpose, m=2):
         _run_px(src, w, bias, out.reshape(-1), 1, Kout_g, Cq, 3, 3, (1, 1), grid, OH, OW,
                 transpose)
         return
-    U = np.empty(((m + 2) ** 2, -(-Kout_g // WG_KX), Cq, WG_KX), dtype=w.dtype)
+    # reused from call to call (9 MB at C = K = 256 with F(4x4): fresh pages faulted in
+    # inside the transform's parallel region)
+    U = workspace("conv.wg_weights", ((m + 2) ** 2, -(-Kout_g // WG_KX), Cq, WG_KX), w.dtype)
     N = src.shape[0]
     bad = np.empty(N, np.uint8)
     nband = _wg_bands(N, Cq, Kout_g, OH, OW, m)
